@@ -1,0 +1,22 @@
+"""The ``bayesmicro`` command: one module per command, registered here."""
+
+from __future__ import annotations
+
+import typer
+
+from bayesmicro.cli import eval as eval_cmd
+from bayesmicro.cli import fit as fit_cmd
+
+app = typer.Typer(
+    name="bayesmicro",
+    help="Personalized reward modeling with Bayesian mixtures of Bradley–Terry heads (MiCRo on Pyro).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command("fit")(fit_cmd.fit_command)
+app.command("eval")(eval_cmd.eval_command)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,87 @@
+"""Shared CLI plumbing: one-line errors with exit codes, JSON on stdout, tables and progress on stderr."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from bayesmicro.errors import BadInput
+
+stderr = Console(stderr=True)
+
+
+def cli_errors(fn: Callable) -> Callable:
+    """Turn BadInput into a one-line message and exit code 2, any other failure into exit code 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            raise
+        except (BadInput, FileNotFoundError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            raise typer.Exit(2) from None
+        except Exception as exc:
+            if os.environ.get("BAYESMICRO_DEBUG"):
+                raise
+            print(f"internal error: {type(exc).__name__}: {exc} (set BAYESMICRO_DEBUG=1 for a traceback)",
+                  file=sys.stderr)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def emit_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, sort_keys=True, default=float) + "\n")
+    sys.stdout.flush()
+
+
+def set_threads(threads: int | None, work: int) -> int:
+    """Small matmuls are slower on torch's default thread pool on few cores: 1 thread unless the work is large."""
+    import torch
+
+    if threads is None:
+        threads = 1 if work < 50_000_000 else min(4, os.cpu_count() or 1)
+    if threads < 1:
+        raise BadInput(f"--threads must be ≥ 1, got {threads}")
+    torch.set_num_threads(threads)
+    return threads
+
+
+@contextlib.contextmanager
+def progress(description: str, total: int | None, enabled: bool = True) -> Iterator[Callable[[], None]]:
+    if not enabled or not stderr.is_terminal:
+        yield lambda: None
+        return
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*columns, console=stderr, transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda: bar.advance(task)
+
+
+def print_table(title: str, rows: dict[str, dict[str, Any]], columns: tuple[str, ...]) -> None:
+    table = Table(title=title)
+    table.add_column("model")
+    for col in columns:
+        table.add_column(col, justify="right")
+    for name, row in rows.items():
+        table.add_row(name, *(f"{row[c]:.4f}" if isinstance(row.get(c), float) else str(row.get(c, "")) for c in columns))
+    stderr.print(table)
+
+
+def parse_floats(text: str, option: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise BadInput(f"{option} expects comma-separated numbers, got {text!r}") from None

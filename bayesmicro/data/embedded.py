@@ -1,0 +1,227 @@
+"""Embedded pairs: the numeric form every model consumes.
+
+Keys (the same in a saved folder and in a user's ``.npz``):
+
+- ``chosen``, ``rejected``: (n, d) response features h(x, a_w), h(x, a_l)
+- ``prompt``: (n, d_p) router input e(x)
+- ``context``: optional (n, d_c) context features
+- ``group``, ``user``, ``split``: optional length-n labels (strings or integers); ``split`` uses "train"/"test"
+
+A folder holds ``features.safetensors`` (float tensors, fp16 or fp32 on disk) and ``pairs.json`` (labels, shapes,
+provenance). Loading never unpickles.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bayesmicro._io import atomic_dir, read_json, read_tensors, write_json, write_tensors
+from bayesmicro.errors import BadInput
+
+FEATURE_KEYS = ("chosen", "rejected", "prompt", "context")
+LABEL_KEYS = ("group", "user", "split")
+FEATURES_FILE = "features.safetensors"
+META_FILE = "pairs.json"
+FORMAT = "bayesmicro.embedded_pairs/1"
+
+
+@dataclass
+class EmbeddedPairs:
+    chosen: torch.Tensor
+    rejected: torch.Tensor
+    prompt: torch.Tensor
+    context: torch.Tensor | None = None
+    group: np.ndarray | None = None
+    user: np.ndarray | None = None
+    split: np.ndarray | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    source: str = "<embedded pairs>"
+
+    def __post_init__(self) -> None:
+        for key in FEATURE_KEYS:
+            value = getattr(self, key)
+            if value is not None:
+                setattr(self, key, _as_matrix(value, key, self.source))
+        for key in LABEL_KEYS:
+            value = getattr(self, key)
+            if value is not None:
+                setattr(self, key, np.asarray(value).astype(str))
+        self._check()
+
+    # -- shape --------------------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self.chosen.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.chosen.shape[1]
+
+    @property
+    def prompt_dim(self) -> int:
+        return self.prompt.shape[1]
+
+    @property
+    def context_dim(self) -> int:
+        return 0 if self.context is None else self.context.shape[1]
+
+    def diff(self) -> torch.Tensor:
+        """(n, d) float32 chosen − rejected: all a linear BT head ever sees of a pair."""
+        return self.chosen.float() - self.rejected.float()
+
+    def router_input(self, use_context: bool) -> torch.Tensor:
+        """(n, d_p [+ d_c]) float32 features the router reads."""
+        if not use_context:
+            return self.prompt.float()
+        if self.context is None:
+            raise BadInput("router 'context' needs a 'context' feature matrix, and these pairs have none",
+                           source=self.source)
+        return torch.cat([self.prompt.float(), self.context.float()], dim=1)
+
+    # -- selection ----------------------------------------------------------------------------------------------
+    def subset(self, index) -> "EmbeddedPairs":
+        index = torch.as_tensor(np.asarray(index))
+        if index.dtype == torch.bool:
+            index = index.nonzero().squeeze(1)
+        idx_np = index.numpy()
+        return replace(
+            self,
+            **{k: getattr(self, k)[index] for k in FEATURE_KEYS if getattr(self, k) is not None},
+            **{k: getattr(self, k)[idx_np] for k in LABEL_KEYS if getattr(self, k) is not None},
+        )
+
+    def part(self, name: str) -> "EmbeddedPairs":
+        """The pairs whose ``split`` is ``name`` (all pairs when there is no split column)."""
+        if self.split is None:
+            return self
+        mask = self.split == name
+        if not mask.any():
+            raise BadInput(f"no pairs with split == '{name}' (splits present: {sorted(set(self.split))})",
+                           source=self.source)
+        return self.subset(np.flatnonzero(mask))
+
+    def with_split(self, test_fraction: float, seed: int) -> "EmbeddedPairs":
+        """Keep an existing split; otherwise assign a random held-out fraction."""
+        if self.split is not None:
+            return self
+        rng = np.random.default_rng(seed)
+        split = np.full(len(self), "train", dtype=object)
+        n_test = int(round(test_fraction * len(self)))
+        split[rng.permutation(len(self))[:n_test]] = "test"
+        return replace(self, split=split.astype(str))
+
+    # -- disk ---------------------------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> Path:
+        tensors = {k: getattr(self, k).to(dtype) for k in FEATURE_KEYS if getattr(self, k) is not None}
+        labels = {k: getattr(self, k).tolist() for k in LABEL_KEYS if getattr(self, k) is not None}
+        meta = {"format": FORMAT, "n": len(self), "dim": self.dim, "prompt_dim": self.prompt_dim,
+                "context_dim": self.context_dim, "labels": labels, "meta": self.meta}
+        with atomic_dir(path) as tmp:
+            write_tensors(tmp / FEATURES_FILE, tensors)
+            write_json(tmp / META_FILE, meta)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "EmbeddedPairs":
+        """Load a saved folder or an ``.npz`` with the documented keys."""
+        path = Path(path)
+        if path.is_dir():
+            return _load_folder(path)
+        if path.suffix.lower() == ".npz":
+            return _load_npz(path)
+        if not path.exists():
+            raise BadInput("not found (expected an embedded-pairs folder or an .npz file)", source=str(path))
+        raise BadInput("expected an embedded-pairs folder or an .npz file", source=str(path))
+
+    # -- checks -------------------------------------------------------------------------------------------------
+    def _check(self) -> None:
+        n = self.chosen.shape[0]
+        if n == 0:
+            raise BadInput("no pairs (expected at least one row)", source=self.source)
+        if self.rejected.shape != self.chosen.shape:
+            raise BadInput(f"'rejected' has shape {tuple(self.rejected.shape)}, expected {tuple(self.chosen.shape)}"
+                           " (same as 'chosen')", source=self.source)
+        for key in ("prompt", "context"):
+            value = getattr(self, key)
+            if value is not None and value.shape[0] != n:
+                raise BadInput(f"'{key}' has {value.shape[0]} rows, expected {n} (one per pair)", source=self.source)
+        for key in LABEL_KEYS:
+            value = getattr(self, key)
+            if value is not None and value.shape != (n,):
+                raise BadInput(f"'{key}' has shape {value.shape}, expected ({n},)", source=self.source)
+        if self.split is not None:
+            bad = sorted(set(self.split) - {"train", "test"})
+            if bad:
+                raise BadInput(f"'split' has values {bad[:3]}, expected 'train' or 'test'", source=self.source)
+        for key in FEATURE_KEYS:
+            value = getattr(self, key)
+            if value is not None:
+                _check_finite(value, key, self.source)
+
+
+def _as_matrix(value: Any, key: str, source: str) -> torch.Tensor:
+    if isinstance(value, np.ndarray):
+        if not np.issubdtype(value.dtype, np.number) or np.issubdtype(value.dtype, np.complexfloating):
+            raise BadInput(f"'{key}' has dtype {value.dtype}, expected a real floating-point matrix", source=source)
+        value = torch.from_numpy(np.ascontiguousarray(value))
+    if not isinstance(value, torch.Tensor):
+        raise BadInput(f"'{key}' is a {type(value).__name__}, expected a matrix", source=source)
+    if value.ndim != 2:
+        raise BadInput(f"'{key}' has shape {tuple(value.shape)}, expected a 2-d matrix (pairs × features)",
+                       source=source)
+    if not value.is_floating_point():
+        value = value.float()
+    return value
+
+
+def _check_finite(value: torch.Tensor, key: str, source: str) -> None:
+    finite = torch.isfinite(value)
+    if not bool(finite.all()):
+        row, col = (~finite).nonzero()[0].tolist()
+        raise BadInput(f"'{key}' row {row}, column {col}: value {value[row, col].item()} is not finite "
+                       "(expected finite features)", source=source)
+
+
+def _load_folder(path: Path) -> EmbeddedPairs:
+    meta = read_json(path / META_FILE)
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise BadInput(f"'{META_FILE}' is not an embedded-pairs manifest (format {FORMAT!r})", source=str(path))
+    tensors = read_tensors(path / FEATURES_FILE)
+    for key in ("chosen", "rejected", "prompt"):
+        if key not in tensors:
+            raise BadInput(f"'{FEATURES_FILE}' lacks the '{key}' matrix", source=str(path))
+    labels = meta.get("labels", {})
+    return EmbeddedPairs(
+        **{k: tensors.get(k) for k in FEATURE_KEYS},
+        **{k: None if labels.get(k) is None else np.asarray(labels[k]) for k in LABEL_KEYS},
+        meta=meta.get("meta", {}),
+        source=str(path),
+    )
+
+
+def _load_npz(path: Path) -> EmbeddedPairs:
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise BadInput(f"cannot read .npz ({exc})", source=str(path)) from None
+    with archive:
+        keys = set(archive.files)
+        missing = [k for k in ("chosen", "rejected", "prompt") if k not in keys]
+        if missing:
+            raise BadInput(f"missing key(s) {missing}; expected chosen, rejected, prompt "
+                           f"[, context, group, user, split] (found {sorted(keys)})", source=str(path))
+        unknown = sorted(keys - set(FEATURE_KEYS) - set(LABEL_KEYS))
+        if unknown:
+            raise BadInput(f"unexpected key(s) {unknown}; allowed: {list(FEATURE_KEYS + LABEL_KEYS)}",
+                           source=str(path))
+        try:
+            arrays = {k: archive[k] for k in keys}
+        except ValueError as exc:  # object arrays would need pickle
+            raise BadInput(f"array needs pickle to load ({exc}); store strings as fixed-width unicode",
+                           source=str(path)) from None
+    return EmbeddedPairs(**arrays, source=str(path))

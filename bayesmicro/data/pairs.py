@@ -1,0 +1,158 @@
+"""Text preference pairs: an HF ``datasets.Dataset`` with a checked schema, and readers for files and hub ids."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import datasets
+
+from bayesmicro.errors import BadInput
+
+REQUIRED_COLUMNS = ("prompt", "chosen", "rejected")
+OPTIONAL_COLUMNS = ("context", "group", "user")
+_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+class PreferencePairs:
+    """Triples (prompt, chosen, rejected) with optional ``context``, ``group`` and ``user``, all strings.
+
+    Wraps a ``datasets.Dataset`` (``.dataset``); the constructor checks the schema, so every instance is valid.
+    """
+
+    def __init__(self, dataset: datasets.Dataset, source: str = "<pairs>"):
+        self.source = source
+        self.dataset = _checked(dataset, source)
+
+    @classmethod
+    def from_dict(cls, columns: Mapping[str, list[Any]], source: str = "<dict>") -> "PreferencePairs":
+        return cls(datasets.Dataset.from_dict(dict(columns)), source)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, column: str) -> list[str]:
+        return self.dataset[column]
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.dataset.column_names)
+
+    def has(self, column: str) -> bool:
+        return column in self.dataset.column_names
+
+    def select(self, indices) -> "PreferencePairs":
+        return PreferencePairs(self.dataset.select(indices), self.source)
+
+    def __repr__(self) -> str:
+        return f"PreferencePairs(n={len(self)}, columns={self.columns}, source={self.source!r})"
+
+
+def _checked(ds: datasets.Dataset, source: str) -> datasets.Dataset:
+    missing = [c for c in REQUIRED_COLUMNS if c not in ds.column_names]
+    if missing:
+        raise BadInput(
+            f"missing column(s) {missing}; expected {list(REQUIRED_COLUMNS)} (found {ds.column_names}); "
+            "map other names with columns={'prompt': 'your_name', ...}",
+            source=source,
+        )
+    if len(ds) == 0:
+        raise BadInput("no rows (expected at least one preference pair)", source=source)
+    keep = [c for c in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS) if c in ds.column_names]
+    ds = ds.select_columns(keep)
+    for column in keep:
+        values = ds[column]
+        for row, value in enumerate(values):
+            if value is None or (column in REQUIRED_COLUMNS and not isinstance(value, str)):
+                expected = "text" if column in REQUIRED_COLUMNS else "a value"
+                raise BadInput(f"row {row}, column '{column}': expected {expected}, got {value!r}", source=source)
+        if ds.features[column].dtype != "string":
+            ds = ds.cast_column(column, datasets.Value("string"))
+    return ds
+
+
+def _file_format(path: Path) -> str:
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes = suffixes[:-1]
+    if not suffixes or suffixes[-1] not in _FORMATS:
+        raise BadInput(f"unknown file type; expected one of {sorted(_FORMATS)} (optionally .gz)", source=str(path))
+    return _FORMATS[suffixes[-1]]
+
+
+def _check_text_file(path: Path, fmt: str) -> None:
+    """Find the first undecodable byte or broken JSON line, so the error can name the row."""
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    try:
+        with opener(path, "rb") as fh:
+            for lineno, raw in enumerate(fh, start=1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise BadInput(f"line {lineno}: not UTF-8 text ({exc.reason})", source=str(path)) from None
+                if fmt == "json" and line.strip():
+                    try:
+                        json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise BadInput(f"line {lineno}: not valid JSON ({exc.msg})", source=str(path)) from None
+    except (EOFError, gzip.BadGzipFile, OSError) as exc:
+        raise BadInput(f"cannot read compressed file ({exc})", source=str(path)) from None
+
+
+def read_table(path: str | os.PathLike) -> datasets.Dataset:
+    """Read a .jsonl/.csv/.parquet file (optionally gzip-compressed) into a ``datasets.Dataset``."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput("file not found", source=str(path))
+    fmt = _file_format(path)
+    if path.stat().st_size == 0:
+        raise BadInput("empty file (expected a header or records)", source=str(path))
+    if fmt != "parquet":
+        _check_text_file(path, fmt)
+    try:
+        ds = datasets.load_dataset(fmt, data_files=str(path), split="train")
+    except Exception as exc:
+        raise BadInput(f"cannot parse as {fmt} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})",
+                       source=str(path)) from None
+    if len(ds) == 0:
+        raise BadInput("no rows (only a header?)", source=str(path))
+    return ds
+
+
+def read_hub(repo_id: str, split: str = "train", config: str | None = None) -> datasets.Dataset:
+    """Load a split from the Hugging Face hub (needs network or a warm HF cache)."""
+    try:
+        return datasets.load_dataset(repo_id, config, split=split)
+    except Exception as exc:
+        raise BadInput(
+            f"cannot load hub dataset '{repo_id}' (split {split!r}): {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:200] if str(exc) else ''} — offline? pass a local file instead",
+            source=repo_id,
+        ) from None
+
+
+def is_local(path: str | os.PathLike) -> bool:
+    return Path(path).exists() or any(str(path).lower().endswith(ext) for ext in (*_FORMATS, ".gz"))
+
+
+def load_pairs(
+    source: str | os.PathLike,
+    columns: Mapping[str, str] | None = None,
+    split: str = "train",
+) -> PreferencePairs:
+    """Read preference pairs from a local file or a hub id.
+
+    ``columns`` maps the schema name to the source's column name, e.g. ``{"prompt": "question"}``.
+    """
+    ds = read_table(source) if is_local(source) else read_hub(str(source), split=split)
+    if columns:
+        absent = [src for src in columns.values() if src not in ds.column_names]
+        if absent:
+            raise BadInput(f"column mapping names absent column(s) {absent} (found {ds.column_names})",
+                           source=str(source))
+        ds = ds.rename_columns({src: dst for dst, src in columns.items() if src != dst})
+    return PreferencePairs(ds, str(source))

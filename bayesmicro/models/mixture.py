@@ -1,0 +1,93 @@
+"""Pyro models: a mixture of K linear BT heads with a router in the model, the component summed out.
+
+``BTMixture(k=1, router="none")`` is the single BT model. The router is a learned gating network (point-estimated);
+the heads carry a Gaussian prior and are the latent variables inference targets.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.nn import PyroModule, PyroSample
+from torch import nn
+
+from bayesmicro.models.bt import entropy, mixture_log_prob, reward_margins
+
+RouterKind = Literal["none", "prompt", "context"]
+ROUTERS: tuple[str, ...] = ("none", "prompt", "context")
+
+
+class Router(PyroModule):
+    """π(x) = softmax(f(x)). ``none``: static logits shared by all pairs (MaxMin-style baseline);
+    ``prompt`` / ``context``: one hidden layer (paper: 128 units) on standardised router input."""
+
+    def __init__(self, kind: str, k: int, input_dim: int = 0, hidden: int = 128):
+        super().__init__()
+        if kind not in ROUTERS:
+            raise ValueError(f"router must be one of {ROUTERS}, got {kind!r}")
+        self.kind, self.k = (kind if k > 1 else "none"), k  # one head needs no router
+        if self.kind == "none":
+            self.logits = nn.Parameter(torch.zeros(k))
+        else:
+            self.register_buffer("input_mean", torch.zeros(input_dim))
+            self.register_buffer("input_scale", torch.ones(input_dim))
+            self.net = nn.Sequential(nn.Linear(input_dim, hidden), nn.ReLU(), nn.Linear(hidden, k))
+
+    @property
+    def reads_input(self) -> bool:
+        return self.kind != "none"
+
+    def standardize_from(self, router_input: torch.Tensor) -> None:
+        """Set the input standardisation from training features (n, input_dim)."""
+        if self.reads_input:
+            self.input_mean.copy_(router_input.mean(0))
+            self.input_scale.copy_(router_input.std(0).clamp_min(1e-6))
+
+    def log_prior(self, scale: float) -> torch.Tensor:
+        """Gaussian log-density (up to a constant) of the network weights: the MAP router's weight decay."""
+        return -0.5 * sum(p.pow(2).sum() for p in self.net.parameters()) / scale**2
+
+    def log_weights(self, router_input: torch.Tensor | None, n: int) -> torch.Tensor:
+        """(n, K) normalised log π."""
+        if self.k == 1:
+            return torch.zeros(n, 1)
+        if not self.reads_input:
+            return torch.log_softmax(self.logits, -1).expand(n, self.k)
+        z = (router_input - self.input_mean) / self.input_scale
+        return torch.log_softmax(self.net(z), -1)
+
+
+class BTMixture(PyroModule):
+    """P(chosen ≻ rejected | x) = Σ_k π_k(x) σ(w_kᵀ(h_w − h_l)); heads w ~ Normal(0, prior_scale).
+
+    ``alpha`` adds the paper's regulariser α·H(π(x)) per pair as a factor (pushes π toward uniform).
+    """
+
+    def __init__(self, dim: int, k: int, router: RouterKind = "prompt", router_dim: int = 0, *, hidden: int = 128,
+                 prior_scale: float = 1.0, alpha: float = 0.5, router_prior_scale: float = 0.3):
+        super().__init__()
+        self.router_prior_scale = router_prior_scale
+        if k < 1:
+            raise ValueError(f"k must be ≥ 1, got {k}")
+        self.dim, self.k, self.alpha = dim, k, alpha
+        self.prior_scale = prior_scale
+        self.router = Router(router, k, router_dim, hidden)
+        self.heads = PyroSample(lambda self: dist.Normal(0.0, self.prior_scale).expand([self.k, self.dim]).to_event(2))
+
+    def forward(self, diff: torch.Tensor, router_input: torch.Tensor | None = None,
+                size: int | None = None) -> torch.Tensor:
+        """diff: (B, d) chosen − rejected; router_input: (B, d_r); size: N pairs in the full data (for scaling)."""
+        heads = self.heads  # read the global site before entering the data plate
+        if self.router.reads_input:
+            pyro.factor("router_prior", self.router.log_prior(self.router_prior_scale))
+        n = diff.shape[0]
+        with pyro.plate("pairs", size or n, subsample=torch.arange(n)):
+            log_w = self.router.log_weights(router_input, n)
+            log_lik = mixture_log_prob(log_w, reward_margins(heads, diff))
+            pyro.factor("obs", log_lik)
+            if self.alpha and self.k > 1:
+                pyro.factor("router_entropy", self.alpha * entropy(log_w))
+        return log_lik
