@@ -20,3 +20,7 @@ app.command("eval")(eval_cmd.eval_command)
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()
