@@ -130,12 +130,12 @@ class EmbeddedPairs:
     def load(cls, path: str | os.PathLike) -> "EmbeddedPairs":
         """Load a saved folder or an ``.npz`` with the documented keys."""
         path = Path(path)
+        if not path.exists():
+            raise BadInput("not found (expected an embedded-pairs folder or an .npz file)", source=str(path))
         if path.is_dir():
             return _load_folder(path)
         if path.suffix.lower() == ".npz":
             return _load_npz(path)
-        if not path.exists():
-            raise BadInput("not found (expected an embedded-pairs folder or an .npz file)", source=str(path))
         raise BadInput("expected an embedded-pairs folder or an .npz file", source=str(path))
 
     # -- checks -------------------------------------------------------------------------------------------------

@@ -116,6 +116,8 @@ def read_table(path: str | os.PathLike) -> datasets.Dataset:
     try:
         ds = datasets.load_dataset(fmt, data_files=str(path), split="train")
     except Exception as exc:
+        if "corresponds to no data" in str(exc):
+            raise BadInput("no rows (only a header?)", source=str(path)) from None
         raise BadInput(f"cannot parse as {fmt} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})",
                        source=str(path)) from None
     if len(ds) == 0:

@@ -78,6 +78,15 @@ class Truth:
         return (self.log_weights(data).exp() * torch.sigmoid(margins)).sum(-1)
 
 
+def _group_codes(k: int, context_dim: int, normal) -> torch.Tensor:
+    """(K, d_c) group context codes: orthogonal when K ≤ d_c (so each group's context picks out its own head),
+    scaled like standard-normal vectors."""
+    codes = normal(max(k, context_dim), context_dim)
+    if k <= context_dim:
+        codes = torch.linalg.qr(codes.T)[0].T * np.sqrt(context_dim)
+    return codes[:k]
+
+
 def make_population(spec: PopulationSpec = PopulationSpec(), seed: int = 0) -> tuple[EmbeddedPairs, Truth]:
     """Draw a population; returns embedded pairs (with a train/test split) and the truth behind them."""
     gen = torch.Generator().manual_seed(seed)
@@ -90,7 +99,7 @@ def make_population(spec: PopulationSpec = PopulationSpec(), seed: int = 0) -> t
     unit = 1.0 / np.sqrt(d)
     heads = spec.head_scale * unit * (spec.shared_scale * normal(1, d) + spec.head_spread * normal(k, d))
 
-    group_codes = normal(k, spec.context_dim)
+    group_codes = _group_codes(k, spec.context_dim, normal)
     user_group = rng.integers(0, k, size=spec.n_users)
     user_context = group_codes[user_group] + spec.context_noise * normal(spec.n_users, spec.context_dim)
     # Each group's context points the true router at its own head.

@@ -1,0 +1,81 @@
+import numpy as np
+import pytest
+import torch
+
+from bayesmicro.data.embedded import EmbeddedPairs
+from bayesmicro.errors import BadInput
+from tests.common import assert_close, small_pairs
+
+
+def test_folder_round_trip_keeps_every_key(tmp_path):
+    data = small_pairs(n=12, group=np.array(["a", "b"] * 6), user=np.arange(12), split=np.array(["train"] * 9 + ["test"] * 3))
+    data.save(tmp_path / "pairs")
+    loaded = EmbeddedPairs.load(tmp_path / "pairs")
+    for key in ("chosen", "rejected", "prompt", "context"):
+        assert_close(getattr(loaded, key), getattr(data, key), atol=0)
+    assert loaded.group.tolist() == data.group.tolist()
+    assert loaded.user.tolist() == [str(i) for i in range(12)]
+    assert len(loaded.part("test")) == 3
+
+
+def test_fp16_storage_halves_size_and_rounds(tmp_path):
+    data = small_pairs(n=50, d=64)
+    data.save(tmp_path / "fp32")
+    data.save(tmp_path / "fp16", dtype=torch.float16)
+    size = lambda p: (p / "features.safetensors").stat().st_size  # noqa: E731
+    assert size(tmp_path / "fp16") < 0.6 * size(tmp_path / "fp32")
+    assert_close(EmbeddedPairs.load(tmp_path / "fp16").chosen, data.chosen, atol=2e-3, rtol=1e-3)
+
+
+def test_npz_with_the_documented_keys(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "f.npz"
+    np.savez(path, chosen=rng.normal(size=(8, 3)), rejected=rng.normal(size=(8, 3)), prompt=rng.normal(size=(8, 2)),
+             group=np.array(["x"] * 8), split=np.array(["train"] * 6 + ["test"] * 2))
+    data = EmbeddedPairs.load(path)
+    assert len(data) == 8 and data.dim == 3 and data.prompt_dim == 2 and data.context is None
+    assert data.chosen.dtype == torch.float64 or data.chosen.dtype == torch.float32
+
+
+@pytest.mark.parametrize("arrays, message", [
+    (dict(chosen=np.zeros((4, 3)), rejected=np.zeros((4, 3))), "missing key"),
+    (dict(chosen=np.zeros((4, 3)), rejected=np.zeros((4, 2)), prompt=np.zeros((4, 2))), "'rejected' has shape"),
+    (dict(chosen=np.zeros((4, 3)), rejected=np.zeros((4, 3)), prompt=np.zeros((5, 2))), "'prompt' has 5 rows"),
+    (dict(chosen=np.array([[0.0, np.nan, 0.0]] * 4), rejected=np.zeros((4, 3)), prompt=np.zeros((4, 2))),
+     "'chosen' row 0, column 1"),
+    (dict(chosen=np.zeros((4, 3)), rejected=np.full((4, 3), np.inf), prompt=np.zeros((4, 2))), "not finite"),
+    (dict(chosen=np.zeros((0, 3)), rejected=np.zeros((0, 3)), prompt=np.zeros((0, 2))), "no pairs"),
+    (dict(chosen=np.zeros(4), rejected=np.zeros(4), prompt=np.zeros((4, 2))), "2-d matrix"),
+    (dict(chosen=np.zeros((4, 3)), rejected=np.zeros((4, 3)), prompt=np.zeros((4, 2)), extra=np.zeros(4)),
+     "unexpected key"),
+    (dict(chosen=np.array([["a"] * 3] * 4), rejected=np.zeros((4, 3)), prompt=np.zeros((4, 2))), "dtype"),
+    (dict(chosen=np.zeros((4, 3)), rejected=np.zeros((4, 3)), prompt=np.zeros((4, 2)), split=np.array(["a"] * 4)),
+     "'split' has values"),
+], ids=["missing_prompt", "shape_mismatch", "row_mismatch", "nan", "inf", "empty", "vector", "unknown_key",
+        "string_features", "bad_split"])
+def test_bad_npz_is_named(tmp_path, arrays, message):
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(BadInput, match=message) as info:
+        EmbeddedPairs.load(path)
+    assert str(path) in str(info.value)
+
+
+def test_object_arrays_are_refused_without_unpickling(tmp_path):
+    path = tmp_path / "obj.npz"
+    np.savez(path, chosen=np.zeros((2, 2)), rejected=np.zeros((2, 2)), prompt=np.zeros((2, 1)),
+             group=np.array([{"x": 1}, None], dtype=object))
+    with pytest.raises(BadInput, match="pickle"):
+        EmbeddedPairs.load(path)
+
+
+def test_with_split_keeps_existing_and_assigns_fraction():
+    data = small_pairs(n=100)
+    split = data.with_split(0.25, seed=1)
+    assert (split.split == "test").sum() == 25
+    assert split.with_split(0.5, seed=2) is split
+
+
+def test_missing_folder_is_bad_input(tmp_path):
+    with pytest.raises(BadInput, match="not found"):
+        EmbeddedPairs.load(tmp_path / "nope")
