@@ -155,6 +155,13 @@ class EmbeddingCache:
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
+    def remove_stale_temp_files(self) -> None:
+        """Temp files of a killed writer (call while holding the lock)."""
+        if self.folder is not None and self.folder.is_dir():
+            for tmp in self.folder.glob(".*.tmp"):
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+
     def reload(self) -> None:
         """Re-read the manifest (another process may have added shards); no-op for an in-memory cache."""
         if self.folder is None:

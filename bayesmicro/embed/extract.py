@@ -135,6 +135,7 @@ def extract(
     lock = cache.locked() if rank == 0 else _nullcontext()
     with lock:
         if rank == 0:
+            cache.remove_stale_temp_files()
             cache.reload()
         distributed.barrier()
         if rank != 0:
