@@ -5,7 +5,9 @@ from __future__ import annotations
 import typer
 
 from bayesmicro.cli import eval as eval_cmd
+from bayesmicro.cli import diagnose as diagnose_cmd
 from bayesmicro.cli import fit as fit_cmd
+from bayesmicro.cli import score as score_cmd
 
 app = typer.Typer(
     name="bayesmicro",
@@ -16,6 +18,8 @@ app = typer.Typer(
 )
 app.command("fit")(fit_cmd.fit_command)
 app.command("eval")(eval_cmd.eval_command)
+app.command("score")(score_cmd.score_command)
+app.command("diagnose")(diagnose_cmd.diagnose_command)
 
 
 def main() -> None:

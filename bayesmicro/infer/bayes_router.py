@@ -28,31 +28,32 @@ class LatentRouterMixture(PyroModule):
     """Wraps a ``BTMixture`` whose router output layer is latent. Sample sites: ``mix.heads`` and, for routed
     mixtures, ``mix.router.net.2.weight`` (K, hidden) and ``mix.router.net.2.bias`` (K,)."""
 
-    def __init__(self, mix: BTMixture, latent_router: bool = True):
+    def __init__(self, mix: BTMixture, latent_router: bool | str = True):
         super().__init__()
         self.latent_router = latent_router and has_bayesian_router(mix)
+        self.init_values, self.layers = {}, []
         if self.latent_router:
             net = mix.router.net
             to_pyro_module_(net)
             mix.router.net = net  # re-attach so the converted layers share the root's sample cache
-            out = net[2]
+            self.layers = [0, 2] if latent_router == "all" else [2]
             scale = mix.router_prior_scale
-            self.init_values = {ROUTER_SITES["weight"]: out.weight.detach().clone(),
-                                ROUTER_SITES["bias"]: out.bias.detach().clone()}
-            out.weight = PyroSample(dist.Normal(0.0, scale).expand(list(out.weight.shape)).to_event(2))
-            out.bias = PyroSample(dist.Normal(0.0, scale).expand(list(out.bias.shape)).to_event(1))
-        else:
-            self.init_values = {}
+            for i in self.layers:
+                layer = net[i]
+                for name in ("weight", "bias"):
+                    value = getattr(layer, name).detach().clone()
+                    self.init_values[f"mix.router.net.{i}.{name}"] = value
+                    setattr(layer, name, PyroSample(dist.Normal(0.0, scale).expand(list(value.shape))
+                                                    .to_event(value.dim())))
         self.mix = mix
 
     def forward(self, diff: torch.Tensor, router_input: torch.Tensor | None = None,
                 size: int | None = None) -> torch.Tensor:
-        if self.latent_router:  # read the global sites before the model enters its data plate
-            out = self.mix.router.net[2]
-            _ = out.weight, out.bias
+        for i in self.layers:  # read the global sites before the model enters its data plate
+            _ = self.mix.router.net[i].weight, self.mix.router.net[i].bias
         return self.mix(diff, router_input, size)
 
 
 def router_draw_tensors(samples: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """{router state key: (S, ...) draws} from a dict of site samples; empty when the router is a point estimate."""
-    return {f"{OUTPUT_LAYER}.{name}": samples[site] for name, site in ROUTER_SITES.items() if site in samples}
+    return {site.removeprefix("mix.router."): v for site, v in samples.items() if site.startswith("mix.router.")}
