@@ -6,7 +6,9 @@ import typer
 
 from bayesmicro.cli import embed as embed_cmd
 from bayesmicro.cli import eval as eval_cmd
+from bayesmicro.cli import diagnose as diagnose_cmd
 from bayesmicro.cli import fit as fit_cmd
+from bayesmicro.cli import score as score_cmd
 
 app = typer.Typer(
     name="bayesmicro",
@@ -18,6 +20,8 @@ app = typer.Typer(
 app.command("fit")(fit_cmd.fit_command)
 app.command("eval")(eval_cmd.eval_command)
 app.command("embed")(embed_cmd.embed_command)
+app.command("score")(score_cmd.score_command)
+app.command("diagnose")(diagnose_cmd.diagnose_command)
 
 
 def main() -> None:

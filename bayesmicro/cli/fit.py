@@ -12,6 +12,7 @@ from bayesmicro._io import atomic_dir, write_json
 from bayesmicro.cli.common import cli_errors, emit_json, print_table, progress, set_threads
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.errors import BadInput
+from bayesmicro.evaluate.calibration import ece
 from bayesmicro.evaluate.compare import compare_on_population
 from bayesmicro.evaluate.metrics import score
 from bayesmicro.infer.api import fit
@@ -26,7 +27,7 @@ def model_key(k: int, router: str) -> str:
 def fit_command(
     data: Optional[Path] = typer.Argument(None, help="Embedded pairs: a folder from `bayesmicro embed` or an .npz. "
                                           "Omit to run the built-in synthetic comparison."),
-    k: int = typer.Option(3, "--k", help="Number of BT heads."),
+    k: str = typer.Option("3", "--k", help="Number of BT heads, or 'auto' (choose K = 1..--k-max by PSIS-LOO)."),
     router: Optional[str] = typer.Option(None, "--router", help="none | prompt | context "
                                          "(default: prompt with DATA, context on the built-in population)."),
     seed: int = typer.Option(0, "--seed"),
@@ -36,17 +37,34 @@ def fit_command(
     alpha: Optional[float] = typer.Option(None, "--alpha", help="Router-entropy regulariser α (default: the "
                                           "paper's 0.5 with DATA; 0 on the built-in population, see README)."),
     prior_scale: float = typer.Option(1.0, "--prior-scale", help="sd of the Gaussian prior on head weights."),
-    inference: str = typer.Option("map", "--inference", help="map"),
+    inference: str = typer.Option("map", "--inference", help="map | vi | nuts | em"),
     optimizer: str = typer.Option("auto", "--optimizer", help="auto | lbfgs | adam"),
     epochs: int = typer.Option(20, "--epochs", help="AdamW epochs (minibatch optimizer)."),
     batch_size: int = typer.Option(512, "--batch-size"),
     lr: float = typer.Option(2e-3, "--lr"),
     test_fraction: float = typer.Option(0.2, "--test-fraction", help="Held-out share when DATA has no split."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads (default: 1 for small fits)."),
+    k_max: int = typer.Option(5, "--k-max", help="Largest K tried by --k auto."),
 ) -> None:
     """Fit a mixture of Bradley–Terry heads and report held-out accuracy and NLL."""
     schedule = Schedule(optimizer=optimizer, epochs=epochs, batch_size=batch_size, lr=lr)
-    options = dict(restarts=restarts, prior_scale=prior_scale, schedule=schedule)
+    options = dict(restarts=restarts, prior_scale=prior_scale, schedule=schedule, inference=inference)
+    k_choice = None
+    if k.strip().lower() == "auto":
+        if k_max < 1:
+            raise BadInput(f"--k-max must be ≥ 1, got {k_max}")
+        from bayesmicro.data.synthetic import make_population
+        from bayesmicro.evaluate.arviz import auto_k
+
+        source = make_population(seed=seed)[0] if data is None else EmbeddedPairs.load(data)
+        if data is not None and source.split is None and test_fraction > 0:
+            source = source.with_split(test_fraction, seed)
+        k, k_choice = auto_k(source, k_max=k_max, seed=seed, prior_scale=prior_scale)
+    else:
+        try:
+            k = int(k)
+        except ValueError:
+            raise BadInput(f"--k expects a positive integer or 'auto', got {k!r}") from None
     if data is None:
         options["alpha"] = 0.0 if alpha is None else alpha
         set_threads(threads, 0)
@@ -64,11 +82,14 @@ def fit_command(
         set_threads(threads, len(pairs) * (pairs.dim + pairs.prompt_dim))
         start = time.perf_counter()
         with progress("fitting", None, not as_json) as step:
-            main_fit = fit(pairs, k=k, router=router, inference=inference, seed=seed, on_step=step, **options)
+            main_fit = fit(pairs, k=k, router=router, seed=seed, on_step=step, **options)
         held_out = pairs.part("test") if pairs.split is not None and "test" in set(pairs.split) else pairs
         results = {model_key(k, router): score(main_fit.predict_proba(held_out), held_out.group),
                    "fit_seconds": time.perf_counter() - start,
                    "evaluated_on": "test" if held_out is not pairs else "train"}
+        results[model_key(k, router)]["ece"] = ece(main_fit.predict_proba(held_out))
+    if k_choice is not None:
+        results["k_auto"] = k_choice
     if out is not None:
         results["out"] = str(out)
         with atomic_dir(out) as tmp:
@@ -78,6 +99,6 @@ def fit_command(
             (tmp / "run").rmdir()
             write_json(tmp / "metrics.json", results)
     rows = {name: value for name, value in results.items() if isinstance(value, dict) and "accuracy" in value}
-    print_table("held-out pairs", rows, ("accuracy", "nll", "brier", "n"))
+    print_table("held-out pairs", rows, ("accuracy", "nll", "brier", "ece", "n"))
     if as_json:
         emit_json(results)

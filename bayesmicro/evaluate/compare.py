@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 
 from bayesmicro.data.synthetic import PopulationSpec, make_population
+from bayesmicro.evaluate.calibration import calibration_report
 from bayesmicro.evaluate.metrics import score
 from bayesmicro.infer.api import fit
 from bayesmicro.infer.result import Fit
@@ -30,7 +31,12 @@ def compare_on_population(spec: PopulationSpec = PopulationSpec(), seed: int = 0
             router_model = router
         fits[name] = fit(data, k=k_model or k, router=router_model, seed=seed, on_step=on_step, **fit_kwargs)
         results[name] = score(fits[name].predict_proba(test), test.group)
+        calibration = calibration_report(fits[name].pointwise_log_lik(test).exp(), None,
+                                         truth.prob(test) if fits[name].n_draws > 1 else None)
+        results[name].update({key: calibration[key] for key in ("ece", "coverage", "interval_width")
+                              if key in calibration})
     results["fit_seconds"] = time.perf_counter() - start
     results["oracle"] = score(truth.prob(test), test.group)
+    results["oracle"]["ece"] = calibration_report(truth.prob(test))["ece"]
     results["population"] = {"seed": seed, "test_pairs": len(test), "train_pairs": len(data) - len(test)}
     return results, fits

@@ -5,14 +5,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import torch
 
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.errors import BadInput
-from bayesmicro.infer.map import Schedule, fit_map_once
+from bayesmicro.infer.em import EMSchedule, fit_em_once
+from bayesmicro.infer.map import Schedule, fit_map_once, initial_heads
+from bayesmicro.infer.nuts import NUTS_MAX_PAIRS, NUTSSchedule, fit_nuts
 from bayesmicro.infer.result import Fit, FitConfig
+from bayesmicro.infer.vi import GUIDES, VISchedule, fit_vi
 from bayesmicro.models.mixture import ROUTERS
 
-INFERENCE_METHODS = ("map",)
+INFERENCE_METHODS = ("map", "vi", "nuts", "em")
 
 
 def fit(
@@ -28,11 +32,18 @@ def fit(
     seed: int = 0,
     schedule: Schedule | None = None,
     on_step: Callable[[], None] | None = None,
+    vi: VISchedule | None = None,
+    nuts: NUTSSchedule | None = None,
+    em: EMSchedule | None = None,
 ) -> Fit:
     """Fit a mixture of ``k`` BT heads on the training part of ``data`` (all pairs when there is no split).
 
     ``router``: ``none`` (static weights), ``prompt`` (paper stage 1) or ``context`` (router on [prompt; context]).
     ``k=1`` is the single BT model. Restarts differ in their seed; the best training log-likelihood is kept.
+
+    ``inference``: ``map`` (one draw); ``vi`` (SVI from the best MAP restart: posterior draws of the heads, router
+    learned jointly; settings in ``vi``); ``nuts`` (NUTS over the heads with the MAP router fixed; small problems);
+    ``em`` (EM restarts, one draw).
     """
     config, train = _checked_config(data, k, router, inference, alpha, prior_scale, hidden, seed)
     if restarts < 1:
@@ -43,21 +54,48 @@ def fit(
     start = time.perf_counter()
     best = None
     history = []
+    if inference == "nuts" and len(train) > NUTS_MAX_PAIRS:
+        raise BadInput(f"NUTS is for small problems (≤ {NUTS_MAX_PAIRS} training pairs, got {len(train)}); "
+                       "use --inference vi")
     for restart in range(1 if k == 1 else restarts):
         model = config.build_model()
-        heads, loss = fit_map_once(model, diff, router_x, seed * 1000 + restart, schedule, on_step)
+        if inference == "em":
+            torch.manual_seed(seed * 1000 + restart)
+            gen = torch.Generator().manual_seed(seed * 1000 + restart)
+            heads, info = fit_em_once(model, diff, router_x, initial_heads(k, diff, gen), em, on_step)
+            loss = -info["objective_per_pair"]
+        else:
+            heads, loss = fit_map_once(model, diff, router_x, seed * 1000 + restart, schedule, on_step)
         candidate = Fit(config, heads.unsqueeze(0), {k_: v.detach().clone() for k_, v in model.router.state_dict().items()})
         loglik = float(candidate.pointwise_log_lik(train).sum())
         history.append({"restart": restart, "train_loglik": loglik, "loss_per_pair": loss})
         if best is None or loglik > best[0]:
             best = (loglik, candidate)
     loglik, result = best
+    extra = {}
+    if inference in ("vi", "nuts"):
+        model = config.build_model()
+        model.router.load_state_dict(result.router_state)
+        map_heads = result.heads[0]
+        if inference == "vi":
+            vi = vi or VISchedule()
+            if vi.guide not in GUIDES:
+                raise BadInput(f"guide must be one of {GUIDES}, got {vi.guide!r}")
+            draws, router_draws, extra = fit_vi(model, diff, router_x, map_heads, seed, vi, on_step)
+        else:
+            draws, router_draws, extra = fit_nuts(model, diff, router_x, map_heads, seed, nuts)
+        router_state = {k_: v.detach().clone() for k_, v in model.router.state_dict().items()}
+        router_state.update({k_: v.mean(0) for k_, v in router_draws.items()})  # the point router: posterior mean
+        result = Fit(config, draws, router_state, router_draws=router_draws)
     result.summary = {
         "train_loglik": loglik,
         "train_pairs": len(train),
         "restarts": history,
         "fit_seconds": time.perf_counter() - start,
     }
+    if extra:
+        result.summary[inference] = extra
+        result.summary["posterior_draws"] = result.n_draws
     return result
 
 

@@ -42,14 +42,55 @@ class FitConfig:
                          prior_scale=self.prior_scale, alpha=self.alpha)
 
 
+@dataclass(frozen=True)
+class RewardSummary:
+    """Posterior summaries of rewards r_k = w_kᵀh of n responses. ``quantile_levels``: (Q,).
+
+    head_*: (n, K) per head ([Q, n, K] for quantiles); mixture_*: (n,) for Σ_k π_k(x) r_k ([Q, n]), None when the
+    router needs an input that was not given. Heads of one fit share one labelling across draws (see ``Fit``).
+    """
+
+    quantile_levels: tuple[float, ...]
+    head_mean: torch.Tensor
+    head_sd: torch.Tensor
+    head_quantiles: torch.Tensor
+    mixture_mean: torch.Tensor | None
+    mixture_sd: torch.Tensor | None
+    mixture_quantiles: torch.Tensor | None
+
+
+@dataclass(frozen=True)
+class PreferenceProba:
+    """Posterior of P(chosen ≻ rejected) for n pairs: mean, sd and the central ``level`` credible interval.
+
+    ``risk_averse`` (= ``lower``) is the conservative score for best-of-n / RLHF: the pair is preferred with
+    posterior probability ≥ (1 + level)/2 only above it."""
+
+    level: float
+    mean: torch.Tensor
+    sd: torch.Tensor
+    lower: torch.Tensor
+    upper: torch.Tensor
+
+    @property
+    def risk_averse(self) -> torch.Tensor:
+        return self.lower
+
+
 @dataclass
 class Fit:
-    """A fitted mixture. ``heads`` holds S draws (S = 1 for a point estimate) of shape (S, K, d)."""
+    """A fitted mixture. ``heads`` holds S draws (S = 1 for a point estimate) of shape (S, K, d).
+
+    ``router_draws`` (vi/nuts on a routed mixture): S draws of the router's output layer {state key: (S, ...)};
+    ``router_state`` then holds their mean. Draws of one fit come from a unimodal guide or one NUTS chain started at
+    the MAP, so they share one labelling; align across fits with ``evaluate.alignment``.
+    """
 
     config: FitConfig
     heads: torch.Tensor
     router_state: dict[str, torch.Tensor]
     summary: dict[str, Any] = field(default_factory=dict)
+    router_draws: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._router = self.config.build_model().router
@@ -82,6 +123,28 @@ class Fit:
         return self._router.log_weights(x, len(data))
 
     @torch.no_grad()
+    def _log_weights_from(self, router_input: torch.Tensor | None, n: int) -> torch.Tensor:
+        """(S_r, n, K) log π per router draw (S_r = 1 for a point-estimate router)."""
+        router = self._router
+        if not self.router_draws or not router.reads_input:
+            return router.log_weights(None if router_input is None else router_input.float(), n).unsqueeze(0)
+        z = (router_input.float() - router.input_mean) / router.input_scale
+        if "net.0.weight" in self.router_draws:  # a fully latent router: (S, n, hidden)
+            hidden = torch.relu(z @ self.router_draws["net.0.weight"].transpose(-1, -2)
+                                + self.router_draws["net.0.bias"][:, None, :])
+        else:
+            hidden = router.net[:-1](z)  # (n, hidden): the point-estimated hidden layer
+        weight, bias = self.router_draws["net.2.weight"], self.router_draws["net.2.bias"]
+        return torch.log_softmax(hidden @ weight.transpose(-1, -2) + bias[:, None, :], dim=-1)
+
+    @torch.no_grad()
+    def log_weights_draws(self, data: EmbeddedPairs) -> torch.Tensor:
+        """(S_r, n, K) log π(x) per router draw (S_r = S with a latent router output layer, else 1)."""
+        self.check_compatible(data)
+        x = data.router_input(self.config.uses_context) if self._router.reads_input else None
+        return self._log_weights_from(x, len(data))
+
+    @torch.no_grad()
     def margins(self, data: EmbeddedPairs) -> torch.Tensor:
         """(S, n, K) head margins Δ for every draw."""
         self.check_compatible(data)
@@ -90,7 +153,7 @@ class Fit:
     @torch.no_grad()
     def pointwise_log_lik(self, data: EmbeddedPairs) -> torch.Tensor:
         """(S, n) log P(chosen ≻ rejected) for every draw."""
-        return mixture_log_prob(self.log_weights(data), self.margins(data))
+        return mixture_log_prob(self.log_weights_draws(data), self.margins(data))
 
     @torch.no_grad()
     def predict_proba(self, data: EmbeddedPairs) -> torch.Tensor:
@@ -106,9 +169,67 @@ class Fit:
             return rewards
         return (self._router.log_weights(router_input.float(), rewards.shape[0]).exp() * rewards).sum(-1)
 
+    @torch.no_grad()
+    def prefer_proba(self, data: EmbeddedPairs, level: float = 0.9) -> PreferenceProba:
+        """Posterior mean, sd and central ``level`` credible interval of P(chosen ≻ rejected), each (n,)."""
+        if not 0.0 < level < 1.0:
+            raise BadInput(f"level must be in (0, 1), got {level}")
+        draws = self.pointwise_log_lik(data).exp().double()
+        q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)
+        lower, upper = torch.quantile(draws, q, dim=0)
+        sd = draws.std(0) if draws.shape[0] > 1 else torch.zeros(draws.shape[1], dtype=torch.float64)
+        return PreferenceProba(level, draws.mean(0), sd, lower, upper)
+
+    @torch.no_grad()
+    def reward_summary(self, features: torch.Tensor, router_input: torch.Tensor | None = None,
+                       quantiles: tuple[float, ...] = (0.05, 0.5, 0.95)) -> RewardSummary:
+        """Posterior mean, sd and quantiles of each head's reward and of the mixture reward Σ_k π_k(x) r_k.
+
+        features: (n, d) response features h(x, a); router_input: (n, d_r) raw router features (needed for the
+        mixture reward when the router reads its input). Draws of the router output layer are used when present.
+        """
+        features = torch.as_tensor(features).float()
+        if features.ndim != 2 or features.shape[1] != self.config.dim:
+            raise BadInput(f"features must have shape (n, {self.config.dim}), got {tuple(features.shape)}")
+        levels = tuple(float(q) for q in quantiles)
+        if any(not 0.0 <= q <= 1.0 for q in levels):
+            raise BadInput(f"quantiles must lie in [0, 1], got {levels}")
+        q = torch.tensor(levels, dtype=torch.float64)
+        rewards = (features @ self.heads.transpose(-1, -2)).double()  # (S, n, K)
+        n = features.shape[0]
+
+        def sd(x: torch.Tensor) -> torch.Tensor:
+            return x.std(0) if x.shape[0] > 1 else torch.zeros_like(x[0])
+
+        mixture = None
+        if not self._router.reads_input or router_input is not None:
+            if router_input is not None:
+                router_input = torch.as_tensor(router_input).float()
+                if router_input.shape != (n, self.config.router_dim):
+                    raise BadInput(f"router_input must have shape ({n}, {self.config.router_dim}), "
+                                   f"got {tuple(router_input.shape)}")
+            weights = self._log_weights_from(router_input if self._router.reads_input else None, n).exp().double()
+            mixture = (weights * rewards).sum(-1)  # (S, n)
+        return RewardSummary(
+            quantile_levels=levels, head_mean=rewards.mean(0), head_sd=sd(rewards),
+            head_quantiles=torch.quantile(rewards, q, dim=0),
+            mixture_mean=None if mixture is None else mixture.mean(0),
+            mixture_sd=None if mixture is None else sd(mixture),
+            mixture_quantiles=None if mixture is None else torch.quantile(mixture, q, dim=0),
+        )
+
+    @torch.no_grad()
+    def risk_averse_reward(self, features: torch.Tensor, router_input: torch.Tensor | None = None,
+                           quantile: float = 0.05) -> torch.Tensor:
+        """(n,) lower posterior ``quantile`` of the mixture reward (per head (n, K) when the mixture needs a
+        router input that was not given): a conservative reward for best-of-n selection / RLHF."""
+        summary = self.reward_summary(features, router_input, (quantile,))
+        return summary.head_quantiles[0] if summary.mixture_quantiles is None else summary.mixture_quantiles[0]
+
     # -- disk ---------------------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
-        tensors = {"heads": self.heads, **{f"router.{k}": v for k, v in self.router_state.items()}}
+        tensors = {"heads": self.heads, **{f"router.{k}": v for k, v in self.router_state.items()},
+                   **{f"router_draws.{k}": v for k, v in self.router_draws.items()}}
         with atomic_dir(path) as tmp:
             write_tensors(tmp / PARAMS_FILE, tensors)
             write_json(tmp / CONFIG_FILE, {"format": RUN_FORMAT, **asdict(self.config)})
@@ -132,9 +253,14 @@ class Fit:
         if heads is None or heads.ndim != 3 or heads.shape[1:] != (config.k, config.dim):
             raise BadInput(f"'{PARAMS_FILE}' heads do not have shape (S, {config.k}, {config.dim})", source=str(path))
         router_state = {k.removeprefix("router."): v for k, v in tensors.items() if k.startswith("router.")}
+        router_draws = {k.removeprefix("router_draws."): v for k, v in tensors.items()
+                        if k.startswith("router_draws.")}
+        if router_draws and any(v.shape[0] != heads.shape[0] for v in router_draws.values()):
+            raise BadInput(f"'{PARAMS_FILE}' router draws do not match the {heads.shape[0]} head draws",
+                           source=str(path))
         summary = read_json(path / SUMMARY_FILE) if (path / SUMMARY_FILE).exists() else {}
         try:
-            return cls(config, heads, router_state, summary)
+            return cls(config, heads, router_state, summary, router_draws)
         except RuntimeError as exc:  # state dict does not match the config
             raise BadInput(f"'{PARAMS_FILE}' does not match '{CONFIG_FILE}' ({str(exc).splitlines()[0]})",
                            source=str(path)) from None

@@ -1,0 +1,87 @@
+"""``bayesmicro diagnose``: ArviZ summary, PSIS-LOO with Pareto-k counts, calibration and a reliability plot."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from bayesmicro._io import read_json, write_json
+from bayesmicro.cli.common import cli_errors, emit_json, stderr
+from bayesmicro.data.embedded import EmbeddedPairs
+from bayesmicro.errors import BadInput
+from bayesmicro.evaluate.arviz import head_correlation, loo, to_inference_data
+from bayesmicro.evaluate.calibration import calibration_report, reliability_plot
+from bayesmicro.infer.result import Fit
+
+PLOT_FILE, REPORT_FILE = "reliability.png", "diagnose.json"
+
+
+def _pairs_for(run_dir: Path, data: Path | None):
+    """The run's pairs: DATA, or the built-in population recorded in the run's metrics.json (with its truth)."""
+    if data is not None:
+        return EmbeddedPairs.load(data), None
+    metrics = run_dir / "metrics.json"
+    population = read_json(metrics).get("population") if metrics.exists() else None
+    if not population:
+        raise BadInput("give DATA: the run was not fitted on the built-in population", source=str(run_dir))
+    from bayesmicro.data.synthetic import make_population
+
+    pairs, truth = make_population(seed=int(population["seed"]))
+    return pairs, truth
+
+
+def _posterior_summary(fitted: Fit, pairs: EmbeddedPairs) -> dict:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import arviz as az
+
+        table = az.summary(to_inference_data(fitted, pairs), var_names=["heads"])
+    sd = fitted.heads.std(0) if fitted.n_draws > 1 else fitted.heads[0] * 0
+    finite = [float(x) for x in table.get("ess_bulk", []) if not math.isnan(float(x))]
+    return {"draws": fitted.n_draws, "heads_mean_norm": fitted.heads.mean(0).norm(dim=-1).tolist(),
+            "heads_mean_sd": sd.mean(-1).tolist(), "min_ess_bulk": min(finite) if finite else None,
+            "parameters": int(len(table))}
+
+
+@cli_errors
+def diagnose_command(
+    run_dir: Path = typer.Argument(..., help="Run folder written by `bayesmicro fit --out`."),
+    data: Optional[Path] = typer.Argument(None, help="Embedded pairs (default: the built-in population the run "
+                                          "was fitted on)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+) -> None:
+    """PSIS-LOO on the training pairs, calibration on the held-out pairs, a reliability plot in RUN_DIR."""
+    fitted = Fit.load(run_dir)
+    pairs, truth = _pairs_for(run_dir, data)
+    fitted.check_compatible(pairs)
+    has_split = pairs.split is not None and "test" in set(pairs.split.tolist())
+    train = pairs.part("train") if has_split else pairs
+    test = pairs.part("test") if has_split else pairs
+    report: dict = {"run": str(run_dir), "inference": fitted.config.inference, "k": fitted.config.k,
+                    "router": fitted.config.router, "evaluated_on": "test" if has_split else "all"}
+    report["posterior"] = _posterior_summary(fitted, train)
+    report["loo"] = loo(fitted, train) if fitted.n_draws > 1 else None
+    true_prob = None
+    if truth is not None:
+        true_prob = truth.prob(test)
+    draws = fitted.pointwise_log_lik(test).exp()
+    report["calibration"] = calibration_report(draws, test.group, true_prob)
+    report["head_correlation"] = head_correlation(fitted, test).tolist()
+    plot = reliability_plot(draws.mean(0), run_dir / PLOT_FILE, test.group,
+                            title=f"{run_dir.name}: held-out reliability")
+    report["reliability_plot"] = str(plot)
+    write_json(run_dir / REPORT_FILE, report)
+    loo_line = "LOO: needs posterior draws (fit with --inference vi or nuts)" if report["loo"] is None else (
+        f"LOO elpd {report['loo']['elpd_loo']:.1f} ± {report['loo']['se']:.1f}, p_loo {report['loo']['p_loo']:.1f}, "
+        f"Pareto k > 0.7: {report['loo']['pareto_k']['bad']} of {report['loo']['n']}")
+    cal = report["calibration"]
+    stderr.print(loo_line)
+    stderr.print(f"held-out ECE {cal['ece']:.4f}, Brier {cal['brier']:.4f}, NLL {cal['nll']:.4f}"
+                 + (f", 90% coverage {cal['coverage']:.3f}" if "coverage" in cal else ""))
+    stderr.print(f"reliability plot: {plot}")
+    if as_json:
+        emit_json(report)

@@ -1,0 +1,94 @@
+"""``bayesmicro score``: posterior preference probabilities and rewards of a saved run, one row per pair."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from bayesmicro._io import write_bytes_atomic
+from bayesmicro.cli.common import cli_errors, emit_json, parse_floats, stderr
+from bayesmicro.data.embedded import EmbeddedPairs
+from bayesmicro.errors import BadInput
+from bayesmicro.infer.result import Fit
+
+
+def score_rows(fitted: Fit, pairs: EmbeddedPairs, quantiles: tuple[float, ...], level: float) -> dict[str, list]:
+    """Columns (each a list of n values): P(chosen ≻ rejected) mean/sd/interval/risk-averse, and the mixture (or,
+    without router input, per-head) reward mean/sd/quantiles of the chosen and the rejected response."""
+    proba = fitted.prefer_proba(pairs, level)
+    columns: dict[str, list] = {"pair": list(range(len(pairs)))}
+    for key in ("group", "user"):
+        if getattr(pairs, key) is not None:
+            columns[key] = getattr(pairs, key).tolist()
+    columns.update({"prob_mean": proba.mean.tolist(), "prob_sd": proba.sd.tolist(),
+                    "prob_lower": proba.lower.tolist(), "prob_upper": proba.upper.tolist(),
+                    "risk_averse": proba.risk_averse.tolist()})
+    router_x = pairs.router_input(fitted.config.uses_context) if fitted.config.router != "none" else None
+    for side in ("chosen", "rejected"):
+        rewards = fitted.reward_summary(getattr(pairs, side), router_x, quantiles)
+        columns[f"{side}_reward_mean"] = rewards.mixture_mean.tolist()
+        columns[f"{side}_reward_sd"] = rewards.mixture_sd.tolist()
+        for q, values in zip(quantiles, rewards.mixture_quantiles):
+            columns[f"{side}_reward_q{q:g}"] = values.tolist()
+    return columns
+
+
+def _write_rows(columns: dict[str, list], out: Path) -> None:
+    if out.suffix == ".parquet":
+        from datasets import Dataset
+
+        fd, tmp = tempfile.mkstemp(dir=out.parent if str(out.parent) else ".", suffix=".parquet.tmp")
+        os.close(fd)
+        try:
+            Dataset.from_dict(columns).to_parquet(tmp)
+            os.replace(tmp, out)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    elif out.suffix in (".jsonl", ".json"):
+        names = list(columns)
+        lines = (json.dumps(dict(zip(names, row))) for row in zip(*columns.values()))
+        write_bytes_atomic(out, ("\n".join(lines) + "\n").encode())
+    else:
+        raise BadInput("--out must end in .parquet or .jsonl", source=str(out))
+
+
+@cli_errors
+def score_command(
+    run_dir: Path = typer.Argument(..., help="Run folder written by `bayesmicro fit --out`."),
+    data: Path = typer.Argument(..., help="Embedded pairs (folder or .npz)."),
+    quantiles: str = typer.Option("0.05,0.5,0.95", "--quantiles", help="Reward quantiles to report."),
+    level: float = typer.Option(0.9, "--level", help="Credible level of the P(chosen ≻ rejected) interval."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write the rows to FILE (.parquet or .jsonl)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+) -> None:
+    """Posterior P(chosen ≻ rejected) with a credible interval and a risk-averse score, plus posterior reward
+    quantiles of both responses — one row per pair (JSON lines on stdout unless --out or --json)."""
+    levels = tuple(parse_floats(quantiles, "--quantiles"))
+    if not levels or any(not 0.0 <= q <= 1.0 for q in levels):
+        raise BadInput(f"--quantiles must be numbers in [0, 1], got {quantiles!r}")
+    if not 0.0 < level < 1.0:
+        raise BadInput(f"--level must be in (0, 1), got {level}")
+    fitted = Fit.load(run_dir)
+    pairs = EmbeddedPairs.load(data)
+    fitted.check_compatible(pairs)
+    columns = score_rows(fitted, pairs, levels, level)
+    if out is not None:
+        _write_rows(columns, out)
+        stderr.print(f"wrote {len(pairs)} rows to {out}")
+    if as_json:
+        result = {"n": len(pairs), "draws": fitted.n_draws, "level": level, "quantiles": list(levels)}
+        if out is not None:
+            result["out"] = str(out)
+        else:
+            result["rows"] = [dict(zip(columns, row)) for row in zip(*columns.values())]
+        emit_json(result)
+    elif out is None:
+        names = list(columns)
+        for row in zip(*columns.values()):
+            print(json.dumps(dict(zip(names, row))))

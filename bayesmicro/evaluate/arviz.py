@@ -1,0 +1,152 @@
+"""ArviZ export, PSIS-LOO, choosing K by ``az.compare`` and merging heads whose predictions correlate.
+
+InferenceData is built with ``from_dict`` from the summed-out model (``Fit.pointwise_log_lik``), never
+``from_pyro`` (MCMC-only, and it scores enumerated models wrongly). ArviZ 0.23 takes the groups as keyword
+arguments; ArviZ ≥ 1 (a DataTree) takes one dict of groups and renames some ELPD fields — both are handled here.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from bayesmicro.data.embedded import EmbeddedPairs
+from bayesmicro.evaluate.alignment import align_draws
+from bayesmicro.infer.result import Fit
+
+PARETO_K_GOOD, PARETO_K_BAD = 0.5, 0.7
+
+
+def _az():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        import arviz as az
+    return az
+
+
+def arviz_major() -> int:
+    return int(_az().__version__.split(".")[0])
+
+
+def to_inference_data(fit: Fit, data: EmbeddedPairs):
+    """InferenceData (ArviZ 0.x) / DataTree (ArviZ 1.x) with groups posterior (heads aligned across draws,
+    (chain=1, draw=S, head=K, feature=d)), log_likelihood (``obs``: (1, S, pair=n)) and observed_data (all 1:
+    the chosen response won)."""
+    az = _az()
+    heads = align_draws(fit.heads) if fit.n_draws > 1 else fit.heads
+    posterior = {"heads": heads.double().numpy()[None]}
+    for key, value in fit.router_draws.items():
+        posterior[f"router.{key}"] = value.double().numpy()[None]
+    log_lik = {"obs": fit.pointwise_log_lik(data).double().numpy()[None]}
+    observed = {"obs": np.ones(len(data))}
+    dims = {"heads": ["head", "feature"], "obs": ["pair"]}
+    coords = {"head": np.arange(fit.config.k), "feature": np.arange(fit.config.dim), "pair": np.arange(len(data))}
+    if arviz_major() >= 1:
+        return az.from_dict({"posterior": posterior, "log_likelihood": log_lik, "observed_data": observed},
+                            dims=dims, coords=coords)
+    return az.from_dict(posterior=posterior, log_likelihood=log_lik, observed_data=observed, dims=dims,
+                        coords=coords)
+
+
+def loo(fit: Fit, data: EmbeddedPairs) -> dict:
+    """PSIS-LOO on ``data`` (the pairs the posterior was fitted to): elpd_loo, se, p_loo and Pareto-k counts."""
+    if fit.n_draws < 2:
+        raise ValueError("PSIS-LOO needs posterior draws; fit with inference 'vi' or 'nuts'")
+    az = _az()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = az.loo(to_inference_data(fit, data), pointwise=True)
+    pareto_k = np.asarray(getattr(result, "pareto_k")).ravel()
+    elpd = float(getattr(result, "elpd_loo", getattr(result, "elpd", np.nan)))
+    return {
+        "elpd_loo": elpd, "se": float(result.se), "p_loo": float(result.p_loo), "n": int(pareto_k.size),
+        "pareto_k": {"good": int((pareto_k <= PARETO_K_GOOD).sum()),
+                     "ok": int(((pareto_k > PARETO_K_GOOD) & (pareto_k <= PARETO_K_BAD)).sum()),
+                     "bad": int((pareto_k > PARETO_K_BAD).sum()), "max": float(pareto_k.max())},
+    }
+
+
+def compare(fits: dict[str, Fit], data: EmbeddedPairs) -> dict[str, dict]:
+    """``az.compare`` (PSIS-LOO) of several fits on the same pairs: {name: {rank, elpd_loo, elpd_diff, dse, weight}}."""
+    az = _az()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table = az.compare({name: to_inference_data(f, data) for name, f in fits.items()}, ic="loo")
+    elpd_col = "elpd_loo" if "elpd_loo" in table.columns else "elpd"
+    return {str(name): {"rank": int(row["rank"]), "elpd_loo": float(row[elpd_col]),
+                        "elpd_diff": float(row["elpd_diff"]), "dse": float(row["dse"]),
+                        "weight": float(row["weight"])}
+            for name, row in table.iterrows()}
+
+
+def choose_k(fit_k: Callable[[int], Fit], data: EmbeddedPairs, k_max: int = 5,
+             k_values: Sequence[int] | None = None) -> tuple[int, dict[int, Fit], dict]:
+    """Fit K = 1..k_max with ``fit_k(K)`` (posterior draws needed) and pick K by PSIS-LOO on ``data``.
+
+    Rule: the smallest K whose elpd_loo is within one standard error of the difference (``dse``) of the best
+    model's — extra heads that do not improve held-out predictive density are not kept.
+    Returns (K, {K: Fit}, {"compare": az.compare table, "rule": ...}).
+    """
+    ks = list(k_values or range(1, k_max + 1))
+    fits = {k: fit_k(k) for k in ks}
+    table = compare({f"k={k}": f for k, f in fits.items()}, data)
+    chosen = min(k for k in ks if table[f"k={k}"]["elpd_diff"] <= table[f"k={k}"]["dse"])
+    return chosen, fits, {"compare": table, "rule": "smallest K with elpd_diff ≤ dse", "k": chosen}
+
+
+def head_correlation(fit: Fit, data: EmbeddedPairs) -> torch.Tensor:
+    """(K, K) correlation across pairs of the heads' posterior-mean preference probabilities σ(Δ_k)."""
+    probs = torch.sigmoid(fit.margins(data)).mean(0).double()  # (n, K)
+    return torch.corrcoef(probs.T) if fit.config.k > 1 else torch.ones(1, 1, dtype=torch.float64)
+
+
+def merge_correlated_heads(fit: Fit, data: EmbeddedPairs, threshold: float = 0.95) -> tuple[list[list[int]], Fit]:
+    """Group heads whose predictions correlate above ``threshold`` (transitively) — the paper's remedy for a K that
+    is too large. Returns (groups, a Fit in which every head of a group is replaced by the group's router-weighted
+    mean head, draw by draw). Refit with K = len(groups) for a smaller model."""
+    corr = head_correlation(fit, data)
+    k = fit.config.k
+    parent = list(range(k))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i in range(k):
+        for j in range(i + 1, k):
+            if corr[i, j] > threshold:
+                parent[root(j)] = root(i)
+    groups: dict[int, list[int]] = {}
+    for i in range(k):
+        groups.setdefault(root(i), []).append(i)
+    groups_list = sorted(groups.values())
+    weight = fit.log_weights(data).exp().mean(0)  # (K,) average router weight of each head
+    heads = fit.heads.clone()
+    for members in groups_list:
+        w = weight[members] / weight[members].sum()
+        heads[:, members] = (fit.heads[:, members] * w[None, :, None]).sum(1, keepdim=True)
+    merged = Fit(fit.config, heads, fit.router_state, {**fit.summary, "merged_groups": groups_list},
+                 fit.router_draws)
+    return groups_list, merged
+
+
+def auto_k(data: EmbeddedPairs, k_max: int = 5, seed: int = 0, restarts: int = 2, prior_scale: float = 1.0,
+           vi_steps: int = 300) -> tuple[int, dict]:
+    """Choose K for ``data`` (its training part) by PSIS-LOO over static-router VI fits, K = 1..k_max.
+
+    The static router is used because LOO integrates over the heads only: a routed mixture's point-estimated
+    hidden layer is fitted to the same pairs, is not penalised by LOO and would favour spurious heads.
+    """
+    from bayesmicro.infer.api import fit
+    from bayesmicro.infer.vi import VISchedule
+
+    train = data.part("train")
+    schedule = VISchedule(steps=vi_steps, particles=1, draws=200)
+    k, _, info = choose_k(lambda k: fit(train, k=k, router="none", inference="vi", alpha=0.0, restarts=restarts,
+                                        seed=seed, prior_scale=prior_scale, vi=schedule), train, k_max=k_max)
+    return k, info
