@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from bayesmicro.cli import bench as bench_cmd
 from bayesmicro.cli import eval as eval_cmd
 from bayesmicro.cli import fit as fit_cmd
 
@@ -16,6 +17,7 @@ app = typer.Typer(
 )
 app.command("fit")(fit_cmd.fit_command)
 app.command("eval")(eval_cmd.eval_command)
+app.command("bench")(bench_cmd.bench_command)
 
 
 def main() -> None:
