@@ -8,6 +8,7 @@ import datetime as _dt
 import os
 import platform
 import re
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,11 @@ def machine_stamp() -> dict[str, Any]:
         "torch": torch.__version__,
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
+
+
+def log(message: str) -> None:
+    """One progress line on stderr (stdout is reserved for ``--json``)."""
+    print(f"[{_dt.datetime.now():%H:%M:%S}] {message}", file=sys.stderr, flush=True)
 
 
 def mean_sd(values: Sequence[float]) -> dict[str, float]:
@@ -135,8 +141,6 @@ def update_readme(readme: str | os.PathLike, results_root: str | os.PathLike,
 
 
 if __name__ == "__main__":  # python -m bayesmicro.bench.report [README.md] [benchmarks/results]
-    import sys
-
     args = sys.argv[1:]
     changed = update_readme(args[0] if args else "README.md", args[1] if len(args) > 1 else "benchmarks/results")
     print("README results section " + ("updated" if changed else "already up to date"))

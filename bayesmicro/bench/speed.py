@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bayesmicro.bench.report import markdown_table, write_suite
+from bayesmicro.bench.report import log, markdown_table, write_suite
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.data.synthetic import PopulationSpec, make_population
 from bayesmicro.evaluate.metrics import score
@@ -124,6 +124,8 @@ def run(seeds: int = 1, out_dir: Path | str = "benchmarks/results/speed", spec: 
         ours = fit(data, k=spec.k, router="prompt", seed=seed, restarts=restarts, schedule=schedule)
         ours_seconds = time.perf_counter() - start
         ours_score = score(ours.predict_proba(test))
+        log(f"speed: seed {seed}: paper recipe {paper_seconds:.1f} s (NLL {paper_score['nll']:.4f}), bayesmicro "
+            f"{ours_seconds:.1f} s (NLL {ours_score['nll']:.4f})")
         per_seed.append({
             "seed": seed, "oracle_nll": oracle["nll"],
             "paper": {"seconds": paper_seconds, "nll": paper_score["nll"], "accuracy": paper_score["accuracy"]},

@@ -9,7 +9,7 @@ mostly by the user's context), the same train/test split, features and budget fo
   ``--seeds 3`` over ten minutes on a shared 2-core CPU);
 - ``ensemble``: shared-base ensemble with frozen random prior heads (uniform weights); ``ensemble_hyre`` and
   ``micro_stage1_hyre``: HyRe test-time reweighting per group from ``budget`` labelled training pairs of that group;
-- K misspecified: ```bayesmicro_context`` with K_fit = K − 1 and K + 2.
+- K misspecified: ``bayesmicro_context`` with K_fit = K − 1 and K + 2.
 
 Recovery: mean cosine between the true heads and the fitted heads after Hungarian alignment (only matched heads
 count when K_fit < K), and the Pearson correlation between the fitted and the true π on held-out pairs (aligned).
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bayesmicro.bench.report import markdown_table, mean_sd, write_suite
+from bayesmicro.bench.report import log, markdown_table, mean_sd, write_suite
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.data.synthetic import PopulationSpec, make_population
 from bayesmicro.evaluate.alignment import cosine_matrix, match_heads
@@ -94,6 +94,7 @@ def run_seed(spec: PopulationSpec, seed: int, budget: int, restarts: int) -> dic
     def timed_fit(**kw) -> tuple[Fit, float]:
         start = time.perf_counter()
         result = fit(data, seed=seed, restarts=restarts, **kw)
+        log(f"synthetic: seed {seed} fit {kw} in {time.perf_counter() - start:.1f} s")
         return result, time.perf_counter() - start
 
     record("oracle", truth.prob(test), 0.0)
