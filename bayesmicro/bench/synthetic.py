@@ -29,7 +29,7 @@ from bayesmicro.bench.report import log, markdown_table, mean_sd, write_suite
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.data.synthetic import PopulationSpec, make_population
 from bayesmicro.evaluate.alignment import cosine_matrix, match_heads
-from bayesmicro.evaluate.baselines import fit_shared_base_ensemble, hyre_log_weights
+from bayesmicro.evaluate.baselines import BASELINE_FITS, fit_shared_base_ensemble, hyre_log_weights
 from bayesmicro.evaluate.metrics import score
 from bayesmicro.infer.api import fit
 from bayesmicro.infer.result import Fit
@@ -99,9 +99,10 @@ def run_seed(spec: PopulationSpec, seed: int, budget: int, restarts: int) -> dic
 
     record("oracle", truth.prob(test), 0.0)
     fits: dict[str, Fit] = {}
-    for name, kw in {"single_bt": dict(k=1, router="none"), "static_mixture": dict(k=k, router="none"),
-                     "micro_stage1": dict(k=k, router="prompt", alpha=0.5),
-                     "bayesmicro_context": dict(k=k, router="context", alpha=0.0)}.items():
+    plans = {name: dict(k=k_fixed or k, router=router) for name, (k_fixed, router) in BASELINE_FITS.items()}
+    plans["micro_stage1"]["alpha"] = 0.5  # the paper's α
+    plans["bayesmicro_context"] = dict(k=k, router="context", alpha=0.0)
+    for name, kw in plans.items():
         fits[name], seconds = timed_fit(**kw)
         record(name, fits[name].predict_proba(test), seconds)
     start = time.perf_counter()
