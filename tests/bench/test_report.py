@@ -50,3 +50,15 @@ def test_readme_without_markers_gets_them_appended(tmp_path):
     update_readme(readme, tmp_path / "results")
     text = readme.read_text()
     assert text.startswith("# title\n") and text.count(README_START) == 1 and text.rstrip().endswith(README_END)
+
+
+def test_repository_readme_section_matches_the_committed_results():
+    from pathlib import Path
+
+    from bayesmicro.bench.report import render_readme_section
+
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text()
+    section = readme.split(README_START)[1].split(README_END)[0]
+    assert section.strip() == render_readme_section(root / "benchmarks" / "results").strip(), (
+        "README results section is stale: run `python -m bayesmicro.bench.report`")

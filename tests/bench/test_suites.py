@@ -67,3 +67,16 @@ def test_cli_bench_unknown_suite_is_bad_input():
     result = CliRunner().invoke(app, ["bench", "nope"])
     assert result.exit_code == 2
     assert "unknown benchmark suite 'nope'" in result.output and "synthetic" in result.output
+
+
+def test_head_and_router_recovery_see_through_label_switching():
+    import torch
+
+    truth = torch.eye(3, 5) * 2.0
+    fitted = truth[[2, 0, 1]] * 3.0  # same directions, permuted and rescaled
+    rec = synthetic.head_recovery(fitted, truth)
+    assert rec["perm"] == [1, 2, 0] and rec["mean_cosine"] == pytest.approx(1.0) and rec["matched"] == 3
+    true_log_w = torch.log_softmax(torch.randn(50, 3, generator=torch.Generator().manual_seed(0)), -1)
+    assert synthetic.router_recovery(true_log_w[:, [2, 0, 1]], true_log_w, rec["perm"]) == pytest.approx(1.0)
+    fewer = synthetic.head_recovery(truth[[1, 2]], truth)  # K_fit < K_true: one true head stays unmatched
+    assert fewer["matched"] == 2 and fewer["perm"].count(-1) == 1 and fewer["mean_cosine"] == pytest.approx(1.0)
