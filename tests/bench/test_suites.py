@@ -80,3 +80,8 @@ def test_head_and_router_recovery_see_through_label_switching():
     assert synthetic.router_recovery(true_log_w[:, [2, 0, 1]], true_log_w, rec["perm"]) == pytest.approx(1.0)
     fewer = synthetic.head_recovery(truth[[1, 2]], truth)  # K_fit < K_true: one true head stays unmatched
     assert fewer["matched"] == 2 and fewer["perm"].count(-1) == 1 and fewer["mean_cosine"] == pytest.approx(1.0)
+
+
+def test_cli_bench_rejects_zero_seeds():
+    result = CliRunner().invoke(app, ["bench", "speed", "--seeds", "0"])
+    assert result.exit_code == 2 and "--seeds must be ≥ 1" in result.output
