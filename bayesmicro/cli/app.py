@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from bayesmicro.cli import embed as embed_cmd
+from bayesmicro.cli import bench as bench_cmd
 from bayesmicro.cli import eval as eval_cmd
 from bayesmicro.cli import diagnose as diagnose_cmd
 from bayesmicro.cli import fit as fit_cmd
@@ -22,6 +23,7 @@ app.command("eval")(eval_cmd.eval_command)
 app.command("embed")(embed_cmd.embed_command)
 app.command("score")(score_cmd.score_command)
 app.command("diagnose")(diagnose_cmd.diagnose_command)
+app.command("bench")(bench_cmd.bench_command)
 
 
 def main() -> None:

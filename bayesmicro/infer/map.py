@@ -20,6 +20,7 @@ from pyro.infer.autoguide.initialization import init_to_value
 from bayesmicro.models.mixture import BTMixture
 
 FULL_BATCH_LIMIT = 20_000_000  # n·(d + d_router) below which one full-batch L-BFGS step is cheap
+ADAM_WORK_BUDGET = 250_000_000  # n·(d + d_router)·epochs the default AdamW schedule spends (at least 2 epochs)
 
 
 @dataclass
@@ -32,6 +33,14 @@ class Schedule:
     batch_size: int = 512
     lr: float = 2e-3
     warmup: float = 0.05
+    work_budget: float | None = ADAM_WORK_BUDGET  # None: always run ``epochs``
+
+    def adam_epochs(self, n: int, width: int) -> int:
+        """AdamW epochs: ``epochs``, capped on large problems at max(2, work_budget / (n·width)) — beyond that the
+        fit costs minutes and, with a weak prior on wide features, mostly overfits (early stopping)."""
+        if self.work_budget is None:
+            return self.epochs
+        return max(1, min(self.epochs, max(2, int(self.work_budget // max(1, n * width)))))
 
     def resolve(self, n: int, width: int) -> str:
         if self.optimizer not in ("auto", "lbfgs", "adam"):
@@ -72,7 +81,7 @@ def fit_map_once(model: BTMixture, diff: torch.Tensor, router_x: torch.Tensor | 
     if schedule.resolve(n, width) == "lbfgs":
         loss = _run_lbfgs(params, lambda: loss_on(None), schedule, on_step)
     else:
-        loss = _run_adam(params, loss_on, n, schedule, gen, on_step)
+        loss = _run_adam(params, loss_on, n, schedule, schedule.adam_epochs(n, width), gen, on_step)
     return guide.median()["heads"].detach().clone(), loss
 
 
@@ -97,16 +106,16 @@ def _run_lbfgs(params, closure_loss, schedule: Schedule, on_step) -> float:
     return float(closure_loss().detach())
 
 
-def _run_adam(params, loss_on, n: int, schedule: Schedule, gen: torch.Generator, on_step) -> float:
+def _run_adam(params, loss_on, n: int, schedule: Schedule, epochs: int, gen: torch.Generator, on_step) -> float:
     batch = min(schedule.batch_size, n)
     steps_per_epoch = math.ceil(n / batch)
-    total = schedule.epochs * steps_per_epoch
+    total = epochs * steps_per_epoch
     warm = max(1, int(schedule.warmup * total))
     opt = torch.optim.AdamW(params, lr=schedule.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda t: (t + 1) / warm if t < warm else 0.5 * (1 + math.cos(math.pi * (t - warm) / max(1, total - warm))))
     running = 0.0
-    for _ in range(schedule.epochs):
+    for _ in range(epochs):
         running = 0.0
         for idx in torch.randperm(n, generator=gen).split(batch):
             opt.zero_grad()

@@ -1,0 +1,31 @@
+"""``bayesmicro bench``: run a benchmark suite and write results.json, results.md and plots."""
+
+from __future__ import annotations
+
+import inspect
+import importlib
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from bayesmicro.bench import SUITES, run_suite
+from bayesmicro.cli.common import cli_errors, emit_json, stderr
+
+
+@cli_errors
+def bench_command(
+    name: str = typer.Argument(..., help=f"Suite: {', '.join(sorted(SUITES))}."),
+    seeds: Optional[int] = typer.Option(None, "--seeds", help="Seeds 0 … N−1 (default: the suite's own: "
+                                        "synthetic 5, irreducible 1, speed 1)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder to write (default benchmarks/results/<suite>/)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the results (what results.json holds) on stdout."),
+) -> None:
+    """Regenerate a benchmark table and its plots: mean ± sd over seeds, machine and date stamped."""
+    if seeds is None and name in SUITES:
+        seeds = inspect.signature(importlib.import_module(SUITES[name]).run).parameters["seeds"].default
+    results = run_suite(name, seeds=seeds if seeds is not None else 5, out_dir=out)
+    results["out_dir"] = str(out or Path("benchmarks") / "results" / name)
+    stderr.print(f"wrote {results['out_dir']}/results.json, results.md and {len(results['files']) - 2} plot(s)")
+    if as_json:
+        emit_json(results)

@@ -1,0 +1,87 @@
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+import bayesmicro.bench as bench
+from bayesmicro.bench import irreducible, speed, synthetic
+from bayesmicro.cli.app import app
+from bayesmicro.data.synthetic import PopulationSpec
+
+
+def test_irreducible_single_bt_stays_above_the_bound_and_mixture_reaches_entropy(tmp_path):
+    pops = (irreducible.StudyPopulation(k=2, spread=0.0, dim=3), irreducible.StudyPopulation(k=2, spread=1.5, dim=3),
+            irreducible.StudyPopulation(k=3, spread=1.5, dim=3, proportions=(0.5, 0.3, 0.2)))
+    out = irreducible.run(seeds=1, out_dir=tmp_path, populations=pops, sizes=(400, 8000), n_eval=20_000,
+                          restarts=1)
+    assert out["single_bt_above_bound_everywhere"]
+    assert out["mixture_within_tolerance_of_entropy_at_largest_n"]
+    spread0, spread = out["studies"][0]["theorem"], out["studies"][1]["theorem"]
+    assert spread0["gap"] == pytest.approx(0.0, abs=1e-12) and spread["gap"] > 0.01
+    assert out["studies"][2]["theorem"]["rho"] == pytest.approx(0.2)
+    # with spread, the single BT is worse than the mixture by about the gap
+    last = out["studies"][1]["by_n"][-1]
+    assert last["single_bt_ce"] - last["mixture_ce"] > spread["gap"] - irreducible.MIXTURE_TOLERANCE
+    for name in ("results.json", "results.md", "theorem_3_2.png"):
+        assert (tmp_path / name).exists()
+    assert json.loads((tmp_path / "results.json").read_text())["suite"] == "irreducible"
+
+
+def test_synthetic_suite_writes_every_method_and_the_routed_mixture_wins(tmp_path):
+    out = synthetic.run(seeds=2, out_dir=tmp_path, spec=PopulationSpec(n_pairs=1200, dim=8), restarts=1)
+    assert set(out["summary"]) == set(synthetic.METHODS)
+    nll = {m: out["summary"][m]["nll"]["mean"] for m in synthetic.METHODS}
+    assert nll["oracle"] < nll["bayesmicro_context"] < nll["single_bt"]
+    assert out["recovery"]["bayesmicro_context"]["head_cosine"]["mean"] > 0.9
+    assert out["recovery"]["bayesmicro_context"]["router_corr"]["mean"] > 0.8
+    assert {v["k_fit"] for v in out["misspecified"].values()} == {2, 3, 5}
+    assert out["misspecified"]["k=2"]["matched_heads"] == 2
+    assert out["summary"]["oracle"]["accuracy"]["n"] == 2
+    md = (tmp_path / "results.md").read_text()
+    assert "± " in md and "micro_stage1_hyre" in md
+    for name in ("head_specialisation", "router_weights", "reliability"):
+        assert (tmp_path / f"{name}.png").exists()
+
+
+def test_speed_suite_reports_both_times_and_their_ratio(tmp_path):
+    spec = speed.SpeedSpec(n_pairs=600, dim=48, k=3, latent_dim=8)
+    out = speed.run(seeds=1, out_dir=tmp_path, spec=spec)
+    row = out["per_seed"][0]
+    assert row["paper"]["seconds"] > 0 and row["bayesmicro"]["seconds"] > 0
+    assert out["time_ratio"]["mean"] == pytest.approx(row["bayesmicro"]["seconds"] / row["paper"]["seconds"])
+    assert row["oracle_nll"] < row["paper"]["nll"] < 0.75
+    assert "Time ratio" in (tmp_path / "results.md").read_text()
+
+
+def test_cli_bench_json_keys(tmp_path, monkeypatch):
+    monkeypatch.setitem(bench.SUITES, "tiny", "tests.bench.tiny_suite")
+    result = CliRunner().invoke(app, ["bench", "tiny", "--seeds", "1", "--json", "--out", str(tmp_path / "t")])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout.strip().splitlines()[-1])
+    assert {"suite", "machine", "seeds", "files", "out_dir", "studies"} <= set(payload)
+    assert payload["out_dir"] == str(tmp_path / "t") and payload["seeds"] == [0]
+    assert (tmp_path / "t" / "results.md").exists()
+
+
+def test_cli_bench_unknown_suite_is_bad_input():
+    result = CliRunner().invoke(app, ["bench", "nope"])
+    assert result.exit_code == 2
+    assert "unknown benchmark suite 'nope'" in result.output and "synthetic" in result.output
+
+
+def test_head_and_router_recovery_see_through_label_switching():
+    import torch
+
+    truth = torch.eye(3, 5) * 2.0
+    fitted = truth[[2, 0, 1]] * 3.0  # same directions, permuted and rescaled
+    rec = synthetic.head_recovery(fitted, truth)
+    assert rec["perm"] == [1, 2, 0] and rec["mean_cosine"] == pytest.approx(1.0) and rec["matched"] == 3
+    true_log_w = torch.log_softmax(torch.randn(50, 3, generator=torch.Generator().manual_seed(0)), -1)
+    assert synthetic.router_recovery(true_log_w[:, [2, 0, 1]], true_log_w, rec["perm"]) == pytest.approx(1.0)
+    fewer = synthetic.head_recovery(truth[[1, 2]], truth)  # K_fit < K_true: one true head stays unmatched
+    assert fewer["matched"] == 2 and fewer["perm"].count(-1) == 1 and fewer["mean_cosine"] == pytest.approx(1.0)
+
+
+def test_cli_bench_rejects_zero_seeds():
+    result = CliRunner().invoke(app, ["bench", "speed", "--seeds", "0"])
+    assert result.exit_code == 2 and "--seeds must be ≥ 1" in result.output
