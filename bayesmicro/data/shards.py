@@ -68,13 +68,13 @@ class ShardWriter:
                 raise BadInput(f"'{key}' has {value.shape[1]} columns, earlier blocks had {self.dims[key]}")
         stored = {key: value.to(self.dtype) for key, value in block.items()}
         # statistics of what is stored (the rounded values), so the fit sees exactly these numbers
-        diff = stored["chosen"].double() - stored["rejected"].double()
-        self.diff_sq += float(diff.pow(2).sum())
+        diff = stored["chosen"].float() - stored["rejected"].float()
+        self.diff_sq += float(diff.pow_(2).sum(dtype=torch.float64))
         for key in ("prompt", "context"):
             if key in stored:
-                x = stored[key].double()
-                self.sums[f"{key}.sum"] = self.sums.get(f"{key}.sum", 0) + x.sum(0)
-                self.sums[f"{key}.sumsq"] = self.sums.get(f"{key}.sumsq", 0) + x.pow(2).sum(0)
+                x = stored[key].float()
+                self.sums[f"{key}.sum"] = self.sums.get(f"{key}.sum", 0) + x.sum(0, dtype=torch.float64)
+                self.sums[f"{key}.sumsq"] = self.sums.get(f"{key}.sumsq", 0) + x.pow_(2).sum(0, dtype=torch.float64)
         self.n += chosen.shape[0]
         start = 0
         while start < chosen.shape[0]:
@@ -229,3 +229,33 @@ class ShardStore:
 def load_shards(path: str | os.PathLike) -> ShardStore:
     """Open a shard store written by ``write_shards``."""
     return ShardStore(path)
+
+
+def write_synthetic_shards(path: str | os.PathLike, pairs: int, dim: int, k: int, *, prompt_dim: int | None = None,
+                           seed: int = 0, rows_per_shard: int = 32_768, dtype: torch.dtype = torch.float16,
+                           head_scale: float = 3.0) -> ShardStore:
+    """A synthetic store of ``pairs`` pairs drawn from a prompt-routed K-head BT mixture, generated shard by shard
+    (memory stays at one shard). Features ~ N(0, 1); heads ~ N(0, head_scale²/dim); π(x) = softmax(Ax) for a random
+    A; each pair's label is drawn from σ(w_zᵀ(h_w − h_l)) and the two responses swapped when it says so."""
+    if pairs < 1 or dim < 1 or k < 1:
+        raise BadInput(f"pairs, dim and k must be ≥ 1, got {pairs}, {dim}, {k}")
+    prompt_dim = dim if prompt_dim is None else prompt_dim
+    gen = torch.Generator().manual_seed(seed)
+    heads = torch.randn(k, dim, generator=gen) * (head_scale / dim**0.5)
+    gate = torch.randn(prompt_dim, k, generator=gen) * (2.0 / prompt_dim**0.5)
+
+    def blocks() -> Iterator[EmbeddedPairs]:
+        for start in range(0, pairs, rows_per_shard):
+            rows = min(rows_per_shard, pairs - start)
+            chosen = torch.randn(rows, dim, generator=gen)
+            rejected = torch.randn(rows, dim, generator=gen)
+            prompt = torch.randn(rows, prompt_dim, generator=gen)
+            z = torch.multinomial(torch.softmax(prompt @ gate, -1), 1, generator=gen).squeeze(1)
+            margin = ((chosen - rejected) * heads[z]).sum(1)
+            swap = torch.rand(rows, generator=gen) > torch.sigmoid(margin)
+            chosen[swap], rejected[swap] = rejected[swap], chosen[swap]
+            yield EmbeddedPairs(chosen=chosen, rejected=rejected, prompt=prompt, source="<synthetic>")
+
+    meta = {"synthetic": {"pairs": pairs, "dim": dim, "prompt_dim": prompt_dim, "k": k, "seed": seed,
+                          "head_scale": head_scale}}
+    return write_shards(blocks(), path, rows_per_shard=rows_per_shard, dtype=dtype, shuffle_seed=None, meta=meta)

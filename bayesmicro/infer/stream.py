@@ -34,7 +34,7 @@ from bayesmicro._io import atomic_dir, read_json, read_tensors, write_json, writ
 from bayesmicro.data.shards import Block, ShardStore
 from bayesmicro.errors import BadInput
 from bayesmicro.infer.result import Fit, FitConfig
-from bayesmicro.models.mixture import ROUTERS
+from bayesmicro.models.mixture import ROUTERS, Router
 
 LATEST_FILE, STATE_TENSORS, STATE_JSON = "latest.json", "state.safetensors", "state.json"
 CHECKPOINT_FORMAT = "bayesmicro.stream_checkpoint/1"
@@ -66,6 +66,20 @@ class StreamSchedule:
         return self.lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
 
 
+class _FoldedRouter(Router):
+    """The same router with the input standardisation folded into the first layer: f((x − m)/s) computed as
+    x (W/s)ᵀ + (b − (W/s) m). Exactly the same function and gradients in W and b, without the two passes over
+    the (B, d_r) batch that standardising it costs. Used for training only; its state dict is the router's."""
+
+    def log_weights(self, router_input: torch.Tensor | None, n: int) -> torch.Tensor:
+        if self.k == 1 or not self.reads_input:
+            return super().log_weights(router_input, n)
+        first, rest = self.net[0], self.net[1:]
+        weight = first.weight / self.input_scale
+        hidden = torch.nn.functional.linear(router_input, weight, first.bias - weight @ self.input_mean)
+        return torch.log_softmax(rest(hidden), -1)
+
+
 class _BlockDataset(Dataset):
     """Item i: the rows of block i as stored (fp16), read from the memory-mapped shard."""
 
@@ -85,16 +99,43 @@ def epoch_order(n_blocks: int, seed: int, epoch: int) -> list[int]:
     return torch.randperm(n_blocks, generator=gen, device="cpu").tolist()
 
 
-def batch_tensors(batch: dict[str, torch.Tensor], use_router: bool, use_context: bool,
-                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(diff (B, d) float32, router input (B, d_r) float32 or None) on ``device``, from one stored block."""
-    diff = batch["chosen"].to(device, non_blocking=True).float()
-    diff.sub_(batch["rejected"].to(device, non_blocking=True))  # fp16 → fp32 here: no full fp32 copy ever exists
-    if not use_router:
-        return diff, None
-    parts = [batch["prompt"]] + ([batch["context"]] if use_context else [])
-    router_x = torch.cat([p.to(device, non_blocking=True).float() for p in parts], dim=1)
-    return diff, router_x
+class Staging:
+    """Turns a stored fp16 block into float32 model inputs on the device.
+
+    On the CPU it converts into buffers kept from batch to batch: a fresh (B, d) float32 tensor per batch costs a
+    page fault per 4 KiB on first touch, which on a small VM costs more than the conversion itself.
+    """
+
+    def __init__(self, device: torch.device, use_router: bool, use_context: bool):
+        self.device, self.use_router, self.use_context = device, use_router, use_context
+        self.buffers: dict[str, torch.Tensor] = {}
+
+    def _buffer(self, name: str, rows: int, cols: int) -> torch.Tensor:
+        buf = self.buffers.get(name)
+        if buf is None or buf.shape[0] < rows or buf.shape[1] != cols:
+            buf = self.buffers[name] = torch.empty(rows, cols, dtype=torch.float32, device="cpu")
+        return buf[:rows]
+
+    def __call__(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(diff (B, d) float32, router input (B, d_r) float32 or None) on the device."""
+        parts = [batch["prompt"]] + ([batch["context"]] if self.use_context else []) if self.use_router else []
+        if self.device.type != "cpu":
+            diff = batch["chosen"].to(self.device, non_blocking=True).float()
+            diff.sub_(batch["rejected"].to(self.device, non_blocking=True).float())
+            if not parts:
+                return diff, None
+            return diff, torch.cat([p.to(self.device, non_blocking=True).float() for p in parts], dim=1)
+        rows, dim = batch["chosen"].shape
+        diff = self._buffer("diff", rows, dim).copy_(batch["chosen"])
+        diff.sub_(self._buffer("rejected", rows, dim).copy_(batch["rejected"]))
+        if not parts:
+            return diff, None
+        router_x = self._buffer("router", rows, sum(p.shape[1] for p in parts))
+        col = 0
+        for p in parts:
+            router_x[:, col:col + p.shape[1]].copy_(p)
+            col += p.shape[1]
+        return diff, router_x
 
 
 def read_pass_seconds(store: ShardStore, batch_size: int, router: bool = True) -> float:
@@ -102,7 +143,8 @@ def read_pass_seconds(store: ShardStore, batch_size: int, router: bool = True) -
     keys = ("chosen", "rejected") + (("prompt",) + (("context",) if store.has_context else ()) if router else ())
     start = time.perf_counter()
     for batch in store.iter_blocks(batch_size, keys):
-        del batch
+        for value in batch.values():
+            value.clone()  # touch every byte: a mapped slice is read only when used
     return time.perf_counter() - start
 
 
@@ -151,6 +193,7 @@ def fit_stream(
         position = _load_checkpoint(ckpt, identity, elbo, opt, device) or position
 
     dataset = _BlockDataset(store, blocks, keys)
+    staging = Staging(device, use_router, config.uses_context)
     start_time, start_step = time.perf_counter(), position["step"]
     with torch.device(device):
         while position["epoch"] < schedule.epochs:
@@ -158,7 +201,7 @@ def fit_stream(
             loader = DataLoader(dataset, batch_size=None, sampler=order, num_workers=schedule.num_workers,
                                 pin_memory=device.type == "cuda")
             for batch in loader:
-                diff, router_x = batch_tensors(batch, use_router, config.uses_context, device)
+                diff, router_x = staging(batch)
                 for group in opt.param_groups:
                     group["lr"] = schedule.lr_at(position["step"], total)
                 opt.zero_grad(set_to_none=True)
@@ -212,6 +255,10 @@ def _build(store: ShardStore, config: FitConfig, seed: int, schedule: StreamSche
     """Model (router standardised from the store's statistics), AutoDelta guide, ELBO module and AdamW."""
     torch.manual_seed(seed)  # router initialisation
     model = config.build_model()
+    if model.router.reads_input:
+        folded = _FoldedRouter(config.router, config.k, config.router_dim, config.hidden)
+        folded.load_state_dict(model.router.state_dict())
+        model.router = folded
     stats = store.stats()
     if model.router.reads_input:
         mean = [stats["prompt_mean"]] + ([stats["context_mean"]] if config.uses_context else [])
