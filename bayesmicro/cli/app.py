@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from bayesmicro.cli import eval as eval_cmd
+from bayesmicro.cli import export as export_cmd
 from bayesmicro.cli import fit as fit_cmd
 
 app = typer.Typer(
@@ -16,6 +17,7 @@ app = typer.Typer(
 )
 app.command("fit")(fit_cmd.fit_command)
 app.command("eval")(eval_cmd.eval_command)
+app.command("export")(export_cmd.export_command)
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import GRPOConfig, GRPOTrainer
 
 from bayesmicro.integrations.trl import reward_function
-from tests.integrations.conftest import sentences
+from tests.tiny_llama import sentences
 
 
 def test_grpo_runs_one_step_with_the_mixture_reward(run_dirs, embedder, tiny_llama, tmp_path):

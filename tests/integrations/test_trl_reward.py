@@ -9,7 +9,7 @@ from bayesmicro.errors import BadInput
 from bayesmicro.infer.result import Fit
 from bayesmicro.integrations.trl import MixtureReward, reward_function
 from tests.common import assert_close
-from tests.integrations.conftest import sentences
+from tests.tiny_llama import sentences
 
 PROMPTS, COMPLETIONS = sentences(6, 10), sentences(6, 11, length=7)
 
