@@ -253,18 +253,20 @@ def _config(store: ShardStore, k, router, alpha, prior_scale, hidden, seed) -> F
 
 def _build(store: ShardStore, config: FitConfig, seed: int, schedule: StreamSchedule, device: torch.device):
     """Model (router standardised from the store's statistics), AutoDelta guide, ELBO module and AdamW."""
-    torch.manual_seed(seed)  # router initialisation
-    model = config.build_model()
-    if model.router.reads_input:
-        folded = _FoldedRouter(config.router, config.k, config.router_dim, config.hidden)
-        folded.load_state_dict(model.router.state_dict())
-        model.router = folded
+    with torch.device("cpu"):  # the same initial values on every device
+        torch.manual_seed(seed)  # router initialisation
+        model = config.build_model()
+        if model.router.reads_input:
+            folded = _FoldedRouter(config.router, config.k, config.router_dim, config.hidden)
+            folded.load_state_dict(model.router.state_dict())
+            model.router = folded
     stats = store.stats()
     if model.router.reads_input:
         mean = [stats["prompt_mean"]] + ([stats["context_mean"]] if config.uses_context else [])
         std = [stats["prompt_std"]] + ([stats["context_std"]] if config.uses_context else [])
         model.router.input_mean.copy_(torch.cat(mean))
         model.router.input_scale.copy_(torch.cat(std).clamp_min(1e-6))
+    model.to(device)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     heads = torch.randn(config.k, config.dim, generator=gen, device="cpu") * (0.5 / stats["diff_rms"].clamp_min(1e-8))
     guide = AutoDelta(model, init_loc_fn=init_to_value(values={"heads": heads.to(device)}))
