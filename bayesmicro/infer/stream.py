@@ -38,6 +38,7 @@ from bayesmicro.models.mixture import ROUTERS, Router
 
 LATEST_FILE, STATE_TENSORS, STATE_JSON = "latest.json", "state.safetensors", "state.json"
 CHECKPOINT_FORMAT = "bayesmicro.stream_checkpoint/1"
+ROUTER_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class StreamSchedule:
     warmup: float = 0.05
     checkpoint_every: int = 0  # steps between checkpoints; 0: only at the end (when a checkpoint folder is given)
     num_workers: int = 0  # DataLoader worker processes reading shards while the main process computes
+    router_dtype: str = "float32"  # "bfloat16": the router's first layer (the bulk of the FLOPs) in bf16 matmuls
 
     def check(self) -> None:
         for name in ("epochs", "batch_size"):
@@ -57,6 +59,8 @@ class StreamSchedule:
                 raise BadInput(f"{name} must be ≥ 1, got {getattr(self, name)}")
         if self.lr <= 0 or not 0 <= self.warmup < 1 or self.checkpoint_every < 0 or self.num_workers < 0:
             raise BadInput(f"invalid schedule {self}")
+        if self.router_dtype not in ROUTER_DTYPES:
+            raise BadInput(f"router_dtype must be one of {list(ROUTER_DTYPES)}, got {self.router_dtype!r}")
 
     def lr_at(self, step: int, total: int) -> float:
         """Learning rate of step ``step`` (0-based) of ``total``."""
@@ -76,7 +80,11 @@ class _FoldedRouter(Router):
             return super().log_weights(router_input, n)
         first, rest = self.net[0], self.net[1:]
         weight = first.weight / self.input_scale
-        hidden = torch.nn.functional.linear(router_input, weight, first.bias - weight @ self.input_mean)
+        bias = first.bias - weight @ self.input_mean
+        if router_input.dtype == weight.dtype:
+            hidden = torch.nn.functional.linear(router_input, weight, bias)
+        else:  # low-precision input (bf16): the matmul in that precision, everything after it in float32
+            hidden = torch.nn.functional.linear(router_input, weight.to(router_input.dtype)).float() + bias
         return torch.log_softmax(rest(hidden), -1)
 
 
@@ -106,31 +114,34 @@ class Staging:
     page fault per 4 KiB on first touch, which on a small VM costs more than the conversion itself.
     """
 
-    def __init__(self, device: torch.device, use_router: bool, use_context: bool):
+    def __init__(self, device: torch.device, use_router: bool, use_context: bool,
+                 router_dtype: torch.dtype = torch.float32):
         self.device, self.use_router, self.use_context = device, use_router, use_context
+        self.router_dtype = router_dtype
         self.buffers: dict[str, torch.Tensor] = {}
 
-    def _buffer(self, name: str, rows: int, cols: int) -> torch.Tensor:
+    def _buffer(self, name: str, rows: int, cols: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         buf = self.buffers.get(name)
-        if buf is None or buf.shape[0] < rows or buf.shape[1] != cols:
-            buf = self.buffers[name] = torch.empty(rows, cols, dtype=torch.float32, device="cpu")
+        if buf is None or buf.shape[0] < rows or buf.shape[1] != cols or buf.dtype != dtype:
+            buf = self.buffers[name] = torch.empty(rows, cols, dtype=dtype, device="cpu")
         return buf[:rows]
 
     def __call__(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(diff (B, d) float32, router input (B, d_r) float32 or None) on the device."""
+        """(diff (B, d) float32, router input (B, d_r) in the router dtype or None) on the device."""
         parts = [batch["prompt"]] + ([batch["context"]] if self.use_context else []) if self.use_router else []
         if self.device.type != "cpu":
             diff = batch["chosen"].to(self.device, non_blocking=True).float()
             diff.sub_(batch["rejected"].to(self.device, non_blocking=True).float())
             if not parts:
                 return diff, None
-            return diff, torch.cat([p.to(self.device, non_blocking=True).float() for p in parts], dim=1)
+            router_x = torch.cat([p.to(self.device, non_blocking=True).to(self.router_dtype) for p in parts], dim=1)
+            return diff, router_x
         rows, dim = batch["chosen"].shape
         diff = self._buffer("diff", rows, dim).copy_(batch["chosen"])
         diff.sub_(self._buffer("rejected", rows, dim).copy_(batch["rejected"]))
         if not parts:
             return diff, None
-        router_x = self._buffer("router", rows, sum(p.shape[1] for p in parts))
+        router_x = self._buffer("router", rows, sum(p.shape[1] for p in parts), self.router_dtype)
         col = 0
         for p in parts:
             router_x[:, col:col + p.shape[1]].copy_(p)
@@ -193,7 +204,7 @@ def fit_stream(
         position = _load_checkpoint(ckpt, identity, elbo, opt, device) or position
 
     dataset = _BlockDataset(store, blocks, keys)
-    staging = Staging(device, use_router, config.uses_context)
+    staging = Staging(device, use_router, config.uses_context, ROUTER_DTYPES[schedule.router_dtype])
     start_time, start_step = time.perf_counter(), position["step"]
     with torch.device(device):
         while position["epoch"] < schedule.epochs:
