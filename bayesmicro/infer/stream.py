@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import math
 import os
+import queue
 import shutil
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -52,12 +54,18 @@ class StreamSchedule:
     checkpoint_every: int = 0  # steps between checkpoints; 0: only at the end (when a checkpoint folder is given)
     num_workers: int = 0  # DataLoader worker processes reading shards while the main process computes
     router_dtype: str = "float32"  # "bfloat16": the router's first layer (the bulk of the FLOPs) in bf16 matmuls
+    prefetch: int = 1  # blocks a reader thread reads ahead (page faults and copies overlap compute); 0: none
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that change the result (a checkpoint only resumes a fit with the same ones)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("checkpoint_every", "num_workers", "prefetch")}
 
     def check(self) -> None:
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise BadInput(f"{name} must be ≥ 1, got {getattr(self, name)}")
-        if self.lr <= 0 or not 0 <= self.warmup < 1 or self.checkpoint_every < 0 or self.num_workers < 0:
+        if (self.lr <= 0 or not 0 <= self.warmup < 1 or self.checkpoint_every < 0 or self.num_workers < 0
+                or self.prefetch < 0):
             raise BadInput(f"invalid schedule {self}")
         if self.router_dtype not in ROUTER_DTYPES:
             raise BadInput(f"router_dtype must be one of {list(ROUTER_DTYPES)}, got {self.router_dtype!r}")
@@ -99,6 +107,59 @@ class _BlockDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return self.store.read(self.blocks[i], self.keys)
+
+
+def prefetched(batches: Iterable[dict[str, torch.Tensor]], depth: int, copy: bool
+               ) -> Iterator[dict[str, torch.Tensor]]:
+    """Iterate ``batches`` in a reader thread running ``depth`` batches ahead. With ``copy`` every block is copied
+    into one of ``depth + 2`` reused buffers, so the thread (not the compute) pays for the memory-mapped page
+    faults. torch releases the GIL inside copies, so reading overlaps the optimiser step."""
+    if depth == 0:
+        yield from batches
+        return
+    ring: list[dict[str, torch.Tensor]] = [{} for _ in range(depth + 2)]
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def fill(slot: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = {}
+        for key, value in batch.items():
+            buf = slot.get(key)
+            if buf is None or buf.shape[0] < value.shape[0] or buf.shape[1:] != value.shape[1:]:
+                buf = slot[key] = torch.empty_like(value, memory_format=torch.contiguous_format)
+            out[key] = buf[:value.shape[0]].copy_(value)
+        return out
+
+    def reader() -> None:
+        try:
+            for i, batch in enumerate(batches):
+                item = fill(ring[i % len(ring)], batch) if copy else batch
+                while not stop.is_set():
+                    try:
+                        slots.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            slots.put(done)
+        except BaseException as exc:  # re-raised in the consumer
+            slots.put(exc)
+
+    thread = threading.Thread(target=reader, name="bayesmicro-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = slots.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
 
 
 def epoch_order(n_blocks: int, seed: int, epoch: int) -> list[int]:
@@ -192,7 +253,7 @@ def fit_stream(
     blocks = store.blocks(schedule.batch_size)
     steps_per_epoch, n = len(blocks), len(store)
     total = schedule.epochs * steps_per_epoch
-    identity = {"config": asdict(config), "schedule": asdict(schedule), "n": n,
+    identity = {"config": asdict(config), "schedule": schedule.identity(), "n": n,
                 "shards": [s["sha256"] for s in store.shards]}
 
     pyro.set_rng_seed(seed)
@@ -211,7 +272,7 @@ def fit_stream(
             order = epoch_order(steps_per_epoch, seed, position["epoch"])[position["batch"]:]
             loader = DataLoader(dataset, batch_size=None, sampler=order, num_workers=schedule.num_workers,
                                 pin_memory=device.type == "cuda")
-            for batch in loader:
+            for batch in prefetched(loader, schedule.prefetch, copy=device.type == "cpu"):
                 diff, router_x = staging(batch)
                 for group in opt.param_groups:
                     group["lr"] = schedule.lr_at(position["step"], total)

@@ -20,7 +20,7 @@ from bayesmicro.errors import BadInput
 from bayesmicro.evaluate.metrics import score
 from bayesmicro.infer.api import fit
 from bayesmicro.infer.stream import (StreamSchedule, Staging, _build, _config, _FoldedRouter, epoch_order,
-                                     fit_stream)
+                                     fit_stream, prefetched)
 from bayesmicro.models.mixture import Router
 from tests.common import assert_close, small_pairs
 
@@ -58,6 +58,26 @@ def test_folded_router_is_the_same_function():
         assert_close(folded.log_weights(x, 50), router.log_weights(x, 50), atol=1e-5)
         assert_close(folded.log_weights(x.bfloat16(), 50), router.log_weights(x, 50), atol=5e-2)
         assert folded.log_weights(x.bfloat16(), 50).dtype == torch.float32
+
+
+def test_prefetch_keeps_order_and_values_and_raises_reader_errors():
+    blocks = [{"x": torch.full((3 + i % 2, 2), float(i), dtype=torch.float16)} for i in range(9)]
+    got = [b["x"].clone() for b in prefetched(iter(blocks), depth=2, copy=True)]
+    assert len(got) == 9 and all(torch.equal(g, b["x"]) for g, b in zip(got, blocks))
+
+    def broken():
+        yield blocks[0]
+        raise OSError("disk went away")
+
+    with pytest.raises(OSError, match="disk went away"):
+        list(prefetched(broken(), depth=1, copy=True))
+
+
+def test_prefetch_depth_does_not_change_the_fit(tmp_path):
+    store = write_shards(small_pairs(n=90, d=4, d_p=3, d_c=None, seed=5), tmp_path / "s", rows_per_shard=30)
+    fits = [fit_stream(store, k=2, schedule=StreamSchedule(epochs=2, batch_size=20, prefetch=depth))
+            for depth in (0, 1, 3)]
+    assert all(torch.equal(f.heads, fits[0].heads) for f in fits[1:])
 
 
 def test_epoch_order_depends_on_seed_and_epoch_only():
