@@ -34,12 +34,14 @@ def peak_rss_bytes() -> int:
 
 def run(pairs: int = 1_000_000, dim: int = 1024, k: int = 10, device: str = "cpu", out_dir: str | None = None, *,
         batch_size: int = 16_384, router: str = "prompt", threads: int | None = None, seed: int = 0,
-        preference_700k: bool | None = None, isolate: bool = True) -> dict[str, Any]:
+        preference_700k: bool | None = None, isolate: bool = True, router_dtype: str = "float32",
+        prefetch: int = 1) -> dict[str, Any]:
     """Write the cache (kept under ``out_dir`` when given, else in a temporary folder that is removed), fit one
     epoch, and return the measurements. ``preference_700k``: also run 1.4 M × 3,072 (default: on CUDA only).
     ``isolate``: measure in a child process (clean peak RSS, huge pages); False runs here."""
     args = {"pairs": pairs, "dim": dim, "k": k, "device": device, "out_dir": out_dir, "batch_size": batch_size,
-            "router": router, "threads": threads or os.cpu_count() or 1, "seed": seed}
+            "router": router, "threads": threads or os.cpu_count() or 1, "seed": seed, "router_dtype": router_dtype,
+            "prefetch": prefetch}
     with_700k = preference_700k if preference_700k is not None else device.startswith("cuda")
     result = _measure(args, isolate)
     if with_700k:
@@ -61,7 +63,7 @@ def _measure(args: dict[str, Any], isolate: bool) -> dict[str, Any]:
 
 
 def measure_here(pairs: int, dim: int, k: int, device: str, out_dir: str | None, batch_size: int, router: str,
-                 threads: int, seed: int) -> dict[str, Any]:
+                 threads: int, seed: int, router_dtype: str = "float32", prefetch: int = 1) -> dict[str, Any]:
     """One measurement in this process."""
     import torch
 
@@ -79,11 +81,12 @@ def measure_here(pairs: int, dim: int, k: int, device: str, out_dir: str | None,
         rss_after_write = peak_rss_bytes()
         floor = read_pass_seconds(store, batch_size, router=router != "none")
         fit = fit_stream(store, k=k, router=router, seed=seed, device=device,
-                         schedule=StreamSchedule(epochs=1, batch_size=batch_size, lr=2e-3))
+                         schedule=StreamSchedule(epochs=1, batch_size=batch_size, lr=2e-3, router_dtype=router_dtype,
+                                                 prefetch=prefetch))
         epoch = fit.summary["fit_seconds"]
         return {
             "pairs": pairs, "dim": dim, "k": k, "router": router, "device": device, "batch_size": batch_size,
-            "threads": threads, "cache_bytes": store.nbytes, "write_seconds": write_seconds, "cache_reused": reused,
+            "threads": threads, "router_dtype": router_dtype, "prefetch": prefetch, "cache_bytes": store.nbytes, "write_seconds": write_seconds, "cache_reused": reused,
             "read_pass_seconds": floor, "read_pass_pairs_per_second": pairs / floor,
             "epoch_seconds": epoch, "pairs_per_second": pairs / epoch, "ratio_to_floor": epoch / floor,
             "loss_per_pair": fit.summary["loss_per_pair"], "peak_rss_bytes": peak_rss_bytes(),

@@ -20,6 +20,7 @@ def bench_scale_command(
     out: Optional[str] = typer.Option(None, "--out", help="Keep the cache here (default: a temporary folder)."),
     batch_size: int = typer.Option(16_384, "--batch-size", help="Pairs per minibatch."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: all cores)."),
+    router_dtype: str = typer.Option("float32", "--router-dtype", help="float32 or bfloat16 router matmuls."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ) -> None:
     """Write a synthetic fp16 shard cache, fit one streamed epoch and report throughput against the read floor."""
@@ -30,7 +31,9 @@ def bench_scale_command(
         raise BadInput(f"--device must be cpu or cuda[:i], got {device!r}")
     from benchmarks.scale import run
 
-    result = run(pairs, dim, k, device, out, batch_size=batch_size, threads=threads)
+    if router_dtype not in ("float32", "bfloat16"):
+        raise BadInput(f"--router-dtype must be float32 or bfloat16, got {router_dtype!r}")
+    result = run(pairs, dim, k, device, out, batch_size=batch_size, threads=threads, router_dtype=router_dtype)
     if json_out:
         emit_json(result)
         return

@@ -35,8 +35,9 @@ def test_bench_scale_json_reports_floor_ratio_and_rss(app, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [(["--pairs", "0"], "--pairs must be ≥ 1"),
-                                           (["--device", "tpu"], "--device must be cpu or cuda")],
-                         ids=["zero-pairs", "bad-device"])
+                                           (["--device", "tpu"], "--device must be cpu or cuda"),
+                                           (["--router-dtype", "int8"], "--router-dtype must be float32 or")],
+                         ids=["zero-pairs", "bad-device", "bad-router-dtype"])
 def test_bench_scale_bad_input_exits_2(app, args, message):
     result = CliRunner().invoke(app, ["scale", *args])
     assert result.exit_code == 2 and message in result.output
