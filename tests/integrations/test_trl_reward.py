@@ -28,13 +28,23 @@ def by_hand(run: Fit, embedder, prompts, completions, context=None) -> torch.Ten
 
 
 def test_posterior_mean_reward_equals_the_mixture_reward(run_dirs, embedder):
-    reward = reward_function(run_dirs["prompt"], local_files_only=True)  # settings from the run's summary
+    reward = reward_function(run_dirs["prompt"], embedder=embedder)
     got = reward(prompts=PROMPTS, completions=COMPLETIONS, trainer_state=None)
     run = Fit.load(run_dirs["prompt"])
     assert isinstance(got, list) and len(got) == 6 and all(isinstance(r, float) for r in got)
     assert_close(got, by_hand(run, embedder, PROMPTS, COMPLETIONS)[0], atol=1e-5)
     assert_close(got, run.reward(embedder.embed_responses(PROMPTS, COMPLETIONS), embedder.embed_prompts(PROMPTS)),
                  atol=1e-5)
+
+
+def test_embedder_built_from_the_run_settings_scores_the_same(run_dirs, embedder, tmp_path, monkeypatch):
+    """Without an embedder the run's recorded settings build one (bayesmicro.embed's Embedder when present, which
+    stores features in fp16, hence the tolerance)."""
+    monkeypatch.setenv("BAYESMICRO_CACHE", str(tmp_path / "cache"))
+    reward = reward_function(run_dirs["prompt"], local_files_only=True)
+    assert reward.embedder.settings()["template"] == embedder.settings()["template"]
+    exact = reward_function(run_dirs["prompt"], embedder=embedder)(PROMPTS, COMPLETIONS)
+    assert_close(reward(PROMPTS, COMPLETIONS), exact, atol=2e-3, rtol=1e-2)
 
 
 @pytest.mark.parametrize("quantile", [0.1, 0.5], ids=["q10", "median"])
