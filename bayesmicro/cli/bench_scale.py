@@ -17,7 +17,9 @@ def bench_scale_command(
     dim: int = typer.Option(1024, "--dim", help="Response (and prompt) feature dimension."),
     k: int = typer.Option(10, "--k", help="Mixture components."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda[:i]."),
-    out: Optional[str] = typer.Option(None, "--out", help="Keep the cache here (default: a temporary folder)."),
+    out: Optional[str] = typer.Option(None, "--out", help="Write results.json here."),
+    cache: Optional[str] = typer.Option(None, "--cache", help="Keep (and reuse) the cache here (default: a "
+                                        "temporary folder, removed)."),
     batch_size: int = typer.Option(16_384, "--batch-size", help="Pairs per minibatch."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: all cores)."),
     router_dtype: str = typer.Option("float32", "--router-dtype", help="float32 or bfloat16 router matmuls."),
@@ -29,11 +31,12 @@ def bench_scale_command(
             raise BadInput(f"{name} must be ≥ 1, got {value}")
     if not (device == "cpu" or device.startswith("cuda")):
         raise BadInput(f"--device must be cpu or cuda[:i], got {device!r}")
-    from benchmarks.scale import run
-
     if router_dtype not in ("float32", "bfloat16"):
         raise BadInput(f"--router-dtype must be float32 or bfloat16, got {router_dtype!r}")
-    result = run(pairs, dim, k, device, out, batch_size=batch_size, threads=threads, router_dtype=router_dtype)
+    from bayesmicro.bench.scale import run
+
+    result = run(pairs, dim, k, device, out, cache_dir=cache, batch_size=batch_size, threads=threads,
+                 router_dtype=router_dtype)
     if json_out:
         emit_json(result)
         return

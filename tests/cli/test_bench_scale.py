@@ -21,7 +21,8 @@ def app():
 
 def test_bench_scale_json_reports_floor_ratio_and_rss(app, tmp_path):
     result = CliRunner().invoke(app, ["scale", "--pairs", "3000", "--dim", "32", "--k", "3", "--batch-size", "500",
-                                      "--threads", "1", "--out", str(tmp_path / "b"), "--json"])
+                                      "--threads", "1", "--cache", str(tmp_path / "b"), "--out", str(tmp_path / "r"),
+                                      "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["pairs"] == 3000 and report["dim"] == 32 and report["k"] == 3 and report["threads"] == 1
@@ -31,6 +32,8 @@ def test_bench_scale_json_reports_floor_ratio_and_rss(app, tmp_path):
     # the kept cache: 3000 pairs × (32 + 32 + 32) fp16 values, plus the safetensors headers
     assert 3000 * 96 * 2 <= report["cache_bytes"] < 3000 * 96 * 2 + 4096
     assert (tmp_path / "b" / "cache" / "manifest.json").is_file()
+    saved = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert saved["pairs_per_second"] == report["pairs_per_second"]
     assert "preference700k" not in report  # CPU runs only the requested shape
 
 

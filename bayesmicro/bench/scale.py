@@ -1,9 +1,12 @@
-"""Scale suite: a synthetic fp16 shard cache of N pairs on disk, one streamed epoch, throughput against the floor.
+"""``scale``: a synthetic fp16 shard cache of N pairs on disk, one streamed epoch, throughput against the floor.
 
-``run(pairs, dim, k, device, out_dir) -> dict``. Reports pairs/s of the fitting epoch, seconds per epoch, the time of
+``run(pairs, dim, k, device, out_dir) -> dict`` (also callable as a ``bayesmicro bench`` suite:
+``run(seeds=..., out_dir=..., pairs=..., ...)``). Reports pairs/s of the fitting epoch, seconds per epoch, the time of
 one sequential read of the cache (the memory-bandwidth floor: an epoch cannot be faster than reading its bytes) and
 the ratio, and the peak RSS (``resource.getrusage``) of the process that did the work. On a CUDA device it also runs
-the preference-700K shape (1.4 M pairs × 3,072 features), the paper's stage-1 scale.
+the preference-700K shape (1.4 M pairs × 3,072 features), the paper's stage-1 scale. ``out_dir`` receives
+``results.json`` (and ``results.md`` where ``bayesmicro.bench.report`` exists); the cache goes to a temporary folder
+that is removed, or to ``cache_dir`` where it is kept and reused by the next run of the same shape.
 
 The measurement runs in a fresh child process: its peak RSS is then the benchmark's alone, and the child is started
 with ``THP_MEM_ALLOC_ENABLE=1`` so that torch backs large CPU tensors with transparent huge pages (read once, when
@@ -32,30 +35,51 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def run(pairs: int = 1_000_000, dim: int = 1024, k: int = 10, device: str = "cpu", out_dir: str | None = None, *,
-        batch_size: int = 16_384, router: str = "prompt", threads: int | None = None, seed: int = 0,
+def run(pairs: int = 1_000_000, dim: int = 1024, k: int = 10, device: str = "cpu",
+        out_dir: str | os.PathLike | None = None, *, seeds: int = 1, cache_dir: str | None = None,
+        batch_size: int = 16_384, router: str = "prompt", threads: int | None = None,
         preference_700k: bool | None = None, isolate: bool = True, router_dtype: str = "float32",
-        prefetch: int = 1) -> dict[str, Any]:
-    """Write the cache (kept under ``out_dir`` when given, else in a temporary folder that is removed), fit one
-    epoch, and return the measurements. ``preference_700k``: also run 1.4 M × 3,072 (default: on CUDA only).
-    ``isolate``: measure in a child process (clean peak RSS, huge pages); False runs here."""
-    args = {"pairs": pairs, "dim": dim, "k": k, "device": device, "out_dir": out_dir, "batch_size": batch_size,
-            "router": router, "threads": threads or os.cpu_count() or 1, "seed": seed, "router_dtype": router_dtype,
-            "prefetch": prefetch}
+        prefetch: int = 1, **_: Any) -> dict[str, Any]:
+    """Write the cache, fit one epoch, return the measurements (and write them to ``out_dir`` when given).
+    ``seeds``: seed of the synthetic data and the fit (the suite measures one run; seed = seeds − 1 = 0 by default).
+    ``preference_700k``: also run 1.4 M × 3,072 (default: on CUDA only). ``isolate``: measure in a child process
+    (clean peak RSS, huge pages); False measures in this process."""
+    args = {"pairs": pairs, "dim": dim, "k": k, "device": device, "out_dir": cache_dir, "batch_size": batch_size,
+            "router": router, "threads": threads or os.cpu_count() or 1, "seed": max(0, seeds - 1),
+            "router_dtype": router_dtype, "prefetch": prefetch}
     with_700k = preference_700k if preference_700k is not None else device.startswith("cuda")
     result = _measure(args, isolate)
     if with_700k:
-        sub = None if out_dir is None else str(Path(out_dir) / "preference700k")
+        sub = None if cache_dir is None else str(Path(cache_dir) / "preference700k")
         result["preference700k"] = _measure({**args, **PREFERENCE_700K, "out_dir": sub}, isolate)
-    return result
+    return result if out_dir is None else _write(Path(out_dir), result)
+
+
+def _write(out_dir: Path, result: dict[str, Any]) -> dict[str, Any]:
+    """results.json (+ results.md) into ``out_dir``; returns what results.json holds."""
+    try:
+        from bayesmicro.bench.report import markdown_table, write_suite
+    except ImportError:  # the suite runner's reporting is not on this branch: JSON only
+        from bayesmicro._io import write_json
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json(out_dir / "results.json", result)
+        return result
+    rows = [r for r in (result, result.get("preference700k")) if r]
+    table = markdown_table([{"shape": f"{r['pairs']:,} × {r['dim']}, K = {r['k']}", **r} for r in rows],
+                           ["shape", "device", "pairs_per_second", "epoch_seconds", "read_pass_seconds",
+                            "ratio_to_floor", "peak_rss_gb"], digits=2)
+    return write_suite(out_dir, "scale", result,
+                       [("Streamed one-epoch fit from a memory-mapped fp16 shard cache", table)])
 
 
 def _measure(args: dict[str, Any], isolate: bool) -> dict[str, Any]:
     if not isolate:
         return measure_here(**args)
+    root = str(Path(__file__).resolve().parents[2])  # the checkout holding this bayesmicro, first on the child's path
     env = {**os.environ, "THP_MEM_ALLOC_ENABLE": "1",
-           "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.scale", CHILD_FLAG, json.dumps(args)], env=env,
+           "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)}
+    proc = subprocess.run([sys.executable, "-m", "bayesmicro.bench.scale", CHILD_FLAG, json.dumps(args)], env=env,
                           capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"scale benchmark child failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
