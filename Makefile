@@ -8,7 +8,7 @@ $(BIN)/bayesmicro: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,trl]'
 	touch $@
 
 install: $(BIN)/bayesmicro

@@ -18,6 +18,7 @@ SUITES: dict[str, str] = {
     "synthetic": "bayesmicro.bench.synthetic",
     "irreducible": "bayesmicro.bench.irreducible",
     "speed": "bayesmicro.bench.speed",
+    "scale": "bayesmicro.bench.scale",
 }
 DEFAULT_RESULTS = Path("benchmarks") / "results"
 

@@ -8,6 +8,7 @@ from bayesmicro.cli import embed as embed_cmd
 from bayesmicro.cli import bench as bench_cmd
 from bayesmicro.cli import eval as eval_cmd
 from bayesmicro.cli import diagnose as diagnose_cmd
+from bayesmicro.cli import export as export_cmd
 from bayesmicro.cli import fit as fit_cmd
 from bayesmicro.cli import score as score_cmd
 
@@ -24,6 +25,7 @@ app.command("embed")(embed_cmd.embed_command)
 app.command("score")(score_cmd.score_command)
 app.command("diagnose")(diagnose_cmd.diagnose_command)
 app.command("bench")(bench_cmd.bench_command)
+app.command("export")(export_cmd.export_command)
 
 
 def main() -> None:

@@ -93,6 +93,8 @@ def fit(
         "restarts": history,
         "fit_seconds": time.perf_counter() - start,
     }
+    if data.meta.get("embedding"):  # lets a run re-embed new text the same way (score, TRL reward, export)
+        result.summary["embedding"] = data.meta["embedding"]
     if extra:
         result.summary[inference] = extra
         result.summary["posterior_draws"] = result.n_draws

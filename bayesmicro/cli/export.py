@@ -1,0 +1,32 @@
+"""``bayesmicro export``: a run as a standard scalar reward model (transformers sequence classifier)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from bayesmicro.cli.common import cli_errors, emit_json, stderr
+
+
+@cli_errors
+def export_command(
+    run_dir: str = typer.Argument(..., help="Run folder (the --out of `bayesmicro fit`)."),
+    backbone: str = typer.Option(..., "--backbone", help="Hub id or folder of the backbone the features came from."),
+    out: str = typer.Option(..., "--out", help="Folder to write (AutoModelForSequenceClassification loads it)."),
+    context: Optional[str] = typer.Option(None, "--context", help="Route for this context text."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="'static': the static mixture weights."),
+    prompt: str = typer.Option("", "--prompt", help="Prompt text for a context-routed run's router input."),
+    revision: Optional[str] = typer.Option(None, "--revision", help="Backbone revision on the hub."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+) -> None:
+    """Write RUN_DIR as backbone + one linear score head Σ_k π_k w_k for the given context (or static weights)."""
+    from bayesmicro.integrations.export import export_reward_model
+
+    result = export_reward_model(run_dir, backbone, out, context=context, weights=weights, prompt=prompt,
+                                 revision=revision)
+    if json_out:
+        emit_json(result)
+    else:
+        pi = ", ".join(f"{p:.3f}" for p in result["mixture_weights"])
+        stderr.print(f"wrote {result['architecture']} to {result['out']} (π = [{pi}])")

@@ -1,0 +1,98 @@
+"""Export a personalized reward as a standard scalar reward model: backbone + one linear score head.
+
+The head is w = Σ_k π_k w̄_k (w̄_k the posterior-mean heads) for one fixed mixture: the router applied to a given
+context, or the static weights. The result is a ``transformers`` ``*ForSequenceClassification`` folder whose score of
+a chat-templated (prompt, response) is wᵀh(x, a), h the last non-pad token's last-layer state — the same features
+the run was fitted on — so any RLHF stack can use it without bayesmicro installed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from bayesmicro._io import atomic_dir, write_json
+from bayesmicro.errors import BadInput
+from bayesmicro.infer.result import Fit
+
+EXPORT_FILE = "bayesmicro_export.json"
+PAD_TOKEN = "<|bayesmicro_pad|>"
+
+
+def mixture_weights(fit: Fit, embedder: Any = None, context: str | None = None, prompt: str = "") -> torch.Tensor:
+    """(K,) π for the export. ``context`` None: the static weights (router ``none``: its learned weights; a routed
+    run: the router at the mean training input). Otherwise the router on e(context) (prompt router; the context is
+    the prompt, e.g. a system prompt or user criterion) or on [e(prompt); c(context)] (context router)."""
+    router = fit.config.build_model().router
+    router.load_state_dict(fit.router_state)
+    router.eval()
+    with torch.no_grad():
+        if not router.reads_input:
+            return router.log_weights(None, 1)[0].exp()
+        if context is None:
+            return router.log_weights(router.input_mean[None], 1)[0].exp()
+        if fit.config.uses_context:
+            x = torch.cat([embedder.embed_prompts([prompt]), embedder.embed_texts([context])], dim=1)
+        else:
+            x = embedder.embed_prompts([context])
+        return router.log_weights(x.float(), 1)[0].exp()
+
+
+def export_reward_model(run_dir: str | os.PathLike, backbone: str, out: str | os.PathLike, *,
+                        context: str | None = None, weights: str | None = None, prompt: str = "",
+                        revision: str | None = None, local_files_only: bool = False) -> dict[str, Any]:
+    """Write ``out``: a sequence-classification model (``num_labels=1``) = ``backbone`` + score head Σ_k π_k w̄_k.
+    Exactly one of ``context`` (text) and ``weights='static'``. Returns a JSON-able description."""
+    if (context is None) == (weights is None):
+        raise BadInput("give exactly one of --context TEXT and --weights static")
+    if weights is not None and weights != "static":
+        raise BadInput(f"--weights must be 'static', got {weights!r}")
+    fit = Fit.load(run_dir)
+    pooling = (fit.summary.get("embedding") or {}).get("pooling", "last")
+    if pooling != "last":
+        raise BadInput(f"the run's features use '{pooling}' pooling; a sequence-classification head scores the "
+                       "last token, so only 'last' pooling exports exactly", source=str(run_dir))
+    kwargs = {"revision": revision, "local_files_only": local_files_only}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(backbone, **kwargs)
+        model = AutoModelForSequenceClassification.from_pretrained(backbone, num_labels=1, dtype=torch.float32,
+                                                                   **kwargs)
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"cannot load the backbone as a sequence classifier ({str(exc).splitlines()[0]})",
+                       source=backbone) from None
+    score = getattr(model, "score", None)
+    if not isinstance(score, torch.nn.Linear) or score.bias is not None:
+        raise BadInput(f"{type(model).__name__} has no bias-free linear 'score' head on the last token; export "
+                       "needs a decoder backbone such as Llama, Mistral, Qwen2 or Gemma", source=backbone)
+    if score.in_features != fit.config.dim:
+        raise BadInput(f"the backbone's hidden size is {score.in_features}, the run's features have "
+                       f"{fit.config.dim} columns (a different backbone?)", source=backbone)
+
+    embedder = None
+    if context is not None and fit.config.router != "none":
+        from bayesmicro.integrations.trl import make_embedder
+
+        embedder = make_embedder({"model": backbone, "revision": revision, "pooling": "last",
+                                  "max_length": (fit.summary.get("embedding") or {}).get("max_length", 512)},
+                                 local_files_only=local_files_only)
+    pi = mixture_weights(fit, embedder, context, prompt)
+    head = pi @ fit.heads.mean(0)  # (d,) = Σ_k π_k w̄_k
+    with torch.no_grad():
+        score.weight.copy_(head[None].to(score.weight.dtype))
+    if tokenizer.pad_token is None:  # the head scores the last non-pad token: padding must be its own token
+        tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
+        model.resize_token_embeddings(len(tokenizer))
+    model.config.pad_token_id = tokenizer.pad_token_id
+    description = {"run": str(Path(run_dir)), "backbone": backbone, "context": context, "prompt": prompt,
+                   "weights": weights or "context", "router": fit.config.router, "k": fit.config.k,
+                   "mixture_weights": pi.tolist(), "architecture": type(model).__name__,
+                   "head_norm": float(head.norm())}
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        write_json(tmp / EXPORT_FILE, description)
+    return {**description, "out": str(Path(out))}

@@ -1,0 +1,87 @@
+"""`bayesmicro export`: the exported sequence classifier scores (prompt, response) exactly as the run's mixture."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from typer.testing import CliRunner
+
+from bayesmicro.cli.app import app
+from bayesmicro.infer.result import Fit
+from tests.common import assert_close
+from tests.tiny_llama import build_tiny_llama, embedded, embedder, run_dirs, sentences, tiny_llama  # noqa: F401
+
+PROMPTS = sentences(5, 30, length=3)
+RESPONSES = [sentences(1, 31 + i, length=2 + 3 * i)[0] for i in range(5)]  # lengths differ: padding is exercised
+
+
+def exported_scores(folder, embedder, prompts, responses) -> torch.Tensor:
+    """Score like any RLHF stack would: tokenizer + AutoModelForSequenceClassification, right-padded batch."""
+    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    texts = [embedder.pair_text(p, r)[0] for p, r in zip(prompts, responses)]
+    batch = tokenizer(texts, add_special_tokens=False, padding=True, return_tensors="pt")
+    assert batch["attention_mask"].sum(1).unique().numel() > 1
+    with torch.no_grad():
+        return model(**batch).logits[:, 0]
+
+
+def run_export(*args):
+    result = CliRunner().invoke(app, ["export", *map(str, args), "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_export_for_a_context_equals_the_mixture_reward(run_dirs, embedder, tiny_llama, tmp_path):
+    report = run_export(run_dirs["prompt"], "--backbone", tiny_llama, "--context", "be concise", "--out",
+                        tmp_path / "rm")
+    run = Fit.load(run_dirs["prompt"])
+    h = embedder.embed_responses(PROMPTS, RESPONSES)
+    e = embedder.embed_prompts(["be concise"]).expand(len(PROMPTS), -1)
+    expected = run.reward(h, router_input=e)
+    assert_close(exported_scores(tmp_path / "rm", embedder, PROMPTS, RESPONSES), expected, atol=1e-3)
+    assert report["architecture"] == "LlamaForSequenceClassification" and report["k"] == 2
+    assert_close(report["mixture_weights"], _router_pi(run, e[:1])[0], atol=1e-6)
+    saved = json.loads((tmp_path / "rm" / "config.json").read_text())
+    assert saved["architectures"] == ["LlamaForSequenceClassification"]
+
+
+def _router_pi(run: Fit, x: torch.Tensor) -> torch.Tensor:
+    router = run.config.build_model().router
+    router.load_state_dict(run.router_state)
+    with torch.no_grad():
+        return router.log_weights(x, x.shape[0]).exp()
+
+
+def test_export_static_weights_of_a_context_routed_run(run_dirs, embedder, tiny_llama, tmp_path):
+    report = run_export(run_dirs["context"], "--backbone", tiny_llama, "--weights", "static", "--out",
+                        tmp_path / "rm")
+    run = Fit.load(run_dirs["context"])
+    pi = _router_pi(run, run.router_state["input_mean"][None])[0]  # the router at the mean training input
+    assert_close(report["mixture_weights"], pi, atol=1e-6)
+    h = embedder.embed_responses(PROMPTS, RESPONSES)
+    expected = h @ (pi @ run.heads.mean(0))
+    assert_close(exported_scores(tmp_path / "rm", embedder, PROMPTS, RESPONSES), expected, atol=1e-3)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--weights", "static", "--context", "x"], "exactly one of --context TEXT and --weights static"),
+    ([], "exactly one of --context TEXT and --weights static"),
+    (["--weights", "dynamic"], "--weights must be 'static'"),
+], ids=["both", "neither", "bad-weights"])
+def test_export_bad_options_exit_2(run_dirs, tiny_llama, tmp_path, args, message):
+    result = CliRunner().invoke(app, ["export", str(run_dirs["prompt"]), "--backbone", str(tiny_llama), "--out",
+                                      str(tmp_path / "rm"), *args])
+    assert result.exit_code == 2 and message in result.output
+    assert not (tmp_path / "rm").exists()
+
+
+def test_export_with_a_different_backbone_exits_2(run_dirs, tmp_path):
+    other = build_tiny_llama(tmp_path / "wide", hidden=48)
+    result = CliRunner().invoke(app, ["export", str(run_dirs["prompt"]), "--backbone", str(other), "--weights",
+                                      "static", "--out", str(tmp_path / "rm")])
+    assert result.exit_code == 2 and "hidden size is 48, the run's features have 32 columns" in result.output
+    assert not (tmp_path / "rm").exists()
