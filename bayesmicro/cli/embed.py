@@ -6,15 +6,17 @@ import time
 from pathlib import Path
 from typing import Optional
 
+import datasets
 import torch
 import typer
 
 from bayesmicro.cli.common import cli_errors, emit_json, stderr
-from bayesmicro.data.pairs import load_pairs
+from bayesmicro.data.pairs import PreferencePairs, load_pairs
 from bayesmicro.data.protocols import PROTOCOLS, load_protocol
 from bayesmicro.data.protocols._common import limited
-from bayesmicro.data.pairs import PreferencePairs
 from bayesmicro.embed import Embedder, distributed
+from bayesmicro.embed.backbone import pick_device
+from bayesmicro.embed.pooling import check_pooling
 from bayesmicro.errors import BadInput
 
 
@@ -40,6 +42,12 @@ def embed_command(
 ) -> None:
     """Embed preference pairs with a frozen backbone (cached, resumable; torchrun for several processes)."""
     start = time.perf_counter()
+    if pooling is not None:
+        check_pooling(pooling)
+    if batch_size < 1 or max_length < 2:
+        raise BadInput(f"--batch-size must be ≥ 1 and --max-length ≥ 2, got {batch_size} and {max_length}")
+    pick_device(device)
+    datasets.disable_progress_bars()  # one progress bar (ours) on stderr; errors stay one line
     if threads is not None:
         if threads < 1:
             raise BadInput(f"--threads must be ≥ 1, got {threads}")

@@ -123,7 +123,11 @@ class EmbeddingCache:
     # -- writing ------------------------------------------------------------------------------------------------
     def put(self, keys: list[str], values: torch.Tensor) -> None:
         """Store one batch of rows ((len(keys), d), any float dtype) as a new shard, atomically."""
-        values = values.detach().to("cpu", self.dtype).contiguous()
+        values = values.detach().to("cpu")
+        if self.dtype == torch.float16 and bool((values.abs() > torch.finfo(torch.float16).max).any()):
+            raise BadInput("features exceed the float16 range; store them as bfloat16 or float32 "
+                           "(Embedder(..., storage_dtype='float32'))")
+        values = values.to(self.dtype).contiguous()
         if self.dim is None:
             self.dim = int(values.shape[1])
         entry: dict[str, Any] = {"rows": len(keys)}

@@ -148,3 +148,18 @@ def test_bad_arguments(tiny_model, tmp_path):
     with pytest.raises(BadInput, match="responses"):
         Embedder(tiny_model, cache_dir=str(tmp_path)).embed_responses(["a", "b"], ["c"])
     assert np.isfinite(Embedder(tiny_model, cache_dir=str(tmp_path)).embed_responses(["a"], ["c"]).numpy()).all()
+
+
+def test_cache_root_from_environment_and_fp16_range(monkeypatch, tmp_path):
+    from bayesmicro.embed.cache import EmbeddingCache, default_cache_root
+
+    monkeypatch.setenv("BAYESMICRO_CACHE", str(tmp_path / "env_cache"))
+    assert default_cache_root() == tmp_path / "env_cache"
+    cache = EmbeddingCache(None, {"model": "m"})
+    cache.put(["k1"], torch.tensor([[1.0, -2.5]]))
+    assert cache.get(["k1"]).dtype == torch.float16 and "k1" in cache
+    with pytest.raises(BadInput, match="float16 range"):
+        cache.put(["k2"], torch.tensor([[1e6, 0.0]]))
+    wide = EmbeddingCache(None, {"model": "m"}, storage_dtype="float32")
+    wide.put(["k2"], torch.tensor([[1e6, 0.0]]))
+    assert wide.get(["k2"])[0, 0].item() == 1e6

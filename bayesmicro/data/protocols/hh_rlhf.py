@@ -12,7 +12,7 @@ import os
 
 import datasets
 
-from bayesmicro.data.pairs import PreferencePairs
+from bayesmicro.data.pairs import PreferencePairs, is_local
 from bayesmicro.data.protocols._common import read_hub_split, read_split, require_columns, to_pairs
 from bayesmicro.errors import BadInput
 
@@ -48,7 +48,7 @@ def load(source: str | os.PathLike | None = None, limit: int | None = None, spli
     """HH-RLHF pairs with ``group`` = subset. ``source``: a local file, or a hub id (default ``Anthropic/hh-rlhf``)."""
     columns: dict[str, list] = {"prompt": [], "chosen": [], "rejected": [], "group": []}
     name = str(source) if source is not None else HUB_ID
-    if source is not None and os.path.exists(source):
+    if source is not None and is_local(source):
         ds = read_split(source, HUB_ID, split)
         if "prompt" in ds.column_names:
             require_columns(ds, ("prompt", "chosen", "rejected"), name)

@@ -1,0 +1,51 @@
+"""`bayesmicro embed`: JSON report, a folder `bayesmicro fit` reads, one-line errors with exit code 2."""
+
+import json
+
+from typer.testing import CliRunner
+
+from bayesmicro.cli.app import app
+from bayesmicro.data.embedded import EmbeddedPairs
+from tests.embed.tiny import build_tiny_chat_model  # noqa: F401  (fixture builder lives with the embed tests)
+
+
+def _data(path, n=24):
+    rows = [{"prompt": f"Human: question {i} " + "and more " * (i % 3), "chosen": f"a helpful answer {i}",
+             "rejected": f"no {i}", "group": "g1" if i % 2 else "g2", "user": f"u{i % 3}"} for i in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_embed_then_fit(tmp_path):
+    model = str(build_tiny_chat_model(tmp_path / "tiny"))
+    runner = CliRunner()
+    args = ["embed", str(_data(tmp_path / "pairs.jsonl")), "--model", model, "--limit", "20", "--out",
+            str(tmp_path / "emb"), "--cache-dir", str(tmp_path / "cache"), "--device", "cpu", "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert {"pairs", "tokens", "seconds", "pairs_per_second", "cache_hits"} <= set(report)
+    assert report["pairs"] == 20 and report["cache_hits"] == 0 and report["tokens"] > 0
+    data = EmbeddedPairs.load(tmp_path / "emb")
+    assert len(data) == 20 and data.dim == 32 and set(data.group) == {"g1", "g2"}
+    assert data.meta["embedding"]["pooling"] == "last" and data.meta["embedding"]["template"].startswith("chat:")
+
+    again = json.loads(runner.invoke(app, args).stdout.strip().splitlines()[-1])
+    assert again["cache_hits"] == report["texts"] and again["tokens"] == 0
+
+    fit = runner.invoke(app, ["fit", str(tmp_path / "emb"), "--router", "prompt", "--k", "2", "--restarts", "1",
+                              "--json"])
+    assert fit.exit_code == 0, fit.output
+    assert 0.0 <= json.loads(fit.stdout.strip().splitlines()[-1])["routed_mixture"]["accuracy"] <= 1.0
+
+
+def test_bad_input_is_one_line_exit_2(tmp_path):
+    runner = CliRunner()
+    data = _data(tmp_path / "pairs.jsonl", n=3)
+    for extra, message in ((["--protocol", "nope"], "unknown protocol"), (["--pooling", "max"], "--pooling"),
+                           (["--batch-size", "0"], "--batch-size"), (["--device", "tpu"], "--device")):
+        result = runner.invoke(app, ["embed", str(data), "--out", str(tmp_path / "o"), "--cache-dir",
+                                     str(tmp_path / "c"), *extra])
+        assert result.exit_code == 2, result.output
+        assert message in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
