@@ -14,6 +14,7 @@ provenance). Loading never unpickles.
 from __future__ import annotations
 
 import os
+import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -205,6 +206,8 @@ def _load_folder(path: Path) -> EmbeddedPairs:
 
 
 def _load_npz(path: Path) -> EmbeddedPairs:
+    if not zipfile.is_zipfile(path):  # np.load would try other formats (even a pickle) on a non-zip file
+        raise BadInput("not an .npz archive (expected a zip of .npy arrays, as np.savez writes)", source=str(path))
     try:
         archive = np.load(path, allow_pickle=False)
     except Exception as exc:

@@ -17,6 +17,7 @@ from pyro.infer import Trace_ELBO
 from pyro.infer.autoguide import AutoDelta
 from pyro.infer.autoguide.initialization import init_to_value
 
+from bayesmicro.errors import BadInput
 from bayesmicro.models.mixture import BTMixture
 
 FULL_BATCH_LIMIT = 20_000_000  # n·(d + d_router) below which one full-batch L-BFGS step is cheap
@@ -32,6 +33,17 @@ class Schedule:
     batch_size: int = 512
     lr: float = 2e-3
     warmup: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("auto", "lbfgs", "adam"):
+            raise BadInput(f"optimizer must be auto, lbfgs or adam, got {self.optimizer!r}")
+        for name in ("max_iter", "epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise BadInput(f"{name.replace('_', '-')} must be ≥ 1, got {getattr(self, name)}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise BadInput(f"lr must be a finite number > 0, got {self.lr}")
+        if not 0.0 <= self.warmup < 1.0:
+            raise BadInput(f"warmup must be in [0, 1), got {self.warmup}")
 
     def resolve(self, n: int, width: int) -> str:
         if self.optimizer not in ("auto", "lbfgs", "adam"):
