@@ -77,7 +77,8 @@ def _checked(ds: datasets.Dataset, source: str) -> datasets.Dataset:
                 raise BadInput(f"row {row}, column '{column}': expected a text or number label, got {value!r}",
                                source=source)
         if ds.features[column] != datasets.Value("string"):
-            ds = ds.cast_column(column, datasets.Value("string"))
+            with _quiet_datasets():
+                ds = ds.cast_column(column, datasets.Value("string"))
     # A tie carries no preference (every BT model gives it probability ½); a file of only ties is a wrong column map.
     if all(c == r for c, r in zip(ds["chosen"], ds["rejected"])):
         raise BadInput("every row has chosen == rejected (expected at least one pair of different responses; "
@@ -98,6 +99,7 @@ def _check_text_file(path: Path, fmt: str) -> None:
     """Find the first undecodable byte or broken JSON line, so the error can name the row."""
     opener = gzip.open if path.suffix.lower() == ".gz" else open
     try:
+        lineno = 0
         with opener(path, "rb") as fh:
             for lineno, raw in enumerate(fh, start=1):
                 try:
@@ -114,6 +116,8 @@ def _check_text_file(path: Path, fmt: str) -> None:
                                        f"\"rejected\": ...}}, got {type(record).__name__}", source=str(path))
     except (EOFError, gzip.BadGzipFile, OSError) as exc:
         raise BadInput(f"cannot read compressed file ({exc})", source=str(path)) from None
+    if lineno == 0:  # a compressed file can be non-empty on disk and hold nothing
+        raise BadInput("empty file (expected a header or records)", source=str(path))
 
 
 def _check_csv(path: Path) -> list[str]:
@@ -179,7 +183,8 @@ def read_table(path: str | os.PathLike) -> datasets.Dataset:
     except Exception as exc:
         if "corresponds to no data" in str(exc):
             raise BadInput("no rows (only a header?)", source=str(path)) from None
-        raise BadInput(f"cannot parse as {fmt} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})",
+        first_line = (str(exc).splitlines() or [""])[0][:200]
+        raise BadInput(f"cannot parse as {fmt} ({type(exc).__name__}: {first_line})",
                        source=str(path)) from None
     if len(ds) == 0:
         raise BadInput("no rows (only a header?)", source=str(path))
