@@ -196,6 +196,13 @@ def embedded_folder(tamper: Callable[[Path], None]) -> Callable[[Path, Assets], 
     return build
 
 
+def _text_to_fit(tmp: Path) -> Call:
+    """Text pairs handed to `bayesmicro fit`, which reads embedded pairs (embed them first)."""
+    path = tmp / "pairs.jsonl"
+    path.write_bytes(jsonl(ROW))
+    return Call(lambda: fit_like_cli(path), ("fit", path, "--out", tmp / "out", "--json"), str(path))
+
+
 def api_only(fn: Callable[[Path, Assets], object], names: str | None = None) -> Callable[[Path, Assets], Call]:
     return lambda tmp, assets: Call(lambda: fn(tmp, assets), None, names)
 
@@ -277,6 +284,7 @@ CASES: list[Case] = [
     Case("npz_unexpected_key", npz_derived(lambda a: {"weights": np.ones(N)}), ("unexpected key(s) ['weights']",)),
     Case("npz_empty_file", npz(raw=b""), ("not an .npz archive",)),
     Case("npz_truncated", lambda tmp, a: npz(raw=a.data.read_bytes()[:500])(tmp, a), ("not an .npz archive",)),
+    Case("fit_given_a_text_file", lambda tmp, a: _text_to_fit(tmp), ("expected an embedded-pairs folder or an .npz",)),
     Case("npz_pickle_object_array", npz_derived(lambda a: {"group": a["group"].astype(object)}),
          ("needs pickle",)),
     Case("npz_zero_rows", npz_derived(lambda a: {k: v[:0] for k, v in a.items()}), ("no pairs",)),
@@ -321,7 +329,8 @@ CASES: list[Case] = [
     Case("run_config_not_json", run_folder(write("config.json", b"{k: 2")), ("config.json: not valid JSON",)),
     Case("run_config_edited_to_wrong_dim", run_folder(edit_config(dim=7)),
          ("'params.safetensors' heads do not have shape (S, 2, 7)",)),
-    Case("run_config_wrong_type", run_folder(edit_config(k="two")), ("field 'k' is 'two', expected a positive integer",)),
+    Case("run_config_wrong_type", run_folder(edit_config(k="two")),
+         ("field 'k' is 'two', expected a positive integer",)),
     Case("run_config_unknown_router", run_folder(edit_config(router="sideways")), ("field 'router' is 'sideways'",)),
     Case("run_config_mismatches_router", run_folder(edit_config(hidden=64)),
          ("'params.safetensors' does not match 'config.json'",)),

@@ -153,7 +153,8 @@ def unsafe_calls(source: str) -> list[str]:
 
             if name == "torch.load" and literal("weights_only") is not True:
                 found.append(f"{node.lineno}: torch.load without weights_only=True")
-            elif name in ("np.load", "numpy.load") and "allow_pickle" in keywords and literal("allow_pickle") is not False:
+            elif name in ("np.load", "numpy.load") and "allow_pickle" in keywords \
+                    and literal("allow_pickle") is not False:
                 found.append(f"{node.lineno}: {name}(allow_pickle=...)")
             elif name in ("eval", "exec", "yaml.load", "yaml.unsafe_load"):
                 found.append(f"{node.lineno}: {name}(...)")

@@ -152,10 +152,10 @@ def _check_config_values(config: FitConfig, path: Path) -> None:
         return BadInput(f"'{CONFIG_FILE}' field '{field}' is {getattr(config, field)!r}, expected {expected}",
                         source=str(path))
 
-    for field in ("k", "dim", "hidden", "seed", "router_dim"):
+    for field, least in (("k", 1), ("dim", 1), ("hidden", 1), ("seed", 0), ("router_dim", 0)):
         value = getattr(config, field)
-        if not isinstance(value, int) or isinstance(value, bool) or value < (0 if field in ("seed", "router_dim") else 1):
-            raise bad(field, "a positive integer" if field not in ("seed", "router_dim") else "an integer ≥ 0")
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            raise bad(field, "a positive integer" if least else "an integer ≥ 0")
     for field in ("prior_scale", "alpha"):
         value = getattr(config, field)
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
