@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shutil
@@ -21,7 +22,8 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary folder beside ``target``; on success replace ``target`` with it."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    _remove_stale_siblings(target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent))
     try:
         yield tmp
         if target.exists():
@@ -35,6 +37,28 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _remove_stale_siblings(target: Path) -> None:
+    """Delete what a killed writer of ``target`` left behind: temp folders of dead processes and a stale ``.old``.
+
+    Nothing ever reads these; removing them keeps a rerun's folder clean. A live writer's temp folder is kept.
+    """
+    for item in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
+        pid = item.name[len(target.name) + 2:].split(".", 1)[0]
+        if item.is_dir() and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(item, ignore_errors=True)
+    shutil.rmtree(target.with_name(f".{target.name}.old"), ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:

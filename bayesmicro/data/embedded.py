@@ -14,6 +14,7 @@ provenance). Loading never unpickles.
 from __future__ import annotations
 
 import os
+import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,9 @@ class EmbeddedPairs:
 
     def diff(self) -> torch.Tensor:
         """(n, d) float32 chosen − rejected: all a linear BT head ever sees of a pair."""
-        return self.chosen.float() - self.rejected.float()
+        # Subtract before rounding to float32: near-duplicate responses stored in float64 keep their ~1e-7 difference.
+        wide = torch.promote_types(torch.promote_types(self.chosen.dtype, self.rejected.dtype), torch.float32)
+        return (self.chosen.to(wide) - self.rejected.to(wide)).float()
 
     def router_input(self, use_context: bool) -> torch.Tensor:
         """(n, d_p [+ d_c]) float32 features the router reads."""
@@ -101,7 +104,7 @@ class EmbeddedPairs:
             return self
         mask = self.split == name
         if not mask.any():
-            raise BadInput(f"no pairs with split == '{name}' (splits present: {sorted(set(self.split))})",
+            raise BadInput(f"no pairs with split == '{name}' (splits present: {sorted(set(self.split.tolist()))})",
                            source=self.source)
         return self.subset(np.flatnonzero(mask))
 
@@ -155,7 +158,7 @@ class EmbeddedPairs:
             if value is not None and value.shape != (n,):
                 raise BadInput(f"'{key}' has shape {value.shape}, expected ({n},)", source=self.source)
         if self.split is not None:
-            bad = sorted(set(self.split) - {"train", "test"})
+            bad = sorted(set(self.split.tolist()) - {"train", "test"})
             if bad:
                 raise BadInput(f"'split' has values {bad[:3]}, expected 'train' or 'test'", source=self.source)
         for key in FEATURE_KEYS:
@@ -205,6 +208,8 @@ def _load_folder(path: Path) -> EmbeddedPairs:
 
 
 def _load_npz(path: Path) -> EmbeddedPairs:
+    if not zipfile.is_zipfile(path):  # np.load would try other formats (even a pickle) on a non-zip file
+        raise BadInput("not an .npz archive (expected a zip of .npy arrays, as np.savez writes)", source=str(path))
     try:
         archive = np.load(path, allow_pickle=False)
     except Exception as exc:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import gzip
+import io
 import json
 import os
 from collections.abc import Mapping
@@ -70,8 +73,16 @@ def _checked(ds: datasets.Dataset, source: str) -> datasets.Dataset:
             if value is None or (column in REQUIRED_COLUMNS and not isinstance(value, str)):
                 expected = "text" if column in REQUIRED_COLUMNS else "a value"
                 raise BadInput(f"row {row}, column '{column}': expected {expected}, got {value!r}", source=source)
-        if ds.features[column].dtype != "string":
-            ds = ds.cast_column(column, datasets.Value("string"))
+            if not isinstance(value, (str, int, float, bool)):
+                raise BadInput(f"row {row}, column '{column}': expected a text or number label, got {value!r}",
+                               source=source)
+        if ds.features[column] != datasets.Value("string"):
+            with _quiet_datasets():
+                ds = ds.cast_column(column, datasets.Value("string"))
+    # A tie carries no preference (every BT model gives it probability ½); a file of only ties is a wrong column map.
+    if all(c == r for c, r in zip(ds["chosen"], ds["rejected"])):
+        raise BadInput("every row has chosen == rejected (expected at least one pair of different responses; "
+                       "ties are kept, but a file of only ties carries no preference)", source=source)
     return ds
 
 
@@ -88,6 +99,7 @@ def _check_text_file(path: Path, fmt: str) -> None:
     """Find the first undecodable byte or broken JSON line, so the error can name the row."""
     opener = gzip.open if path.suffix.lower() == ".gz" else open
     try:
+        lineno = 0
         with opener(path, "rb") as fh:
             for lineno, raw in enumerate(fh, start=1):
                 try:
@@ -96,11 +108,55 @@ def _check_text_file(path: Path, fmt: str) -> None:
                     raise BadInput(f"line {lineno}: not UTF-8 text ({exc.reason})", source=str(path)) from None
                 if fmt == "json" and line.strip():
                     try:
-                        json.loads(line)
+                        record = json.loads(line)
                     except json.JSONDecodeError as exc:
                         raise BadInput(f"line {lineno}: not valid JSON ({exc.msg})", source=str(path)) from None
+                    if not isinstance(record, dict):
+                        raise BadInput(f"line {lineno}: expected a JSON object {{\"prompt\": ..., \"chosen\": ..., "
+                                       f"\"rejected\": ...}}, got {type(record).__name__}", source=str(path))
     except (EOFError, gzip.BadGzipFile, OSError) as exc:
         raise BadInput(f"cannot read compressed file ({exc})", source=str(path)) from None
+    if lineno == 0:  # a compressed file can be non-empty on disk and hold nothing
+        raise BadInput("empty file (expected a header or records)", source=str(path))
+
+
+def _check_csv(path: Path) -> list[str]:
+    """Header without duplicate or empty names, and every record with as many fields as the header.
+
+    pandas would otherwise rename duplicates (``chosen.1``) or turn the first fields of a long row into an index,
+    silently shifting every column. Returns the header.
+    """
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    with opener(path, "rb") as raw, io.TextIOWrapper(raw, encoding="utf-8", newline="") as text:
+        reader = csv.reader(text)
+        header = next(reader, [])
+        seen = set()
+        for name in header:
+            if not name.strip():
+                raise BadInput(f"line 1: empty column name in the header {header}", source=str(path))
+            if name in seen:
+                raise BadInput(f"line 1: column '{name}' appears twice in the header", source=str(path))
+            seen.add(name)
+        for record in reader:
+            if record and len(record) != len(header):
+                raise BadInput(f"line {reader.line_num}: {len(record)} fields, expected {len(header)} "
+                               f"(the header's {header})", source=str(path))
+    return header
+
+
+@contextlib.contextmanager
+def _quiet_datasets():
+    """No progress bars or parse warnings from ``datasets`` on stderr: a CLI error must stay one line."""
+    bars_were_off = datasets.are_progress_bars_disabled()
+    verbosity = datasets.logging.get_verbosity()
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
+    try:
+        yield
+    finally:
+        datasets.logging.set_verbosity(verbosity)
+        if not bars_were_off:
+            datasets.enable_progress_bars()
 
 
 def read_table(path: str | os.PathLike) -> datasets.Dataset:
@@ -111,14 +167,24 @@ def read_table(path: str | os.PathLike) -> datasets.Dataset:
     fmt = _file_format(path)
     if path.stat().st_size == 0:
         raise BadInput("empty file (expected a header or records)", source=str(path))
+    options = {}
     if fmt != "parquet":
         _check_text_file(path, fmt)
+    if fmt == "csv":
+        # In a CSV every field is text: "42" is a response, not a number, and an empty field is empty text.
+        header = _check_csv(path)
+        options = dict(features=datasets.Features({name: datasets.Value("string") for name in header}),
+                       na_filter=False)
     try:
-        ds = datasets.load_dataset(fmt, data_files=str(path), split="train")
+        with _quiet_datasets():
+            ds = datasets.load_dataset(fmt, data_files=str(path), split="train", **options)
+    except BadInput:
+        raise
     except Exception as exc:
         if "corresponds to no data" in str(exc):
             raise BadInput("no rows (only a header?)", source=str(path)) from None
-        raise BadInput(f"cannot parse as {fmt} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})",
+        first_line = (str(exc).splitlines() or [""])[0][:200]
+        raise BadInput(f"cannot parse as {fmt} ({type(exc).__name__}: {first_line})",
                        source=str(path)) from None
     if len(ds) == 0:
         raise BadInput("no rows (only a header?)", source=str(path))
@@ -128,7 +194,8 @@ def read_table(path: str | os.PathLike) -> datasets.Dataset:
 def read_hub(repo_id: str, split: str = "train", config: str | None = None) -> datasets.Dataset:
     """Load a split from the Hugging Face hub (needs network or a warm HF cache)."""
     try:
-        return datasets.load_dataset(repo_id, config, split=split)
+        with _quiet_datasets():
+            return datasets.load_dataset(repo_id, config, split=split)
     except Exception as exc:
         raise BadInput(
             f"cannot load hub dataset '{repo_id}' (split {split!r}): {type(exc).__name__}: "

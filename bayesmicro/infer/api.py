@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
@@ -108,11 +109,18 @@ def _checked_config(data, k, router, inference, alpha, prior_scale, hidden, seed
         raise BadInput(f"router must be one of {ROUTERS}, got {router!r}")
     if k < 1:
         raise BadInput(f"k must be ≥ 1, got {k}")
-    if prior_scale <= 0:
-        raise BadInput(f"prior_scale must be > 0, got {prior_scale}")
+    if not (math.isfinite(prior_scale) and prior_scale > 0):
+        raise BadInput(f"prior_scale must be a finite number > 0, got {prior_scale}")
+    if not (math.isfinite(alpha) and alpha >= 0):
+        raise BadInput(f"alpha must be a finite number ≥ 0, got {alpha}")
+    if hidden < 1:
+        raise BadInput(f"hidden must be ≥ 1, got {hidden}")
     train = data.part("train")
     if k > len(train):
         raise BadInput(f"k = {k} is larger than the number of training pairs ({len(train)})", source=data.source)
+    if not bool(train.diff().any()):
+        raise BadInput("every training pair has chosen == rejected features (expected at least one pair whose "
+                       "responses differ; ties carry no preference)", source=data.source)
     if router == "context" and data.context is None:
         raise BadInput("router 'context' needs a 'context' feature matrix, and these pairs have none",
                        source=data.source)

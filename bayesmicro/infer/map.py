@@ -17,6 +17,7 @@ from pyro.infer import Trace_ELBO
 from pyro.infer.autoguide import AutoDelta
 from pyro.infer.autoguide.initialization import init_to_value
 
+from bayesmicro.errors import BadInput
 from bayesmicro.models.mixture import BTMixture
 
 FULL_BATCH_LIMIT = 20_000_000  # n·(d + d_router) below which one full-batch L-BFGS step is cheap
@@ -42,6 +43,17 @@ class Schedule:
             return self.epochs
         return max(1, min(self.epochs, max(2, int(self.work_budget // max(1, n * width)))))
 
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("auto", "lbfgs", "adam"):
+            raise BadInput(f"optimizer must be auto, lbfgs or adam, got {self.optimizer!r}")
+        for name in ("max_iter", "epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise BadInput(f"{name.replace('_', '-')} must be ≥ 1, got {getattr(self, name)}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise BadInput(f"lr must be a finite number > 0, got {self.lr}")
+        if not 0.0 <= self.warmup < 1.0:
+            raise BadInput(f"warmup must be in [0, 1), got {self.warmup}")
+
     def resolve(self, n: int, width: int) -> str:
         if self.optimizer not in ("auto", "lbfgs", "adam"):
             raise ValueError(f"optimizer must be auto, lbfgs or adam, got {self.optimizer!r}")
@@ -60,6 +72,25 @@ def fit_map_once(model: BTMixture, diff: torch.Tensor, router_x: torch.Tensor | 
                  schedule: Schedule, on_step: Callable[[], None] | None = None) -> tuple[torch.Tensor, float]:
     """Fit one restart in place on ``model``; returns (heads (K, d), final loss per pair)."""
     n = diff.shape[0]
+    width = diff.shape[1] + (0 if router_x is None else router_x.shape[1])
+    method = schedule.resolve(n, width)
+    # L-BFGS's first step and stopping tolerances are absolute, so it stalls when margins are far from O(1) (features
+    # ×1e4, or near-duplicate responses 1e-7 apart). Fit w' = s·w on Δ/s (s = rms‖Δ‖) with the prior scaled to
+    # Normal(0, σ·s): the same optimum, in units where margins are O(1).
+    scale = float(diff.pow(2).sum(1).mean().sqrt().clamp_min(1e-30)) if method == "lbfgs" else 1.0
+    diff = diff / scale
+    prior_scale, model.prior_scale = model.prior_scale, model.prior_scale * scale
+    try:
+        heads, loss = _fit_map_scaled(model, diff, router_x, seed, schedule, method, on_step)
+    finally:
+        model.prior_scale = prior_scale
+    # back to the caller's units; the loss drops the prior's log-Jacobian K·d·log s / n
+    return heads / scale, loss - model.k * diff.shape[1] * math.log(scale) / n
+
+
+def _fit_map_scaled(model: BTMixture, diff: torch.Tensor, router_x: torch.Tensor | None, seed: int,
+                    schedule: Schedule, method: str, on_step) -> tuple[torch.Tensor, float]:
+    n = diff.shape[0]
     pyro.set_rng_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     for layer in model.router.modules():
@@ -77,8 +108,7 @@ def fit_map_once(model: BTMixture, diff: torch.Tensor, router_x: torch.Tensor | 
 
     loss_on(torch.arange(min(n, 2)))  # materialise the guide's parameters
     params = [p for p in elbo.parameters() if p.requires_grad]
-    width = diff.shape[1] + (0 if router_x is None else router_x.shape[1])
-    if schedule.resolve(n, width) == "lbfgs":
+    if method == "lbfgs":
         loss = _run_lbfgs(params, lambda: loss_on(None), schedule, on_step)
     else:
         loss = _run_adam(params, loss_on, n, schedule, schedule.adam_epochs(n, width), gen, on_step)

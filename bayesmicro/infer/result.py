@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -13,7 +14,7 @@ from bayesmicro._io import atomic_dir, read_json, read_tensors, write_json, writ
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.errors import BadInput
 from bayesmicro.models.bt import mixture_log_prob, reward_margins
-from bayesmicro.models.mixture import BTMixture
+from bayesmicro.models.mixture import ROUTERS, BTMixture
 
 RUN_FORMAT = "bayesmicro.run/1"
 CONFIG_FILE, PARAMS_FILE, SUMMARY_FILE = "config.json", "params.safetensors", "summary.json"
@@ -248,7 +249,12 @@ class Fit:
             config = FitConfig(**raw)
         except TypeError as exc:
             raise BadInput(f"'{CONFIG_FILE}' has unexpected fields ({exc})", source=str(path)) from None
+        _check_config_values(config, path)
         tensors = read_tensors(path / PARAMS_FILE)
+        for name, value in tensors.items():
+            if not value.is_floating_point() or not bool(torch.isfinite(value).all()):
+                raise BadInput(f"'{PARAMS_FILE}' tensor '{name}' is not finite floating point "
+                               f"(dtype {value.dtype})", source=str(path))
         heads = tensors.pop("heads", None)
         if heads is None or heads.ndim != 3 or heads.shape[1:] != (config.k, config.dim):
             raise BadInput(f"'{PARAMS_FILE}' heads do not have shape (S, {config.k}, {config.dim})", source=str(path))
@@ -258,9 +264,29 @@ class Fit:
         if router_draws and any(v.shape[0] != heads.shape[0] for v in router_draws.values()):
             raise BadInput(f"'{PARAMS_FILE}' router draws do not match the {heads.shape[0]} head draws",
                            source=str(path))
-        summary = read_json(path / SUMMARY_FILE) if (path / SUMMARY_FILE).exists() else {}
+        summary = read_json(path / SUMMARY_FILE)  # every saved run has one; its absence means a damaged folder
         try:
             return cls(config, heads, router_state, summary, router_draws)
         except RuntimeError as exc:  # state dict does not match the config
             raise BadInput(f"'{PARAMS_FILE}' does not match '{CONFIG_FILE}' ({str(exc).splitlines()[0]})",
                            source=str(path)) from None
+
+
+def _check_config_values(config: FitConfig, path: Path) -> None:
+    """Types and ranges of a run config read from disk (a hand-edited file must fail here, not deep in torch)."""
+    def bad(field: str, expected: str) -> BadInput:
+        return BadInput(f"'{CONFIG_FILE}' field '{field}' is {getattr(config, field)!r}, expected {expected}",
+                        source=str(path))
+
+    for field, least in (("k", 1), ("dim", 1), ("hidden", 1), ("seed", 0), ("router_dim", 0)):
+        value = getattr(config, field)
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            raise bad(field, "a positive integer" if least else "an integer ≥ 0")
+    for field in ("prior_scale", "alpha"):
+        value = getattr(config, field)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+            raise bad(field, "a finite number ≥ 0")
+    if config.router not in ROUTERS:
+        raise bad("router", f"one of {ROUTERS}")
+    if not isinstance(config.inference, str):
+        raise bad("inference", "a method name")

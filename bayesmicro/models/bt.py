@@ -49,5 +49,7 @@ def mixture_prob(log_weights: torch.Tensor, margins: torch.Tensor) -> torch.Tens
 
 def entropy(log_weights: torch.Tensor) -> torch.Tensor:
     """H(π_i) = −Σ_k π_ik log π_ik. log_weights: (..., n, K); returns (..., n)."""
+    # A head with weight exactly 0 (log π = −inf) contributes 0·log 0 = 0, not NaN: clamp −inf to the lowest float.
     log_weights = _wide(log_weights)
+    log_weights = log_weights.clamp_min(torch.finfo(log_weights.dtype).min)
     return -(log_weights.exp() * log_weights).sum(-1)
