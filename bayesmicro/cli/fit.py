@@ -59,7 +59,9 @@ def fit_command(
         source = make_population(seed=seed)[0] if data is None else EmbeddedPairs.load(data)
         if data is not None and source.split is None and test_fraction > 0:
             source = source.with_split(test_fraction, seed)
-        k, k_choice = auto_k(source, k_max=k_max, seed=seed, prior_scale=prior_scale)
+        k_router = router or ("context" if data is None else "prompt")
+        k, k_choice = auto_k(source, k_max=k_max, router=k_router, seed=seed, prior_scale=prior_scale,
+                             alpha=(0.0 if data is None else 0.5) if alpha is None else alpha)
     else:
         try:
             k = int(k)
