@@ -17,6 +17,7 @@ from bayesmicro.evaluate.compare import compare_on_population
 from bayesmicro.evaluate.metrics import score
 from bayesmicro.infer.api import fit
 from bayesmicro.infer.map import Schedule
+from bayesmicro.infer.vi import VISchedule
 
 
 def model_key(k: int, router: str) -> str:
@@ -45,10 +46,13 @@ def fit_command(
     test_fraction: float = typer.Option(0.2, "--test-fraction", help="Held-out share when DATA has no split."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads (default: 1 for small fits)."),
     k_max: int = typer.Option(5, "--k-max", help="Largest K tried by --k auto."),
+    guide: str = typer.Option("lowrank", "--guide", help="VI guide: lowrank | normal (mean field)."),
 ) -> None:
     """Fit a mixture of Bradley–Terry heads and report held-out accuracy and NLL."""
     schedule = Schedule(optimizer=optimizer, epochs=epochs, batch_size=batch_size, lr=lr)
     options = dict(restarts=restarts, prior_scale=prior_scale, schedule=schedule, inference=inference)
+    if inference == "vi":
+        options["vi"] = VISchedule(guide=guide)
     k_choice = None
     if k.strip().lower() == "auto":
         if k_max < 1:

@@ -11,7 +11,7 @@ from bayesmicro.infer import Fit, fit
 from bayesmicro.infer.vi import VISchedule
 from tests.common import assert_close
 
-FAST_VI = VISchedule(steps=300, particles=1, draws=200)
+FAST_VI = VISchedule(guide="normal", steps=300, particles=1, draws=200)
 
 
 @pytest.fixture(scope="module")
