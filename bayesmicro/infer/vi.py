@@ -35,7 +35,7 @@ class VISchedule:
     particles: int = 2
     rank: int | None = None  # low-rank guide rank (default: min(K·d, 10))
     batch_size: int = 4096
-    draws: int = 400  # posterior draws kept in the Fit
+    draws: int = 1000  # posterior draws kept in the Fit (PSIS-LOO needs many: Pareto-k is noisy with few)
     latent_router: bool = True  # the router's output layer gets a posterior (False: point estimate)
 
 

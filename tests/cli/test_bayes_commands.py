@@ -85,3 +85,13 @@ def test_fit_k_must_be_an_int_or_auto(vi_run):
     root, _ = vi_run
     result = runner.invoke(app, ["fit", str(root / "pairs"), "--k", "three"])
     assert result.exit_code == 2 and "'auto'" in result.stderr
+
+
+def test_fit_inference_em_and_bad_guide(vi_run):
+    root, _ = vi_run
+    result = runner.invoke(app, ["fit", str(root / "pairs"), "--k", "2", "--router", "none", "--inference", "em",
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["static_mixture"]["accuracy"] > 0.6
+    bad = runner.invoke(app, ["fit", str(root / "pairs"), "--inference", "vi", "--guide", "flow"])
+    assert bad.exit_code == 2 and "guide must be one of" in bad.stderr
