@@ -18,6 +18,12 @@ from bayesmicro.evaluate.alignment import align_draws
 from bayesmicro.infer.result import Fit
 
 PARETO_K_GOOD, PARETO_K_BAD = 0.5, 0.7
+SMALL_ELPD_DIFF = 4.0  # the LOO FAQ's "small difference" in elpd (Vehtari et al.)
+
+
+def smallest_adequate_k(table: dict[str, dict], ks: Sequence[int]) -> int:
+    """The smallest K whose elpd difference to the best model is negligible: ≤ max(4, dse)."""
+    return min(k for k in ks if table[f"k={k}"]["elpd_diff"] <= max(SMALL_ELPD_DIFF, table[f"k={k}"]["dse"]))
 
 
 def _az():
@@ -86,15 +92,15 @@ def choose_k(fit_k: Callable[[int], Fit], data: EmbeddedPairs, k_max: int = 5,
              k_values: Sequence[int] | None = None) -> tuple[int, dict[int, Fit], dict]:
     """Fit K = 1..k_max with ``fit_k(K)`` (posterior draws needed) and pick K by PSIS-LOO on ``data``.
 
-    Rule: the smallest K whose elpd_loo is within one standard error of the difference (``dse``) of the best
-    model's — extra heads that do not improve held-out predictive density are not kept.
+    Rule (``smallest_adequate_k``): the smallest K whose elpd_loo is within max(4, dse) of the best model's —
+    extra heads that do not clearly improve predictive density are not kept.
     Returns (K, {K: Fit}, {"compare": az.compare table, "rule": ...}).
     """
     ks = list(k_values or range(1, k_max + 1))
     fits = {k: fit_k(k) for k in ks}
     table = compare({f"k={k}": f for k, f in fits.items()}, data)
-    chosen = min(k for k in ks if table[f"k={k}"]["elpd_diff"] <= table[f"k={k}"]["dse"])
-    return chosen, fits, {"compare": table, "rule": "smallest K with elpd_diff ≤ dse", "k": chosen}
+    chosen = smallest_adequate_k(table, ks)
+    return chosen, fits, {"compare": table, "rule": "smallest K with elpd_diff ≤ max(4, dse)", "k": chosen}
 
 
 def head_correlation(fit: Fit, data: EmbeddedPairs) -> torch.Tensor:
@@ -156,7 +162,7 @@ def holdout_compare(fits: dict[str, Fit], test: EmbeddedPairs) -> dict[str, dict
 def auto_k(data: EmbeddedPairs, k_max: int = 5, router: str = "context", criterion: str = "holdout",
            seed: int = 0, restarts: int = 2, prior_scale: float = 1.0, alpha: float = 0.0,
            holdout_fraction: float = 0.3, hidden: int = 128) -> tuple[int, dict]:
-    """Choose K = 1..k_max for ``data``; rule: the smallest K whose elpd is within one ``dse`` of the best.
+    """Choose K = 1..k_max for ``data``; rule: the smallest K whose elpd is within max(4, dse) of the best.
 
     ``criterion``:
     - ``holdout`` (default): MAP fits with ``router`` on the training pairs, elpd on the held-out pairs (the test
@@ -181,6 +187,6 @@ def auto_k(data: EmbeddedPairs, k_max: int = 5, router: str = "context", criteri
         return k, {**info, "criterion": "loo"}
     fits = {f"k={k}": fit(train, k=k, inference="map", **common) for k in ks}
     table = holdout_compare(fits, test)
-    chosen = min(k for k in ks if table[f"k={k}"]["elpd_diff"] <= table[f"k={k}"]["dse"])
-    return chosen, {"compare": table, "rule": "smallest K with elpd_diff ≤ dse", "k": chosen,
+    chosen = smallest_adequate_k(table, ks)
+    return chosen, {"compare": table, "rule": "smallest K with elpd_diff ≤ max(4, dse)", "k": chosen,
                     "criterion": "holdout", "holdout_pairs": len(test)}

@@ -86,3 +86,15 @@ def test_auto_k_picks_the_true_number_of_heads(true_k, n_pairs, k_max):
     k, info = auto_k(data, k_max=k_max, restarts=1, hidden=32)
     assert k == true_k, info["compare"]
     assert set(info["compare"]) == {f"k={j}" for j in range(1, k_max + 1)}
+
+
+def test_smallest_adequate_k_rule():
+    from bayesmicro.evaluate.arviz import smallest_adequate_k
+
+    table = {"k=1": {"elpd_diff": 30.0, "dse": 6.0}, "k=2": {"elpd_diff": 3.5, "dse": 0.5},
+             "k=3": {"elpd_diff": 0.0, "dse": 0.0}}
+    assert smallest_adequate_k(table, [1, 2, 3]) == 2  # a 3.5-nat gain is small
+    table["k=2"] = {"elpd_diff": 9.0, "dse": 10.0}
+    assert smallest_adequate_k(table, [1, 2, 3]) == 2  # within its standard error
+    table["k=2"] = {"elpd_diff": 9.0, "dse": 3.0}
+    assert smallest_adequate_k(table, [1, 2, 3]) == 3
