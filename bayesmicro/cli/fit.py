@@ -17,6 +17,7 @@ from bayesmicro.evaluate.compare import compare_on_population
 from bayesmicro.evaluate.metrics import score
 from bayesmicro.infer.api import fit
 from bayesmicro.infer.map import Schedule
+from bayesmicro.infer.vi import VISchedule
 
 
 def model_key(k: int, router: str) -> str:
@@ -45,10 +46,13 @@ def fit_command(
     test_fraction: float = typer.Option(0.2, "--test-fraction", help="Held-out share when DATA has no split."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads (default: 1 for small fits)."),
     k_max: int = typer.Option(5, "--k-max", help="Largest K tried by --k auto."),
+    guide: str = typer.Option("lowrank", "--guide", help="VI guide: lowrank | normal (mean field)."),
 ) -> None:
     """Fit a mixture of Bradley–Terry heads and report held-out accuracy and NLL."""
     schedule = Schedule(optimizer=optimizer, epochs=epochs, batch_size=batch_size, lr=lr)
     options = dict(restarts=restarts, prior_scale=prior_scale, schedule=schedule, inference=inference)
+    if inference == "vi":
+        options["vi"] = VISchedule(guide=guide)
     k_choice = None
     if k.strip().lower() == "auto":
         if k_max < 1:
@@ -59,7 +63,9 @@ def fit_command(
         source = make_population(seed=seed)[0] if data is None else EmbeddedPairs.load(data)
         if data is not None and source.split is None and test_fraction > 0:
             source = source.with_split(test_fraction, seed)
-        k, k_choice = auto_k(source, k_max=k_max, seed=seed, prior_scale=prior_scale)
+        k_router = router or ("context" if data is None else "prompt")
+        k, k_choice = auto_k(source, k_max=k_max, router=k_router, seed=seed, prior_scale=prior_scale,
+                             alpha=(0.0 if data is None else 0.5) if alpha is None else alpha)
     else:
         try:
             k = int(k)

@@ -28,7 +28,7 @@ class LatentRouterMixture(PyroModule):
     """Wraps a ``BTMixture`` whose router output layer is latent. Sample sites: ``mix.heads`` and, for routed
     mixtures, ``mix.router.net.2.weight`` (K, hidden) and ``mix.router.net.2.bias`` (K,)."""
 
-    def __init__(self, mix: BTMixture, latent_router: bool | str = True):
+    def __init__(self, mix: BTMixture, latent_router: bool = True):
         super().__init__()
         self.latent_router = latent_router and has_bayesian_router(mix)
         self.init_values, self.layers = {}, []
@@ -36,7 +36,7 @@ class LatentRouterMixture(PyroModule):
             net = mix.router.net
             to_pyro_module_(net)
             mix.router.net = net  # re-attach so the converted layers share the root's sample cache
-            self.layers = [0, 2] if latent_router == "all" else [2]
+            self.layers = [2]  # a latent hidden layer too was measured worse (VI fails to fit it; PSIS k > 0.7)
             scale = mix.router_prior_scale
             for i in self.layers:
                 layer = net[i]

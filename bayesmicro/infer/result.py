@@ -130,11 +130,7 @@ class Fit:
         if not self.router_draws or not router.reads_input:
             return router.log_weights(None if router_input is None else router_input.float(), n).unsqueeze(0)
         z = (router_input.float() - router.input_mean) / router.input_scale
-        if "net.0.weight" in self.router_draws:  # a fully latent router: (S, n, hidden)
-            hidden = torch.relu(z @ self.router_draws["net.0.weight"].transpose(-1, -2)
-                                + self.router_draws["net.0.bias"][:, None, :])
-        else:
-            hidden = router.net[:-1](z)  # (n, hidden): the point-estimated hidden layer
+        hidden = router.net[:-1](z)  # (n, hidden): the point-estimated hidden layer
         weight, bias = self.router_draws["net.2.weight"], self.router_draws["net.2.bias"]
         return torch.log_softmax(hidden @ weight.transpose(-1, -2) + bias[:, None, :], dim=-1)
 

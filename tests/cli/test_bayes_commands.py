@@ -1,0 +1,97 @@
+"""``bayesmicro fit --inference vi``, ``score`` and ``diagnose`` end to end on a small population."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from bayesmicro.cli.app import app
+from bayesmicro.data.synthetic import PopulationSpec, make_population
+from bayesmicro.infer import Fit
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def vi_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bayes_cli")
+    data, _ = make_population(PopulationSpec(n_pairs=500, dim=4, prompt_dim=2, context_dim=2, k=2), seed=0)
+    data.save(root / "pairs")
+    result = runner.invoke(app, ["fit", str(root / "pairs"), "--k", "2", "--router", "context", "--inference", "vi",
+                                 "--restarts", "1", "--out", str(root / "run"), "--json"])
+    assert result.exit_code == 0, result.output
+    return root, json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_fit_vi_reports_ece_and_saves_draws(vi_run):
+    root, metrics = vi_run
+    assert 0.0 <= metrics["routed_mixture"]["ece"] < 0.2
+    fitted = Fit.load(root / "run")
+    assert fitted.n_draws > 1 and fitted.config.inference == "vi"
+
+
+def test_score_writes_one_row_per_pair(vi_run):
+    root, _ = vi_run
+    out = root / "scores.parquet"
+    result = runner.invoke(app, ["score", str(root / "run"), str(root / "pairs"), "--quantiles", "0.1,0.9",
+                                 "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    from datasets import Dataset
+
+    rows = Dataset.from_parquet(str(out))
+    assert summary["n"] == len(rows) == 500
+    for name in ("prob_mean", "prob_lower", "prob_upper", "risk_averse", "chosen_reward_q0.1", "rejected_reward_sd"):
+        assert name in rows.column_names
+    row = rows[0]
+    assert row["prob_lower"] <= row["prob_mean"] <= row["prob_upper"]
+    assert row["chosen_reward_q0.1"] <= row["chosen_reward_q0.9"]
+    lines = runner.invoke(app, ["score", str(root / "run"), str(root / "pairs")]).stdout.strip().splitlines()
+    assert len(lines) == 500 and json.loads(lines[3])["pair"] == 3
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--quantiles", "0.5,x"], "--quantiles"),
+    (["--quantiles", "1.5"], "--quantiles"),
+    (["--out", "scores.csv"], ".parquet or .jsonl"),
+], ids=["not_a_number", "out_of_range", "bad_suffix"])
+def test_score_bad_input_exits_2(vi_run, args, message, tmp_path):
+    root, _ = vi_run
+    args = [a if a != "scores.csv" else str(tmp_path / a) for a in args]
+    result = runner.invoke(app, ["score", str(root / "run"), str(root / "pairs"), *args])
+    assert result.exit_code == 2 and message in result.stderr
+
+
+def test_diagnose_writes_the_reliability_plot(vi_run):
+    root, _ = vi_run
+    result = runner.invoke(app, ["diagnose", str(root / "run"), str(root / "pairs"), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert (root / "run" / "reliability.png").read_bytes()[:4] == b"\x89PNG"
+    from bayesmicro.data.embedded import EmbeddedPairs
+
+    assert report["loo"]["n"] == len(EmbeddedPairs.load(root / "pairs").part("train"))
+    assert sum(report["loo"]["pareto_k"][key] for key in ("good", "ok", "bad")) == report["loo"]["n"]
+    assert set(report["calibration"]["by_group"]) == {"g0", "g1"}
+
+
+def test_diagnose_without_data_needs_a_builtin_run(vi_run):
+    root, _ = vi_run
+    result = runner.invoke(app, ["diagnose", str(root / "run")])
+    assert result.exit_code == 2 and "give DATA" in result.stderr
+
+
+def test_fit_k_must_be_an_int_or_auto(vi_run):
+    root, _ = vi_run
+    result = runner.invoke(app, ["fit", str(root / "pairs"), "--k", "three"])
+    assert result.exit_code == 2 and "'auto'" in result.stderr
+
+
+def test_fit_inference_em_and_bad_guide(vi_run):
+    root, _ = vi_run
+    result = runner.invoke(app, ["fit", str(root / "pairs"), "--k", "2", "--router", "none", "--inference", "em",
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["static_mixture"]["accuracy"] > 0.6
+    bad = runner.invoke(app, ["fit", str(root / "pairs"), "--inference", "vi", "--guide", "flow"])
+    assert bad.exit_code == 2 and "guide must be one of" in bad.stderr

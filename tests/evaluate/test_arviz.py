@@ -1,0 +1,100 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from bayesmicro.data.synthetic import PopulationSpec, make_population
+from bayesmicro.evaluate.arviz import (auto_k, compare, head_correlation, holdout_compare, loo,
+                                       merge_correlated_heads, to_inference_data)
+from bayesmicro.infer import Fit, fit
+from bayesmicro.infer.vi import VISchedule
+from tests.common import assert_close
+
+FAST_VI = VISchedule(guide="normal", steps=300, particles=1, draws=200)
+
+
+@pytest.fixture(scope="module")
+def population():
+    return make_population(PopulationSpec(n_pairs=600, dim=4, prompt_dim=2, context_dim=2, k=2), seed=0)
+
+
+@pytest.fixture(scope="module")
+def vi_fits(population):
+    data, _ = population
+    return {k: fit(data, k=k, router="none", inference="vi", alpha=0.0, restarts=1, vi=FAST_VI) for k in (1, 2)}
+
+
+def test_inference_data_holds_the_summed_out_log_likelihood(population, vi_fits):
+    data, _ = population
+    idata = to_inference_data(vi_fits[2], data)
+    assert tuple(idata.posterior["heads"].shape) == (1, 200, 2, 4)
+    assert_close(np.asarray(idata.log_likelihood["obs"])[0], vi_fits[2].pointwise_log_lik(data), atol=1e-6)
+    assert np.asarray(idata.observed_data["obs"]).shape == (len(data),)
+
+
+def test_loo_agrees_with_plain_importance_sampling(population, vi_fits):
+    data, _ = population
+    result = loo(vi_fits[2], data)
+    ll = vi_fits[2].pointwise_log_lik(data).double()
+    # IS-LOO: p(y_i | y_-i) ≈ 1 / mean_s (1 / p_s(y_i)); PSIS only smooths the largest weights.
+    is_loo = float((-(torch.logsumexp(-ll, 0) - math.log(ll.shape[0]))).sum())
+    assert result["elpd_loo"] == pytest.approx(is_loo, abs=0.5)
+    lppd = float((torch.logsumexp(ll, 0) - math.log(ll.shape[0])).sum())
+    assert result["p_loo"] == pytest.approx(lppd - result["elpd_loo"], abs=1e-6)
+    assert result["pareto_k"]["bad"] == 0
+    assert sum(result["pareto_k"][key] for key in ("good", "ok", "bad")) == len(data)
+
+
+def test_compare_ranks_the_true_mixture_above_a_single_head(population, vi_fits):
+    data, _ = population
+    table = compare({"k=1": vi_fits[1], "k=2": vi_fits[2]}, data)
+    assert table["k=2"]["rank"] == 0 and table["k=2"]["elpd_diff"] == 0.0
+    assert table["k=1"]["elpd_diff"] > 0 and table["k=2"]["weight"] > table["k=1"]["weight"]
+    ho = holdout_compare({"k=1": vi_fits[1], "k=2": vi_fits[2]}, data)
+    assert ho["k=2"]["elpd_diff"] == 0.0 and ho["k=1"]["elpd_diff"] > 0
+
+
+def test_loo_needs_draws(population):
+    data, _ = population
+    with pytest.raises(ValueError, match="posterior draws"):
+        loo(fit(data, k=1, router="none"), data)
+
+
+def test_merging_duplicated_heads_keeps_predictions(population, vi_fits):
+    data, _ = population
+    base = vi_fits[2]
+    heads = torch.cat([base.heads, base.heads[:, :1] * 1.01], dim=1)  # head 2 duplicates head 0
+    config = type(base.config)(**{**base.config.__dict__, "k": 3})
+    logits = torch.tensor([0.2, 0.5, -0.1])
+    tripled = Fit(config, heads, {"logits": logits})
+    corr = head_correlation(tripled, data)
+    assert corr[0, 2] > 0.99 and corr[0, 1] < 0.9
+    groups, merged = merge_correlated_heads(tripled, data, threshold=0.95)
+    assert groups == [[0, 2], [1]]
+    assert_close(merged.heads[:, 0], merged.heads[:, 2], atol=0)
+    assert_close(merged.predict_proba(data), tripled.predict_proba(data), atol=2e-3)
+
+
+@pytest.mark.parametrize("true_k, n_pairs, k_max", [
+    (1, 1000, 3),
+    (3, 1500, 4),
+    (5, 2000, 6),
+], ids=["k1", "k3", "k5"])
+def test_auto_k_picks_the_true_number_of_heads(true_k, n_pairs, k_max):
+    data, _ = make_population(PopulationSpec(n_pairs=n_pairs, dim=6, k=true_k, test_fraction=0.3), seed=0)
+    k, info = auto_k(data, k_max=k_max, restarts=1, hidden=32)
+    assert k == true_k, info["compare"]
+    assert set(info["compare"]) == {f"k={j}" for j in range(1, k_max + 1)}
+
+
+def test_smallest_adequate_k_rule():
+    from bayesmicro.evaluate.arviz import smallest_adequate_k
+
+    table = {"k=1": {"elpd_diff": 30.0, "dse": 6.0}, "k=2": {"elpd_diff": 3.5, "dse": 0.5},
+             "k=3": {"elpd_diff": 0.0, "dse": 0.0}}
+    assert smallest_adequate_k(table, [1, 2, 3]) == 2  # a 3.5-nat gain is small
+    table["k=2"] = {"elpd_diff": 9.0, "dse": 10.0}
+    assert smallest_adequate_k(table, [1, 2, 3]) == 2  # within its standard error
+    table["k=2"] = {"elpd_diff": 9.0, "dse": 3.0}
+    assert smallest_adequate_k(table, [1, 2, 3]) == 3

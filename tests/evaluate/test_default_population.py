@@ -1,0 +1,17 @@
+"""The issue's acceptance figures on the built-in population (slow: three VI fits of 4 500 pairs)."""
+
+import pytest
+
+from bayesmicro.evaluate.arviz import loo
+from bayesmicro.evaluate.compare import compare_on_population
+from bayesmicro.data.synthetic import make_population
+
+
+@pytest.mark.slow
+def test_vi_on_the_builtin_population_is_calibrated_and_loo_is_reliable():
+    results, fits = compare_on_population(seed=0, inference="vi", alpha=0.0)
+    routed = results["routed_mixture"]
+    assert routed["ece"] <= 0.03
+    assert routed["accuracy"] >= results["oracle"]["accuracy"] - 0.02
+    data, _ = make_population(seed=0)
+    assert loo(fits["routed_mixture"], data.part("train"))["pareto_k"]["bad"] == 0

@@ -1,0 +1,178 @@
+"""VI, NUTS and EM over the summed-out mixture; posterior rewards and preference probabilities on ``Fit``."""
+
+import pytest
+import torch
+
+from bayesmicro.data.synthetic import PopulationSpec, make_population
+from bayesmicro.errors import BadInput
+from bayesmicro.infer import Fit, fit
+from bayesmicro.infer.em import EMSchedule
+from bayesmicro.infer.nuts import NUTSSchedule
+from bayesmicro.infer.vi import VISchedule
+from bayesmicro.models.bt import mixture_prob, reward_margins
+from tests.common import assert_close, small_pairs
+from tests.infer.test_map import newton_penalized_logistic
+
+FAST_VI = VISchedule(steps=400, particles=2, draws=300)
+
+
+def laplace(x: torch.Tensor, prior_scale: float, marginal: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Independent reference: posterior mode and sd of logistic regression Σ log σ(wᵀx_i) + N(0, s²) prior.
+
+    ``marginal``: sd from the inverse Hessian (the full Gaussian); else 1/√diag(H), the sd the optimal
+    mean-field Gaussian has for a Gaussian posterior."""
+    w = newton_penalized_logistic(x, prior_scale)
+    p = torch.sigmoid(x.double() @ w)
+    hess = (x.double().T * (p * (1 - p))) @ x.double() + torch.eye(x.shape[1], dtype=torch.float64) / prior_scale**2
+    return w, (torch.linalg.inv(hess).diagonal() if marginal else 1 / hess.diagonal()).sqrt()
+
+
+@pytest.mark.parametrize("guide", ["normal", "lowrank"], ids=["mean_field", "low_rank"])
+def test_vi_single_bt_matches_laplace_posterior(guide):
+    data, _ = make_population(PopulationSpec(n_pairs=600, dim=4, k=1, test_fraction=0.0), seed=5)
+    result = fit(data, k=1, router="none", inference="vi", vi=VISchedule(guide=guide, steps=600, particles=2,
+                                                                           draws=2000))
+    mode, sd = laplace(data.diff(), 1.0, marginal=guide == "lowrank")
+    assert result.heads.shape == (2000, 1, 4)
+    assert_close(result.heads[:, 0].mean(0), mode, atol=0.1)  # posterior mean, not mode
+    assert_close(result.heads[:, 0].std(0), sd, rtol=0.15, atol=0.0)
+
+
+def _mixture_problem():
+    spec = PopulationSpec(n_pairs=400, dim=3, prompt_dim=2, context_dim=2, k=2, head_scale=4.0, test_fraction=0.0)
+    return make_population(spec, seed=11)[0]
+
+
+@pytest.mark.parametrize("k, router", [
+    (1, "none"),
+    pytest.param(2, "context", marks=pytest.mark.slow),  # ~2 min on a shared 2-core CPU
+], ids=["single_bt", "routed_mixture"])
+def test_vi_predictive_probabilities_agree_with_nuts(k, router):
+    data = _mixture_problem()
+    common = dict(k=k, router=router, alpha=0.0, restarts=2, hidden=4, seed=1)
+    nuts = fit(data, inference="nuts", nuts=NUTSSchedule(draws=300, warmup=200), **common)
+    steps, particles = (600, 2) if k == 1 else (1500, 4)
+    vi = fit(data, inference="vi", vi=VISchedule(guide="lowrank", steps=steps, particles=particles, draws=1000),
+             **common)
+    p_nuts, p_vi = nuts.pointwise_log_lik(data).exp(), vi.pointwise_log_lik(data).exp()
+    assert nuts.summary["nuts"]["divergences"] == 0
+    assert float((p_vi.mean(0) - p_nuts.mean(0)).abs().max()) <= 0.02
+    sd_nuts, sd_vi = p_nuts.std(0), p_vi.std(0)
+    informative = sd_nuts > 0.01  # relative error of tiny sds is noise
+    ratio = (sd_vi[informative] / sd_nuts[informative]).median()
+    assert 0.75 <= float(ratio) <= 1.25, float(ratio)
+
+
+def test_em_single_bt_equals_newton_solution():
+    data = small_pairs(n=200, d=4)
+    result = fit(data, k=1, router="none", inference="em")
+    assert_close(result.heads[0, 0], newton_penalized_logistic(data.diff(), 1.0), atol=1e-5)
+
+
+@pytest.mark.parametrize("router", ["none", "prompt"], ids=["static", "prompt"])
+def test_em_reaches_the_map_objective(router):
+    data, _ = make_population(PopulationSpec(n_pairs=800, dim=6, k=2, head_scale=4.0, test_fraction=0.0), seed=2)
+    map_fit = fit(data, k=2, router=router, alpha=0.0, restarts=3, hidden=8)
+    em_fit = fit(data, k=2, router=router, alpha=0.0, restarts=3, hidden=8, inference="em",
+                 em=EMSchedule(max_iter=400))
+    assert em_fit.n_draws == 1
+    # EM ascends the same objective: its training log-likelihood is as good as MAP's (up to optimiser slack).
+    assert em_fit.summary["train_loglik"] >= map_fit.summary["train_loglik"] - 0.01 * len(data)
+    assert_close(em_fit.predict_proba(data), map_fit.predict_proba(data), atol=0.05)
+
+
+def test_nuts_refuses_large_problems(monkeypatch):
+    import bayesmicro.infer.api as api
+
+    monkeypatch.setattr(api, "NUTS_MAX_PAIRS", 10)
+    with pytest.raises(BadInput, match="NUTS is for small problems"):
+        fit(small_pairs(n=30), k=1, router="none", inference="nuts")
+
+
+# -- uncertainty-aware rewards ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def routed_vi_fit():
+    data, _ = make_population(PopulationSpec(n_pairs=800, dim=5, prompt_dim=3, context_dim=3, k=2), seed=3)
+    return data, fit(data, k=2, router="context", inference="vi", alpha=0.0, restarts=1, hidden=8, vi=FAST_VI)
+
+
+def test_prefer_proba_summarises_the_draws(routed_vi_fit):
+    data, result = routed_vi_fit
+    test = data.part("test")
+    proba = result.prefer_proba(test, level=0.8)
+    # Reference: brute force over draws, each with its own router output layer.
+    x = (test.router_input(True) - result._router.input_mean) / result._router.input_scale
+    hidden = result._router.net[:-1](x)
+    draws = []
+    for s in range(result.n_draws):
+        log_w = torch.log_softmax(hidden @ result.router_draws["net.2.weight"][s].T
+                                  + result.router_draws["net.2.bias"][s], -1)
+        draws.append(mixture_prob(log_w, reward_margins(result.heads[s], test.diff())))
+    draws = torch.stack(draws).double()
+    assert_close(proba.mean, draws.mean(0), atol=1e-6)
+    assert_close(proba.sd, draws.std(0), atol=1e-6)
+    assert_close(proba.lower, torch.quantile(draws, 0.1, dim=0), atol=1e-6)
+    assert_close(proba.upper, torch.quantile(draws, 0.9, dim=0), atol=1e-6)
+    assert torch.equal(proba.risk_averse, proba.lower)
+    assert_close(proba.mean, result.predict_proba(test), atol=1e-6)
+    assert bool((proba.upper - proba.lower > 0).all())
+
+
+def test_reward_summary_matches_brute_force(routed_vi_fit):
+    data, result = routed_vi_fit
+    feats, rx = data.chosen[:50], data.router_input(True)[:50]
+    summary = result.reward_summary(feats, rx, quantiles=(0.1, 0.5))
+    per_draw = torch.einsum("nd,skd->snk", feats.double(), result.heads.double())
+    weights = result.log_weights_draws(data.subset(torch.arange(50))).exp().double()
+    mixture = (weights * per_draw).sum(-1)
+    assert_close(summary.head_mean, per_draw.mean(0), atol=1e-5)
+    assert_close(summary.head_sd, per_draw.std(0), atol=1e-5)
+    assert_close(summary.head_quantiles[1], per_draw.median(0).values, atol=0.05)
+    assert_close(summary.mixture_mean, mixture.mean(0), atol=1e-5)
+    assert_close(summary.mixture_quantiles[0], torch.quantile(mixture, 0.1, dim=0), atol=1e-5)
+    assert_close(result.risk_averse_reward(feats, rx, 0.1), summary.mixture_quantiles[0], atol=1e-9)
+    # The legacy point reward is unchanged: posterior-mean head rewards.
+    assert_close(result.reward(feats), summary.head_mean.float(), atol=1e-4)
+    no_router = result.reward_summary(feats)
+    assert no_router.mixture_mean is None and no_router.head_mean.shape == (50, 2)
+    with pytest.raises(BadInput, match="features must have shape"):
+        result.reward_summary(feats[:, :3])
+
+
+def test_router_draws_survive_save_and_load(routed_vi_fit, tmp_path):
+    data, result = routed_vi_fit
+    result.save(tmp_path / "run")
+    loaded = Fit.load(tmp_path / "run")
+    assert set(loaded.router_draws) == {"net.2.weight", "net.2.bias"}
+    assert_close(loaded.prefer_proba(data).mean, result.prefer_proba(data).mean, atol=0)
+
+
+def _reward_sd(n_pairs: int, features: torch.Tensor) -> torch.Tensor:
+    data, _ = make_population(PopulationSpec(n_pairs=n_pairs, dim=4, k=1, test_fraction=0.0), seed=7)
+    result = fit(data, k=1, router="none", inference="vi", vi=FAST_VI)
+    return result.reward_summary(features).mixture_sd
+
+
+def test_reward_sd_shrinks_as_training_pairs_grow():
+    features = torch.randn(200, 4, generator=torch.Generator().manual_seed(0))
+    sds = [float(_reward_sd(n, features).mean()) for n in (100, 400, 1600)]
+    assert sds[0] > sds[1] > sds[2]
+    assert sds[2] < sds[0] / 2.5  # roughly 1/√n: 16× the pairs, about 4× less sd
+
+
+def test_reward_sd_is_larger_far_from_the_training_data():
+    g = torch.Generator().manual_seed(1)
+    n = 600
+    scale = torch.tensor([1.0, 1.0, 1.0, 0.05])  # training responses barely vary along the last direction
+    chosen, rejected = torch.randn(n, 4, generator=g) * scale, torch.randn(n, 4, generator=g) * scale
+    w = torch.tensor([1.5, -1.0, 0.5, 0.0])
+    flip = torch.rand(n, generator=g) > torch.sigmoid((chosen - rejected) @ w)
+    chosen, rejected = torch.where(flip[:, None], rejected, chosen), torch.where(flip[:, None], chosen, rejected)
+    from bayesmicro.data.embedded import EmbeddedPairs
+
+    data = EmbeddedPairs(chosen=chosen, rejected=rejected, prompt=torch.zeros(n, 1))
+    result = fit(data, k=1, router="none", inference="vi", vi=FAST_VI)
+    near = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]])
+    far = torch.tensor([[0.0, 0.0, 0.0, 1.0]])  # same norm, off the training data's support
+    sd = result.reward_summary(torch.cat([near, far])).mixture_sd
+    assert float(sd[3]) > 3 * float(sd[:3].max())
