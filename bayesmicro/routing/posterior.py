@@ -10,7 +10,7 @@ Two ways the weights enter (``mode``):
   so the prior is centred on the router's own prediction (π = uniform leaves f unchanged).
 
 The likelihood is a product of mixtures, so the posterior is computed numerically and "exactly" up to Monte Carlo
-error: for K = 2 by quadrature on a grid of π_1 (midpoint rule, ``grid`` points), otherwise by self-normalised
+error: for K = 2 by quadrature on an even grid of logit π_2 (``grid`` nodes in all, split over the head draws), otherwise by self-normalised
 importance sampling from the prior (with a defensive moment-matched Dirichlet second stage when the effective sample
 size is low). Every π point is paired with the heads' posterior draws (``Fit.heads`` (S, K, d)), so uncertainty about
 the heads is integrated over. The effective sample size is reported. ``hyre_weights`` (weights ∝ exp(−loss) of each
@@ -30,6 +30,7 @@ from bayesmicro.infer.result import Fit
 from bayesmicro.models.bt import bt_log_prob, mixture_log_prob
 
 MODES = ("static", "tilt")
+LOGIT_RANGE = 25.0  # quadrature nodes span π_2 ∈ [σ(−25), σ(25)]
 
 
 @dataclass
@@ -138,12 +139,15 @@ def weight_posterior(
         draw = torch.arange(s)
         log_w = torch.log_softmax(log_lik(pi, draw), 0)
         return WeightPosterior(pi, draw, log_w, _ess(log_w), "quadrature", mode, n_labels)
-    if k == 2:
-        p1 = (torch.arange(grid, dtype=torch.float64) + 0.5) / grid
+    if k == 2:  # quadrature in logit(π_2): fine resolution near the simplex edges, where posteriors pile up
+        points = max(200, grid // s)
+        t = torch.linspace(-LOGIT_RANGE, LOGIT_RANGE, points, dtype=torch.float64)
+        p1 = torch.sigmoid(t)
         pi = torch.stack([1 - p1, p1], 1).repeat(s, 1)
-        draw = torch.arange(s).repeat_interleave(grid)
-        log_prior = torch.distributions.Beta(alpha[1], alpha[0]).log_prob(pi[:, 1])
-        log_w = torch.log_softmax(log_prior + log_lik(pi, draw), 0)
+        draw = torch.arange(s).repeat_interleave(points)
+        beta = torch.distributions.Beta(alpha[1], alpha[0])
+        log_prior = beta.log_prob(p1.clamp(1e-15, 1 - 1e-15)) + torch.log(p1 * (1 - p1))  # density in t
+        log_w = torch.log_softmax(log_prior.repeat(s) + log_lik(pi, draw), 0)
         return WeightPosterior(pi, draw, log_w, _ess(log_w), "quadrature", mode, n_labels)
     prior = torch.distributions.Dirichlet(alpha)
     pi = _sample(prior, n_samples, gen)
@@ -205,3 +209,27 @@ def hyre_weights(fit: Fit, labelled: EmbeddedPairs, prior: torch.Tensor | None =
     log_lik = torch.logsumexp(log_lik, 0) - math.log(log_lik.shape[0])
     log_prior = torch.zeros_like(log_lik) if prior is None else prior.double().log()
     return torch.softmax(log_prior + log_lik, -1)
+
+
+def laplace_heads(fit: Fit, train: EmbeddedPairs, n_draws: int = 200, seed: int = 0) -> Fit:
+    """A ``Fit`` whose heads are ``n_draws`` draws from a Laplace approximation of the heads' posterior around a
+    MAP run (router held fixed): N(ŵ, H⁻¹), H the Hessian of −log p(heads | train pairs) at ŵ. For MAP runs, so
+    that the weight posterior can integrate over head uncertainty."""
+    from bayesmicro.infer.result import Fit as _Fit
+
+    heads = fit.heads.mean(0).double()
+    diff = train.diff().double()
+    log_w = fit.log_weights(train).double()
+    prior_var = fit.config.prior_scale ** 2
+
+    def neg_log_post(flat: torch.Tensor) -> torch.Tensor:
+        w = flat.reshape(heads.shape)
+        return -mixture_log_prob(log_w, diff @ w.T).sum() + 0.5 * flat.pow(2).sum() / prior_var
+
+    hess = torch.autograd.functional.hessian(neg_log_post, heads.reshape(-1))
+    hess = 0.5 * (hess + hess.T) + 1e-8 * torch.eye(hess.shape[0], dtype=hess.dtype)
+    gen = torch.Generator().manual_seed(seed)
+    chol = torch.linalg.cholesky(torch.linalg.inv(hess))
+    noise = torch.randn(n_draws, hess.shape[0], generator=gen, dtype=hess.dtype)
+    draws = (heads.reshape(-1) + noise @ chol.T).reshape(n_draws, *heads.shape).float()
+    return _Fit(fit.config, draws, fit.router_state, {**fit.summary, "head_draws": f"laplace ({n_draws})"})
