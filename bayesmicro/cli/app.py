@@ -6,6 +6,7 @@ import typer
 
 from bayesmicro.cli import eval as eval_cmd
 from bayesmicro.cli import fit as fit_cmd
+from bayesmicro.cli import route as route_cmd
 
 app = typer.Typer(
     name="bayesmicro",
@@ -16,6 +17,7 @@ app = typer.Typer(
 )
 app.command("fit")(fit_cmd.fit_command)
 app.command("eval")(eval_cmd.eval_command)
+app.command("route")(route_cmd.route_command)
 
 
 def main() -> None:

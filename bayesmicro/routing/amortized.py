@@ -123,7 +123,7 @@ def amortized_route(fit: Fit, labelled: EmbeddedPairs, *, concentration: float =
     prior_log_w = fit.log_weights(labelled)
     model = WeightModel(concentration)
     guide = WeightEncoder(context_router_from(fit, labelled, hidden), math.log(q_precision))
-    elbo = Trace_ELBO(num_particles=particles, vectorize_particles=True)(model, guide)
+    elbo = Trace_ELBO(num_particles=particles, vectorize_particles=True, max_plate_nesting=1)(model, guide)
     n = len(labelled)
     elbo(margins[:1], prior_log_w[:1], features[:1], size=n)
     opt = torch.optim.AdamW(guide.parameters(), lr=lr)

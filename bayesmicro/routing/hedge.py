@@ -125,7 +125,7 @@ def hedge_route(fit: Fit, labelled: EmbeddedPairs, *, tau: float = 1e-3, epochs:
             loss = -(targets[idx] * router.log_weights(x[idx], len(idx))).sum(-1).mean()
             loss.backward()
             opt.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
         history.append({"epoch": epoch, "cross_entropy": total / len(x)})
     router.eval()
     return HedgeRouter(fit, router, history)
