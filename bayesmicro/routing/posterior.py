@@ -23,6 +23,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.errors import BadInput
@@ -141,12 +142,14 @@ def weight_posterior(
         return WeightPosterior(pi, draw, log_w, _ess(log_w), "quadrature", mode, n_labels)
     if k == 2:  # quadrature in logit(π_2): fine resolution near the simplex edges, where posteriors pile up
         points = max(200, grid // s)
-        t = torch.linspace(-LOGIT_RANGE, LOGIT_RANGE, points, dtype=torch.float64)
+        # a Beta(a, b) prior with small a, b keeps much of its mass beyond logit ±25: widen so that ≤ e^-6 is outside
+        span = max(LOGIT_RANGE, 6.0 / float(alpha.min()))
+        t = torch.linspace(-span, span, points, dtype=torch.float64)
         p1 = torch.sigmoid(t)
         pi = torch.stack([1 - p1, p1], 1).repeat(s, 1)
         draw = torch.arange(s).repeat_interleave(points)
-        beta = torch.distributions.Beta(alpha[1], alpha[0])
-        log_prior = beta.log_prob(p1.clamp(1e-15, 1 - 1e-15)) + torch.log(p1 * (1 - p1))  # density in t
+        # Beta(α_2, α_1) density of π_2 times the Jacobian π_2(1 − π_2), in logs that never underflow
+        log_prior = alpha[1] * F.logsigmoid(t) + alpha[0] * F.logsigmoid(-t)
         log_w = torch.log_softmax(log_prior.repeat(s) + log_lik(pi, draw), 0)
         return WeightPosterior(pi, draw, log_w, _ess(log_w), "quadrature", mode, n_labels)
     prior = torch.distributions.Dirichlet(alpha)
@@ -227,9 +230,10 @@ def laplace_heads(fit: Fit, train: EmbeddedPairs, n_draws: int = 200, seed: int 
         return -mixture_log_prob(log_w, diff @ w.T).sum() + 0.5 * flat.pow(2).sum() / prior_var
 
     hess = torch.autograd.functional.hessian(neg_log_post, heads.reshape(-1))
-    hess = 0.5 * (hess + hess.T) + 1e-8 * torch.eye(hess.shape[0], dtype=hess.dtype)
+    # a flat direction (e.g. label switching) gets at most the prior's spread
+    evals, evecs = torch.linalg.eigh(0.5 * (hess + hess.T))
+    chol = evecs * evals.clamp_min(1.0 / prior_var).rsqrt()
     gen = torch.Generator().manual_seed(seed)
-    chol = torch.linalg.cholesky(torch.linalg.inv(hess))
     noise = torch.randn(n_draws, hess.shape[0], generator=gen, dtype=hess.dtype)
     draws = (heads.reshape(-1) + noise @ chol.T).reshape(n_draws, *heads.shape).float()
     return _Fit(fit.config, draws, fit.router_state, {**fit.summary, "head_draws": f"laplace ({n_draws})"})
