@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.errors import BadInput
 from bayesmicro.infer.result import Fit
-from bayesmicro.models.bt import bt_log_prob, mixture_log_prob
+from bayesmicro.models.bt import bt_log_prob, mixture_log_prob, reward_margins
 
 MODES = ("static", "tilt")
 LOGIT_RANGE = 25.0  # quadrature nodes span π_2 ∈ [σ(−25), σ(25)]
@@ -237,3 +237,40 @@ def laplace_heads(fit: Fit, train: EmbeddedPairs, n_draws: int = 200, seed: int 
     noise = torch.randn(n_draws, hess.shape[0], generator=gen, dtype=hess.dtype)
     draws = (heads.reshape(-1) + noise @ chol.T).reshape(n_draws, *heads.shape).float()
     return _Fit(fit.config, draws, fit.router_state, {**fit.summary, "head_draws": f"laplace ({n_draws})"})
+
+
+class OnlinePosterior:
+    """The weight posterior updated one labelled pair at a time (exact Bayes on the fixed quadrature / importance
+    points): predict with the current posterior, record the log loss, then multiply in the pair's likelihood.
+    ``regret``: cumulative log loss minus that of the best single head in hindsight (heads = posterior mean)."""
+
+    def __init__(self, fit: Fit, reference: EmbeddedPairs, *, concentration: float = 1.0, mode: str = "static",
+                 grid: int = 2000, seed: int = 0):
+        self.fit = fit
+        self.post = weight_posterior(fit, None, reference=reference, concentration=concentration, mode=mode,
+                                     grid=grid, seed=seed)
+        self.learner_loss = 0.0
+        self.head_loss = torch.zeros(fit.config.k, dtype=torch.float64)
+        self.n = 0
+
+    @torch.no_grad()
+    def partial_fit(self, pairs: EmbeddedPairs) -> "OnlinePosterior":
+        """Observe the rows of ``pairs`` (chosen ≻ rejected) in order."""
+        margins = self.fit.margins(pairs).double()  # (S, n, K)
+        router_log_w = self.fit.log_weights(pairs).double()
+        post = self.post
+        pair_ll = mixture_log_prob(pair_log_weights(post.pi, router_log_w, post.mode), margins[post.draw])  # (M, n)
+        mean_head_ll = bt_log_prob(reward_margins(self.fit.heads.mean(0).double(), pairs.diff().double()))  # (n, K)
+        log_w = post.log_weight
+        for i in range(len(pairs)):
+            self.learner_loss -= float(torch.logsumexp(log_w + pair_ll[:, i], 0))
+            log_w = torch.log_softmax(log_w + pair_ll[:, i], 0)
+            self.head_loss -= mean_head_ll[i]
+            self.n += 1
+        self.post = WeightPosterior(post.pi, post.draw, log_w, _ess(log_w), post.method, post.mode,
+                                    post.n_labels + len(pairs))
+        return self
+
+    @property
+    def regret(self) -> float:
+        return self.learner_loss - float(self.head_loss.min())

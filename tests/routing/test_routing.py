@@ -184,3 +184,19 @@ def test_bad_inputs_are_named():
     no_context = EmbeddedPairs(chosen=data.chosen, rejected=data.rejected, prompt=data.prompt)
     with pytest.raises(BadInput, match="needs a 'context' feature matrix"):
         context_router_from(fit, no_context)
+
+
+def test_online_posterior_matches_batch_and_has_small_regret():
+    from bayesmicro.routing.posterior import OnlinePosterior
+
+    data, heads, _ = _reversed_population(n=400)
+    fit = _stage1(heads, router="none")
+    group0 = data.subset(np.flatnonzero(data.group == "g0"))
+    online = OnlinePosterior(fit, group0, concentration=1.0)
+    for start in range(0, 100, 25):
+        online.partial_fit(group0.subset(np.arange(start, start + 25)))
+    batch = weight_posterior(fit, group0.subset(np.arange(100)), concentration=1.0)
+    assert_close(online.post.mean(), batch.mean(), atol=1e-9)
+    # Dirichlet(½, ½) mixture: regret against the best single head ≤ ½ log(T + 1) + log 2
+    assert online.regret <= 0.5 * math.log(101) + math.log(2)
+    assert online.learner_loss > 0
