@@ -50,13 +50,16 @@ def routing(seed: int) -> dict:
 
 
 def coverage(seed: int, level: float = 0.9) -> dict:
-    spec = PopulationSpec(k=2, reversed_heads=True, prompt_weight=0.0, n_pairs=6000, test_fraction=0.0)
+    # a soft router (sharpness 1.5, context noise 0.5): users' true π lie inside the simplex; with sharpness 8
+    # π_u = 1 − 1e-7 and an equal-tailed interval can never cover a truth on the boundary
+    soft = dict(router_sharpness=1.5, context_noise=0.5)
+    spec = PopulationSpec(k=2, reversed_heads=True, prompt_weight=0.0, n_pairs=6000, test_fraction=0.0, **soft)
     data, _ = make_population(spec, seed)
     stage = fit(data, k=2, router="context", restarts=1, alpha=0.0, seed=seed)
     drawn = laplace_heads(stage, data, n_draws=100, seed=seed)
     new_users = Fit(FitConfig(k=2, router="none", dim=spec.dim), drawn.heads, {"logits": torch.zeros(2)})
     users_spec = PopulationSpec(k=2, reversed_heads=True, prompt_weight=0.0, n_pairs=4000, n_users=40,
-                                test_fraction=0.0)
+                                test_fraction=0.0, **soft)
     users, truth = make_population(users_spec, seed)
     out = {}
     for n in (5, 20, 50):
