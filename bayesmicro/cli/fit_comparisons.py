@@ -15,10 +15,14 @@ from bayesmicro.infer.latent_class import fit_latent_class
 
 
 def fit_comparisons(data: Path, *, item1_col: str, item2_col: str, outcome_col: str, user_col: str,
-                    context_cols: str, latent: str, k: int, restarts: int, seed: int, out: Path | None,
+                    context_cols: str, latent: str, k: int | str, restarts: int, seed: int, out: Path | None,
                     as_json: bool, threads: int | None) -> dict:
     """Fit K latent classes of users (all of a user's comparisons share one class; the router is a multinomial
     logit on the user's covariates) by EM; report the maximised log-likelihood (natural log, ties excluded)."""
+    try:
+        k = int(k)
+    except ValueError:
+        raise BadInput(f"--k must be a whole number of classes with --format comparisons, got {k!r}") from None
     if latent != "user":
         raise BadInput(f"--latent must be 'user' with --format comparisons, got {latent!r}")
     cols = [c.strip() for c in context_cols.split(",") if c.strip()]
