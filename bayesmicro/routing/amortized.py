@@ -106,7 +106,7 @@ def _margins(fit: Fit, pairs: EmbeddedPairs) -> torch.Tensor:
     return reward_margins(fit.heads.mean(0), pairs.diff())
 
 
-def amortized_route(fit: Fit, labelled: EmbeddedPairs, *, concentration: float = 1.0, hidden: int | None = None,
+def amortized_route(fit: Fit, labelled: EmbeddedPairs, *, concentration: float = 0.3, hidden: int | None = None,
                     epochs: int = 30, batch_size: int = 32, lr: float = 1e-3, particles: int = 16, q_precision: float = 100.0,
                     seed: int = 0) -> AmortizedRouter:
     """Train q(π | x, c) by the ELBO on context-labelled pairs with the heads fixed."""
