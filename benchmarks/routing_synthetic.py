@@ -28,6 +28,8 @@ from bayesmicro.infer.api import fit
 from bayesmicro.infer.result import Fit, FitConfig
 from bayesmicro.routing.active import active_curve
 from bayesmicro.routing.posterior import laplace_heads, predict_with_posterior, weight_posterior
+from bayesmicro.routing.amortized import amortized_route
+from bayesmicro.routing.hedge import budget_subset
 from bayesmicro.routing.route import budget_curve
 
 
@@ -46,6 +48,15 @@ def routing(seed: int) -> dict:
     out["budget_curve"] = budget_curve(stage1, data_b, ["hedge", "posterior", "amortized", "hyre"],
                                        [10, 25, 50, 100], seed=seed, score_fn=score)
     out["routing_seconds"] = time.perf_counter() - start
+    # amortized q(π | x, c) (one forward pass, no labels of the test pairs) vs the exact posterior given B = 50
+    labelled = budget_subset(data_b.part("train"), 50, seed=seed)
+    amortized = amortized_route(stage1, labelled, seed=seed)
+    out["amortized_vs_exact"] = {}
+    for group in sorted(set(test.group.tolist())):
+        rows = np.flatnonzero(test.group == group)
+        exact = weight_posterior(stage1, labelled.subset(np.flatnonzero(labelled.group == group)), concentration=1.0)
+        out["amortized_vs_exact"][group] = {"exact_mean": exact.mean().tolist(), "exact_ess": exact.ess,
+                                            "amortized_mean": amortized.mean_weights(test.subset(rows)).mean(0).tolist()}
     return out
 
 
