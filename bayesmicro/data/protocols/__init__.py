@@ -11,6 +11,7 @@ from typing import Any
 
 from bayesmicro.data.pairs import PreferencePairs
 from bayesmicro.data.protocols import chat, helpsteer2, hh_rlhf, preference700k, rpr
+from bayesmicro.data.protocols.comparisons import load_comparisons
 from bayesmicro.errors import BadInput
 
 PROTOCOLS: dict[str, Callable[..., PreferencePairs]] = {
@@ -30,4 +31,6 @@ def load_protocol(name: str, source: str | os.PathLike | None = None, limit: int
     return PROTOCOLS[name](source, limit=limit, **options)
 
 
-__all__ = ["PROTOCOLS", "load_protocol"]
+# `comparisons` (classical item tables: subject, item1, item2, outcome) yields numeric per-user comparisons for the
+# latent-class model, not text pairs, so it sits beside the registry rather than in it.
+__all__ = ["PROTOCOLS", "load_comparisons", "load_protocol"]
