@@ -104,10 +104,20 @@ def _outcomes(values: list, column: str, source: str) -> np.ndarray:
         except (TypeError, ValueError):
             number = float("nan")
         if number not in OUTCOMES:
-            raise BadInput(f"row {row}: '{column}' is {value!r}, expected +1 (item1 preferred), -1 (item2) or "
+            raise BadInput(f"row {row}: '{column}' is {value}, expected +1 (item1 preferred), -1 (item2) or "
                            "0 (no preference)", source=source)
         out[row] = int(number)
     return out
+
+
+def _as_numbers(values: list) -> np.ndarray | None:
+    """The column as float64 when every value is a number or numeric text (CSV fields arrive as text), else None."""
+    if any(isinstance(v, bool) for v in values):
+        return None
+    try:
+        return np.asarray([float(v) for v in values], dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
 
 
 def _covariates(columns: dict[str, list], names: Sequence[str], keep: np.ndarray,
@@ -119,8 +129,9 @@ def _covariates(columns: dict[str, list], names: Sequence[str], keep: np.ndarray
         if any(v is None or (isinstance(v, float) and np.isnan(v)) for v in values):
             row = next(i for i, v in enumerate(values) if v is None or (isinstance(v, float) and np.isnan(v)))
             raise BadInput(f"row {row}: covariate '{name}' is empty", source=source)
-        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-            blocks.append(torch.as_tensor(np.asarray(values, dtype=np.float64)[keep], dtype=torch.float32)[:, None])
+        numeric = _as_numbers(values)
+        if numeric is not None:
+            blocks.append(torch.as_tensor(numeric[keep], dtype=torch.float32)[:, None])
             out_names.append(name)
             continue
         text = np.asarray([str(v) for v in values])[keep]
