@@ -104,7 +104,8 @@ def _outcomes(values: list, column: str, source: str) -> np.ndarray:
         except (TypeError, ValueError):
             number = float("nan")
         if number not in OUTCOMES:
-            raise BadInput(f"row {row}: '{column}' is {value}, expected +1 (item1 preferred), -1 (item2) or "
+            shown = value if number == number else repr(value)  # a number as is, text quoted
+            raise BadInput(f"row {row}: '{column}' is {shown}, expected +1 (item1 preferred), -1 (item2) or "
                            "0 (no preference)", source=source)
         out[row] = int(number)
     return out
