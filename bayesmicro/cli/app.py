@@ -11,6 +11,7 @@ from bayesmicro.cli import diagnose as diagnose_cmd
 from bayesmicro.cli import export as export_cmd
 from bayesmicro.cli import fit as fit_cmd
 from bayesmicro.cli import score as score_cmd
+from bayesmicro.cli import route as route_cmd
 
 app = typer.Typer(
     name="bayesmicro",
@@ -26,6 +27,7 @@ app.command("score")(score_cmd.score_command)
 app.command("diagnose")(diagnose_cmd.diagnose_command)
 app.command("bench")(bench_cmd.bench_command)
 app.command("export")(export_cmd.export_command)
+app.command("route")(route_cmd.route_command)
 
 
 def main() -> None:

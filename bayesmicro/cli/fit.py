@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from bayesmicro._io import atomic_dir, write_json
+from bayesmicro.cli.fit_comparisons import fit_comparisons
 from bayesmicro.cli.common import cli_errors, emit_json, print_table, progress, set_threads
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.errors import BadInput
@@ -47,8 +48,28 @@ def fit_command(
     threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads (default: 1 for small fits)."),
     k_max: int = typer.Option(5, "--k-max", help="Largest K tried by --k auto."),
     guide: str = typer.Option("lowrank", "--guide", help="VI guide: lowrank | normal (mean field)."),
+    data_format: str = typer.Option("embedded", "--format", help="embedded | comparisons (a subject,item1,item2,"
+                                    "outcome table: per-user latent class model)."),
+    item1_col: str = typer.Option("item1", "--item1-col"),
+    item2_col: str = typer.Option("item2", "--item2-col"),
+    outcome_col: str = typer.Option("outcome", "--outcome-col", help="+1 item1 preferred, -1 item2, 0 tie (dropped)."),
+    user_col: str = typer.Option("subject", "--user-col"),
+    context_cols: str = typer.Option("", "--context-cols", help="Comma-separated covariates the router reads."),
+    latent: str = typer.Option("user", "--latent", help="user: all comparisons of a user share one class."),
 ) -> None:
     """Fit a mixture of Bradley–Terry heads and report held-out accuracy and NLL."""
+    if data_format == "comparisons":
+        if not k.strip().isdigit():
+            raise BadInput(f"--format comparisons expects an integer --k, got {k!r}")
+        k = int(k)
+        if data is None:
+            raise BadInput("--format comparisons needs a DATA table")
+        fit_comparisons(data, item1_col=item1_col, item2_col=item2_col, outcome_col=outcome_col, user_col=user_col,
+                        context_cols=context_cols, latent=latent, k=k, restarts=10 if restarts == 3 else restarts,  # 3 is the embedded default; EM needs more
+                        seed=seed, out=out, as_json=as_json, threads=threads)
+        return
+    if data_format != "embedded":
+        raise BadInput(f"--format must be 'embedded' or 'comparisons', got {data_format!r}")
     schedule = Schedule(optimizer=optimizer, epochs=epochs, batch_size=batch_size, lr=lr)
     options = dict(restarts=restarts, prior_scale=prior_scale, schedule=schedule, inference=inference)
     if inference == "vi":

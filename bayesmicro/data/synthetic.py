@@ -42,11 +42,15 @@ class PopulationSpec:
     prompt_weight: float = 0.3
     context_noise: float = 0.2
     test_fraction: float = 0.25
+    group_weights: tuple[float, ...] | None = None  # share of users in each group (default: equal)
+    reversed_heads: bool = False  # heads and group contexts in sign-reversed pairs: subgroups reverse each other
 
     def __post_init__(self) -> None:
         for name in ("n_pairs", "dim", "prompt_dim", "context_dim", "k", "n_users"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        if self.group_weights is not None and (len(self.group_weights) != self.k or min(self.group_weights) < 0):
+            raise ValueError(f"group_weights needs {self.k} non-negative numbers, got {self.group_weights}")
         if not 0.0 <= self.test_fraction < 1.0:
             raise ValueError(f"test_fraction must be in [0, 1), got {self.test_fraction}")
 
@@ -98,9 +102,16 @@ def make_population(spec: PopulationSpec = PopulationSpec(), seed: int = 0) -> t
     n, d, k = spec.n_pairs, spec.dim, spec.k
     unit = 1.0 / np.sqrt(d)
     heads = spec.head_scale * unit * (spec.shared_scale * normal(1, d) + spec.head_spread * normal(k, d))
+    if spec.reversed_heads:
+        heads[1::2] = -heads[0::2][: k // 2]
 
     group_codes = _group_codes(k, spec.context_dim, normal)
-    user_group = rng.integers(0, k, size=spec.n_users)
+    if spec.reversed_heads:  # opposite contexts route to opposite heads: balanced, reversed subgroups
+        group_codes[1::2] = -group_codes[0::2][: k // 2]
+    if spec.group_weights is None:
+        user_group = rng.integers(0, k, size=spec.n_users)
+    else:
+        user_group = rng.choice(k, size=spec.n_users, p=np.asarray(spec.group_weights) / sum(spec.group_weights))
     user_context = group_codes[user_group] + spec.context_noise * normal(spec.n_users, spec.context_dim)
     # Each group's context points the true router at its own head.
     router_context = group_codes / group_codes.norm(dim=1, keepdim=True) ** 2

@@ -1,0 +1,109 @@
+"""Stage-2 benchmark on synthetic populations with reversed subgroups (issue 5's done-when numbers), one JSON.
+
+    PYTHONPATH=. python benchmarks/routing_synthetic.py --out routing_synthetic.json
+
+1. Routing: stage 1 (prompt router, no context) is fitted on population A (prompt_weight 1: the prompt reveals the
+   subgroup often enough for the heads w, −w to be identifiable); routing is evaluated on population B with the same
+   heads and group contexts where ONLY the context decides the subgroup (prompt_weight 0). Budget curves B = 10, 25,
+   50, 100 labelled train pairs per group for hedge, posterior, amortized, hyre; oracle = the true probabilities.
+2. Coverage: heads from a context-routed fit on population B (+ Laplace head draws); new users (context withheld,
+   static prior centred at the population mean) with n = 5, 20, 50 labels; 90 % intervals for P(a_w ≻ a_l) on the
+   user's held-out pairs against the truth.
+3. Active queries vs random: per user of population C, accuracy on held-out pairs after n labels chosen by EIG or at
+   random.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+from bayesmicro.data.synthetic import PopulationSpec, make_population
+from bayesmicro.evaluate.metrics import score
+from bayesmicro.infer.api import fit
+from bayesmicro.infer.result import Fit, FitConfig
+from bayesmicro.routing.active import active_curve
+from bayesmicro.routing.posterior import laplace_heads, predict_with_posterior, weight_posterior
+from bayesmicro.routing.route import budget_curve
+
+
+def routing(seed: int) -> dict:
+    spec_a = PopulationSpec(k=2, reversed_heads=True, prompt_weight=1.0, n_pairs=4000)
+    spec_b = PopulationSpec(k=2, reversed_heads=True, prompt_weight=0.0, n_pairs=4000)
+    data_a, _ = make_population(spec_a, seed)
+    data_b, truth_b = make_population(spec_b, seed)
+    start = time.perf_counter()
+    stage1 = fit(data_a, k=2, router="prompt", restarts=1, alpha=0.0, seed=seed)
+    test = data_b.part("test")
+    out = {"stage1_fit_seconds": time.perf_counter() - start,
+           "oracle": score(truth_b.prob(test), test.group), "stage1_no_context": score(stage1.predict_proba(test),
+                                                                                         test.group)}
+    start = time.perf_counter()
+    out["budget_curve"] = budget_curve(stage1, data_b, ["hedge", "posterior", "amortized", "hyre"],
+                                       [10, 25, 50, 100], seed=seed, score_fn=score)
+    out["routing_seconds"] = time.perf_counter() - start
+    return out
+
+
+def coverage(seed: int, level: float = 0.9) -> dict:
+    spec = PopulationSpec(k=2, reversed_heads=True, prompt_weight=0.0, n_pairs=6000, test_fraction=0.0)
+    data, _ = make_population(spec, seed)
+    stage = fit(data, k=2, router="context", restarts=1, alpha=0.0, seed=seed)
+    drawn = laplace_heads(stage, data, n_draws=100, seed=seed)
+    new_users = Fit(FitConfig(k=2, router="none", dim=spec.dim), drawn.heads, {"logits": torch.zeros(2)})
+    users_spec = PopulationSpec(k=2, reversed_heads=True, prompt_weight=0.0, n_pairs=4000, n_users=40,
+                                test_fraction=0.0)
+    users, truth = make_population(users_spec, seed)
+    out = {}
+    for n in (5, 20, 50):
+        covered, width = [], []
+        for user in sorted(set(users.user.tolist())):
+            rows = np.flatnonzero(users.user == user)
+            labelled, held = users.subset(rows[:n]), users.subset(rows[50:])
+            post = weight_posterior(new_users, labelled, concentration=1.0, seed=seed)
+            pred = predict_with_posterior(new_users, post, held, level)
+            true = truth.prob(held).double()
+            covered.append(((pred["low"] <= true) & (true <= pred["high"])).double().mean().item())
+            width.append((pred["high"] - pred["low"]).mean().item())
+        out[str(n)] = {"coverage": float(np.mean(covered)), "mean_width": float(np.mean(width)),
+                       "users": len(covered)}
+    return out
+
+
+def active(seed: int, n_users: int = 20) -> dict:
+    spec_a = PopulationSpec(k=2, reversed_heads=True, prompt_weight=1.0, n_pairs=4000)
+    stage1 = fit(make_population(spec_a, seed)[0], k=2, router="prompt", restarts=1, alpha=0.0, seed=seed)
+    spec = PopulationSpec(k=2, reversed_heads=True, prompt_weight=0.0, n_pairs=4000, n_users=40, test_fraction=0.0)
+    data, _ = make_population(spec, seed)
+    budgets = [1, 2, 3, 4, 6, 8, 12, 16]
+    curves = {"eig": [], "random": []}
+    for user in sorted(set(data.user.tolist()))[:n_users]:
+        rows = np.flatnonzero(data.user == user)
+        pool, held = data.subset(rows[:60]), data.subset(rows[60:])
+        for strategy in curves:
+            curve = active_curve(stage1, pool, held, budgets, strategy=strategy, seed=int(user[1:]))
+            curves[strategy].append([curve[b] for b in budgets])
+    return {"budgets": budgets, **{s: np.mean(v, 0).tolist() for s, v in curves.items()}, "users": n_users}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", default="routing_synthetic.json")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--parts", default="routing,coverage,active")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    result = {"seed": args.seed}
+    for part in args.parts.split(","):
+        result[part] = {"routing": routing, "coverage": coverage, "active": active}[part](args.seed)
+        with open(args.out, "w") as fh:
+            json.dump(result, fh, indent=1, sort_keys=True)
+    print(json.dumps(result, sort_keys=True)[:4000])
+
+
+if __name__ == "__main__":
+    main()
