@@ -111,6 +111,7 @@ def _fit_map_scaled(model: BTMixture, diff: torch.Tensor, router_x: torch.Tensor
     if method == "lbfgs":
         loss = _run_lbfgs(params, lambda: loss_on(None), schedule, on_step)
     else:
+        width = diff.shape[1] + (0 if router_x is None else router_x.shape[1])
         loss = _run_adam(params, loss_on, n, schedule, schedule.adam_epochs(n, width), gen, on_step)
     return guide.median()["heads"].detach().clone(), loss
 
