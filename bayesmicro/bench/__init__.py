@@ -19,6 +19,8 @@ SUITES: dict[str, str] = {
     "irreducible": "bayesmicro.bench.irreducible",
     "speed": "bayesmicro.bench.speed",
     "scale": "bayesmicro.bench.scale",
+    "hh": "bayesmicro.bench.hh",
+    "classic": "bayesmicro.bench.classic",
 }
 DEFAULT_RESULTS = Path("benchmarks") / "results"
 

@@ -18,7 +18,7 @@ from bayesmicro.errors import BadInput
 def bench_command(
     name: str = typer.Argument(..., help=f"Suite: {', '.join(sorted(SUITES))}."),
     seeds: Optional[int] = typer.Option(None, "--seeds", help="Seeds 0 … N−1 (default: the suite's own: "
-                                        "synthetic 5, irreducible 1, speed 1)."),
+                                        "synthetic 5, irreducible 1, speed 1, hh 5, classic 3)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder to write (default benchmarks/results/<suite>/)."),
     as_json: bool = typer.Option(False, "--json", help="Print the results (what results.json holds) on stdout."),
     pairs: Optional[int] = typer.Option(None, "--pairs", help="scale: synthetic pairs (default 1,000,000)."),

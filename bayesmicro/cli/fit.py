@@ -59,6 +59,9 @@ def fit_command(
 ) -> None:
     """Fit a mixture of Bradley–Terry heads and report held-out accuracy and NLL."""
     if data_format == "comparisons":
+        if not k.strip().isdigit():
+            raise BadInput(f"--format comparisons expects an integer --k, got {k!r}")
+        k = int(k)
         if data is None:
             raise BadInput("--format comparisons needs a DATA table")
         fit_comparisons(data, item1_col=item1_col, item2_col=item2_col, outcome_col=outcome_col, user_col=user_col,
