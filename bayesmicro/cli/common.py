@@ -47,12 +47,11 @@ def emit_json(obj: Any) -> None:
     sys.stdout.flush()
 
 
-def set_threads(threads: int | None, work: int) -> int:
+def set_threads(threads: int | None) -> int:
     """Torch CPU threads. Default 1: on the 2-core machines we target, small matmuls are slower on torch's default
     pool, and even the HelpSteer2-sized fit (23,500 × 3,072, K = 10) ran faster on 1 thread than on 2 (measured)."""
     import torch
 
-    del work
     if threads is None:
         threads = 1
     if threads < 1:

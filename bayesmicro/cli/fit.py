@@ -94,7 +94,7 @@ def fit_command(
             raise BadInput(f"--k expects a positive integer or 'auto', got {k!r}") from None
     if data is None:
         options["alpha"] = 0.0 if alpha is None else alpha
-        set_threads(threads, 0)
+        set_threads(threads)
         with progress("fitting", None, not as_json) as step:
             results, fits = compare_on_population(seed=seed, k=k, router=router or "context", on_step=step,
                                                   **options)
@@ -106,7 +106,7 @@ def fit_command(
         pairs = pairs.with_split(test_fraction, seed) if test_fraction > 0 else pairs
         router = router or "prompt"
         options["alpha"] = 0.5 if alpha is None else alpha
-        set_threads(threads, len(pairs) * (pairs.dim + pairs.prompt_dim))
+        set_threads(threads)
         start = time.perf_counter()
         with progress("fitting", None, not as_json) as step:
             main_fit = fit(pairs, k=k, router=router, seed=seed, on_step=step, **options)

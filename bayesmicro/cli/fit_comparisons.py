@@ -28,7 +28,7 @@ def fit_comparisons(data: Path, *, item1_col: str, item2_col: str, outcome_col: 
     cols = [c.strip() for c in context_cols.split(",") if c.strip()]
     pairs = load_comparisons(data, item1_col=item1_col, item2_col=item2_col, outcome_col=outcome_col,
                              user_col=user_col, context_cols=cols)
-    set_threads(threads, 0)
+    set_threads(threads)
     torch.optim.LBFGS([torch.zeros(1, requires_grad=True)])  # first optimizer builds torch's lazy imports: not fit time
     start = time.perf_counter()
     result = fit_latent_class(pairs, k, restarts=restarts, seed=seed)

@@ -49,7 +49,7 @@ def route_command(
         raise BadInput(f"routing needs a '{by}' label for every pair in DATA", source=str(data))
     fit.check_compatible(pairs)
     pairs = pairs.with_split(test_fraction, seed)
-    set_threads(threads, 0)
+    set_threads(threads)
     train, test = pairs.part("train"), pairs.part("test")
     labels = getattr(test, by)
     before = score(fit.predict_proba(test), labels)

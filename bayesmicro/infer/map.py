@@ -7,7 +7,6 @@ paper's stage-1 recipe). Several restarts; the one with the best training log-li
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -100,13 +99,7 @@ def _fit_map_scaled(model: BTMixture, diff: torch.Tensor, router_x: torch.Tensor
         model.router.standardize_from(router_x)
     guide = AutoDelta(model, init_loc_fn=init_to_value(values={"heads": initial_heads(model.k, diff, gen)}))
     elbo = Trace_ELBO()(model, guide)
-
-    def loss_on(idx: torch.Tensor | None) -> torch.Tensor:
-        if idx is None:
-            return elbo(diff, router_x, size=n) / n
-        return elbo(diff[idx], None if router_x is None else router_x[idx], size=n) / n
-
-    loss_on(torch.arange(min(n, 2)))  # materialise the guide's parameters
+    loss_on = per_pair_loss(elbo, diff, router_x)
     params = [p for p in elbo.parameters() if p.requires_grad]
     if method == "lbfgs":
         loss = _run_lbfgs(params, lambda: loss_on(None), schedule, on_step)
@@ -114,6 +107,21 @@ def _fit_map_scaled(model: BTMixture, diff: torch.Tensor, router_x: torch.Tensor
         width = diff.shape[1] + (0 if router_x is None else router_x.shape[1])
         loss = _run_adam(params, loss_on, n, schedule, schedule.adam_epochs(n, width), gen, on_step)
     return guide.median()["heads"].detach().clone(), loss
+
+
+def per_pair_loss(elbo: torch.nn.Module, diff: torch.Tensor,
+                  router_x: torch.Tensor | None) -> Callable[[torch.Tensor | None], torch.Tensor]:
+    """``loss_on(idx)``: the ELBO loss on pairs ``idx`` (None: all) scaled to the full data, per pair.
+    Calling it once here materialises the guide's parameters, so ``elbo.parameters()`` is complete afterwards."""
+    n = diff.shape[0]
+
+    def loss_on(idx: torch.Tensor | None) -> torch.Tensor:
+        if idx is None:
+            return elbo(diff, router_x, size=n) / n
+        return elbo(diff[idx], None if router_x is None else router_x[idx], size=n) / n
+
+    loss_on(torch.arange(min(n, 2)))
+    return loss_on
 
 
 def _run_lbfgs(params, closure_loss, schedule: Schedule, on_step) -> float:
@@ -158,9 +166,3 @@ def _run_adam(params, loss_on, n: int, schedule: Schedule, epochs: int, gen: tor
         if on_step:
             on_step()
     return running
-
-
-def timed(fn: Callable[[], object]) -> tuple[object, float]:
-    start = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - start

@@ -270,18 +270,18 @@ class Fit:
 
 def _check_config_values(config: FitConfig, path: Path) -> None:
     """Types and ranges of a run config read from disk (a hand-edited file must fail here, not deep in torch)."""
-    def bad(field: str, expected: str) -> BadInput:
-        return BadInput(f"'{CONFIG_FILE}' field '{field}' is {getattr(config, field)!r}, expected {expected}",
+    def bad(name: str, expected: str) -> BadInput:
+        return BadInput(f"'{CONFIG_FILE}' field '{name}' is {getattr(config, name)!r}, expected {expected}",
                         source=str(path))
 
-    for field, least in (("k", 1), ("dim", 1), ("hidden", 1), ("seed", 0), ("router_dim", 0)):
-        value = getattr(config, field)
+    for name, least in (("k", 1), ("dim", 1), ("hidden", 1), ("seed", 0), ("router_dim", 0)):
+        value = getattr(config, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < least:
-            raise bad(field, "a positive integer" if least else "an integer ≥ 0")
-    for field in ("prior_scale", "alpha"):
-        value = getattr(config, field)
+            raise bad(name, "a positive integer" if least else "an integer ≥ 0")
+    for name in ("prior_scale", "alpha"):
+        value = getattr(config, name)
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
-            raise bad(field, "a finite number ≥ 0")
+            raise bad(name, "a finite number ≥ 0")
     if config.router not in ROUTERS:
         raise bad("router", f"one of {ROUTERS}")
     if not isinstance(config.inference, str):

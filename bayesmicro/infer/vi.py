@@ -18,6 +18,7 @@ from pyro.infer import Trace_ELBO
 from pyro.infer.autoguide import AutoLowRankMultivariateNormal, AutoNormal
 from pyro.infer.autoguide.initialization import init_to_value
 
+from bayesmicro.infer.map import per_pair_loss
 from bayesmicro.infer.bayes_router import HEADS_SITE, LatentRouterMixture, router_draw_tensors
 from bayesmicro.models.mixture import BTMixture
 
@@ -66,13 +67,7 @@ def fit_vi(model: BTMixture, diff: torch.Tensor, router_x: torch.Tensor | None, 
     wrapped = LatentRouterMixture(model, schedule.latent_router)
     guide = make_guide(wrapped, schedule.guide, {HEADS_SITE: init_heads, **wrapped.init_values}, schedule.rank)
     elbo = Trace_ELBO(num_particles=schedule.particles)(wrapped, guide)
-
-    def loss_on(idx: torch.Tensor | None) -> torch.Tensor:
-        if idx is None:
-            return elbo(diff, router_x, size=n) / n
-        return elbo(diff[idx], None if router_x is None else router_x[idx], size=n) / n
-
-    loss_on(torch.arange(min(n, 2)))  # materialise the guide's parameters
+    loss_on = per_pair_loss(elbo, diff, router_x)
     params = [p for p in elbo.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=schedule.lr)
     total = schedule.steps
