@@ -6,7 +6,7 @@ same batches in the same order as one that never stopped. The likelihood of a ba
 pairs of the store by the model's ``pyro.plate("pairs", N, subsample=...)``. AdamW with linear warmup and cosine decay
 (the paper's stage-1 recipe); the learning rate is a pure function of the step, so resuming needs no scheduler state.
 
-Checkpoints (every ``checkpoint_every`` steps and at the end) are folders ``step-XXXXXXXX`` holding
+Checkpoints (every ``checkpoint_every`` steps and at the end) are folders ``step-<8-digit step>`` holding
 ``state.safetensors`` (parameters, AdamW moments, torch RNG) and ``state.json`` (position, optimizer settings, what
 was fitted), written atomically; ``latest.json`` names the newest and is replaced last, so a SIGKILL at any moment
 leaves a readable checkpoint behind.
