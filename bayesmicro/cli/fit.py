@@ -35,7 +35,8 @@ def fit_command(
     seed: int = typer.Option(0, "--seed"),
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder to write (config, params, metrics)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
-    restarts: int = typer.Option(3, "--restarts", help="Random restarts; the best training log-likelihood wins."),
+    restarts: Optional[int] = typer.Option(None, "--restarts", help="Random restarts; the best training "
+                                           "log-likelihood wins (default 3; 10 with --format comparisons)."),
     alpha: Optional[float] = typer.Option(None, "--alpha", help="Router-entropy regulariser α (default: the "
                                           "paper's 0.5 with DATA; 0 on the built-in population, see README)."),
     prior_scale: float = typer.Option(1.0, "--prior-scale", help="sd of the Gaussian prior on head weights."),
@@ -59,73 +60,74 @@ def fit_command(
 ) -> None:
     """Fit a mixture of Bradley–Terry heads and report held-out accuracy and NLL."""
     if data_format == "comparisons":
-        if not k.strip().isdigit():
-            raise BadInput(f"--format comparisons expects an integer --k, got {k!r}")
-        k = int(k)
         if data is None:
             raise BadInput("--format comparisons needs a DATA table")
         fit_comparisons(data, item1_col=item1_col, item2_col=item2_col, outcome_col=outcome_col, user_col=user_col,
-                        context_cols=context_cols, latent=latent, k=k, restarts=10 if restarts == 3 else restarts,  # 3 is the embedded default; EM needs more
-                        seed=seed, out=out, as_json=as_json, threads=threads)
+                        context_cols=context_cols, latent=latent, k=k, restarts=restarts or 10, seed=seed, out=out,
+                        as_json=as_json, threads=threads)
         return
     if data_format != "embedded":
         raise BadInput(f"--format must be 'embedded' or 'comparisons', got {data_format!r}")
-    schedule = Schedule(optimizer=optimizer, epochs=epochs, batch_size=batch_size, lr=lr)
-    options = dict(restarts=restarts, prior_scale=prior_scale, schedule=schedule, inference=inference)
+    options = dict(restarts=restarts or 3, prior_scale=prior_scale, inference=inference,
+                   schedule=Schedule(optimizer=optimizer, epochs=epochs, batch_size=batch_size, lr=lr))
     if inference == "vi":
         options["vi"] = VISchedule(guide=guide)
-    k_choice = None
-    if k.strip().lower() == "auto":
-        if k_max < 1:
-            raise BadInput(f"--k-max must be ≥ 1, got {k_max}")
-        from bayesmicro.data.synthetic import make_population
-        from bayesmicro.evaluate.arviz import auto_k
-
-        source = make_population(seed=seed)[0] if data is None else EmbeddedPairs.load(data)
-        if data is not None and source.split is None and test_fraction > 0:
-            source = source.with_split(test_fraction, seed)
-        k_router = router or ("context" if data is None else "prompt")
-        k, k_choice = auto_k(source, k_max=k_max, router=k_router, seed=seed, prior_scale=prior_scale,
-                             alpha=(0.0 if data is None else 0.5) if alpha is None else alpha)
-    else:
-        try:
-            k = int(k)
-        except ValueError:
-            raise BadInput(f"--k expects a positive integer or 'auto', got {k!r}") from None
-    if data is None:
-        options["alpha"] = 0.0 if alpha is None else alpha
-        set_threads(threads)
-        with progress("fitting", None, not as_json) as step:
-            results, fits = compare_on_population(seed=seed, k=k, router=router or "context", on_step=step,
-                                                  **options)
-        main_fit = fits["routed_mixture"]
-    else:
-        pairs = EmbeddedPairs.load(data)
-        if not 0.0 <= test_fraction < 1.0:
-            raise BadInput(f"--test-fraction must be in [0, 1), got {test_fraction}")
-        pairs = pairs.with_split(test_fraction, seed) if test_fraction > 0 else pairs
-        router = router or "prompt"
-        options["alpha"] = 0.5 if alpha is None else alpha
-        set_threads(threads)
-        start = time.perf_counter()
-        with progress("fitting", None, not as_json) as step:
-            main_fit = fit(pairs, k=k, router=router, seed=seed, on_step=step, **options)
-        held_out = pairs.part("test") if pairs.split is not None and "test" in set(pairs.split) else pairs
-        results = {model_key(k, router): score(main_fit.predict_proba(held_out), held_out.group),
-                   "fit_seconds": time.perf_counter() - start,
-                   "evaluated_on": "test" if held_out is not pairs else "train"}
-        results[model_key(k, router)]["ece"] = ece(main_fit.predict_proba(held_out))
+    pairs = None if data is None else _load_split(data, test_fraction, seed)
+    options["alpha"] = (0.0 if data is None else 0.5) if alpha is None else alpha
+    router = router or ("context" if data is None else "prompt")
+    k, k_choice = _resolve_k(k, k_max, pairs, router, seed, prior_scale, options["alpha"])
+    set_threads(threads)
+    with progress("fitting", None, not as_json) as step:
+        if pairs is None:
+            results, fits = compare_on_population(seed=seed, k=k, router=router, on_step=step, **options)
+            main_fit = fits["routed_mixture"]
+        else:
+            results, main_fit = _fit_and_score(pairs, k, router, seed, step, options)
     if k_choice is not None:
         results["k_auto"] = k_choice
     if out is not None:
         results["out"] = str(out)
         with atomic_dir(out) as tmp:
-            main_fit.save(tmp / "run")
-            for item in (tmp / "run").iterdir():
-                item.rename(tmp / item.name)
-            (tmp / "run").rmdir()
+            main_fit.write_into(tmp)
             write_json(tmp / "metrics.json", results)
     rows = {name: value for name, value in results.items() if isinstance(value, dict) and "accuracy" in value}
     print_table("held-out pairs", rows, ("accuracy", "nll", "brier", "ece", "n"))
     if as_json:
         emit_json(results)
+
+
+def _load_split(data: Path, test_fraction: float, seed: int) -> EmbeddedPairs:
+    pairs = EmbeddedPairs.load(data)
+    if not 0.0 <= test_fraction < 1.0:
+        raise BadInput(f"--test-fraction must be in [0, 1), got {test_fraction}")
+    return pairs.with_split(test_fraction, seed) if test_fraction > 0 else pairs
+
+
+def _resolve_k(k: str, k_max: int, pairs: EmbeddedPairs | None, router: str, seed: int, prior_scale: float,
+               alpha: float) -> tuple[int, dict | None]:
+    """``--k`` as an integer, or chosen by held-out ELPD over K = 1..k_max for ``auto``."""
+    if k.strip().lower() != "auto":
+        try:
+            return int(k), None
+        except ValueError:
+            raise BadInput(f"--k expects a positive integer or 'auto', got {k!r}") from None
+    if k_max < 1:
+        raise BadInput(f"--k-max must be ≥ 1, got {k_max}")
+    from bayesmicro.data.synthetic import make_population
+    from bayesmicro.evaluate.arviz import auto_k
+
+    source = make_population(seed=seed)[0] if pairs is None else pairs
+    return auto_k(source, k_max=k_max, router=router, seed=seed, prior_scale=prior_scale, alpha=alpha)
+
+
+def _fit_and_score(pairs: EmbeddedPairs, k: int, router: str, seed: int, step, options: dict):
+    """Fit on the training split and score the held-out split (the training pairs when there is none)."""
+    start = time.perf_counter()
+    main_fit = fit(pairs, k=k, router=router, seed=seed, on_step=step, **options)
+    held_out = pairs.part("test") if pairs.split is not None and "test" in set(pairs.split) else pairs
+    proba = main_fit.predict_proba(held_out)
+    key = model_key(k, router)
+    results = {key: score(proba, held_out.group), "fit_seconds": time.perf_counter() - start,
+               "evaluated_on": "test" if held_out is not pairs else "train"}
+    results[key]["ece"] = ece(proba)
+    return results, main_fit

@@ -225,13 +225,18 @@ class Fit:
 
     # -- disk ---------------------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
+        """Write the run folder atomically (it appears complete or not at all)."""
+        with atomic_dir(path) as tmp:
+            self.write_into(tmp)
+        return Path(path)
+
+    def write_into(self, folder: Path) -> None:
+        """Write config.json, params.safetensors and summary.json into an existing (temporary) folder."""
         tensors = {"heads": self.heads, **{f"router.{k}": v for k, v in self.router_state.items()},
                    **{f"router_draws.{k}": v for k, v in self.router_draws.items()}}
-        with atomic_dir(path) as tmp:
-            write_tensors(tmp / PARAMS_FILE, tensors)
-            write_json(tmp / CONFIG_FILE, {"format": RUN_FORMAT, **asdict(self.config)})
-            write_json(tmp / SUMMARY_FILE, self.summary)
-        return Path(path)
+        write_tensors(folder / PARAMS_FILE, tensors)
+        write_json(folder / CONFIG_FILE, {"format": RUN_FORMAT, **asdict(self.config)})
+        write_json(folder / SUMMARY_FILE, self.summary)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Fit":
