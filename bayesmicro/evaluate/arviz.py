@@ -61,14 +61,22 @@ def loo(fit: Fit, data: EmbeddedPairs) -> dict:
     """PSIS-LOO on ``data`` (the pairs the posterior was fitted to): elpd_loo, se, p_loo and Pareto-k counts."""
     if fit.n_draws < 2:
         raise ValueError("PSIS-LOO needs posterior draws; fit with inference 'vi' or 'nuts'")
+    return loo_summary(to_inference_data(fit, data))
+
+
+def loo_summary(idata) -> dict:
+    """``az.loo`` of one InferenceData/DataTree as a plain dict, the same on ArviZ 0.x and 1.x (1.x renames
+    ``elpd_loo`` → ``elpd`` and ``p_loo`` → ``p``)."""
     az = _az()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = az.loo(to_inference_data(fit, data), pointwise=True)
+        result = az.loo(idata, pointwise=True)
     pareto_k = np.asarray(getattr(result, "pareto_k")).ravel()
-    elpd = float(getattr(result, "elpd_loo", getattr(result, "elpd", np.nan)))
+    elpd = getattr(result, "elpd_loo", None)
+    p_loo = getattr(result, "p_loo", None)
     return {
-        "elpd_loo": elpd, "se": float(result.se), "p_loo": float(result.p_loo), "n": int(pareto_k.size),
+        "elpd_loo": float(result.elpd if elpd is None else elpd), "se": float(result.se),
+        "p_loo": float(result.p if p_loo is None else p_loo), "n": int(pareto_k.size),
         "pareto_k": {"good": int((pareto_k <= PARETO_K_GOOD).sum()),
                      "ok": int(((pareto_k > PARETO_K_GOOD) & (pareto_k <= PARETO_K_BAD)).sum()),
                      "bad": int((pareto_k > PARETO_K_BAD).sum()), "max": float(pareto_k.max())},
@@ -77,13 +85,22 @@ def loo(fit: Fit, data: EmbeddedPairs) -> dict:
 
 def compare(fits: dict[str, Fit], data: EmbeddedPairs) -> dict[str, dict]:
     """``az.compare`` (PSIS-LOO) of several fits on the same pairs: {name: {rank, elpd_loo, elpd_diff, dse, weight}}."""
+    return compare_table({name: to_inference_data(f, data) for name, f in fits.items()})
+
+
+def compare_table(idatas: dict) -> dict[str, dict]:
+    """``az.compare`` of InferenceData/DataTrees as {name: {rank, elpd_loo, elpd_diff, dse, weight}}, the same on
+    ArviZ 0.x and 1.x: elpd_diff is the best model's elpd minus this one's (≥ 0; 1.x reports it negated), values
+    unrounded (1.x rounds unless told not to)."""
     az = _az()
+    options = {"ic": "loo"} if arviz_major() < 1 else {"round_to": "none"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        table = az.compare({name: to_inference_data(f, data) for name, f in fits.items()}, ic="loo")
+        table = az.compare(idatas, **options)
     elpd_col = "elpd_loo" if "elpd_loo" in table.columns else "elpd"
+    best = float(table[elpd_col].max())
     return {str(name): {"rank": int(row["rank"]), "elpd_loo": float(row[elpd_col]),
-                        "elpd_diff": float(row["elpd_diff"]), "dse": float(row["dse"]),
+                        "elpd_diff": best - float(row[elpd_col]), "dse": float(row["dse"]),
                         "weight": float(row["weight"])}
             for name, row in table.iterrows()}
 

@@ -340,7 +340,8 @@ def _build(store: ShardStore, config: FitConfig, seed: int, schedule: StreamSche
         model.router.input_scale.copy_(torch.cat(std).clamp_min(1e-6))
     model.to(device)
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    heads = torch.randn(config.k, config.dim, generator=gen, device="cpu") * (0.5 / stats["diff_rms"].clamp_min(1e-8))
+    scale = 0.5 / max(float(stats["diff_rms"]), 1e-8)  # a Python float: stats may live on the default (CUDA) device
+    heads = torch.randn(config.k, config.dim, generator=gen, device="cpu") * scale
     guide = AutoDelta(model, init_loc_fn=init_to_value(values={"heads": heads.to(device)}))
     elbo = Trace_ELBO()(model, guide)
     router_x = torch.zeros(2, config.router_dim) if model.router.reads_input else None

@@ -47,7 +47,7 @@ def test_plan_is_longest_first_and_deterministic():
 def test_batched_extraction_equals_one_text_per_forward(tiny_model, tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(tiny_model, local_files_only=True)
     model = AutoModel.from_pretrained(tiny_model, local_files_only=True).eval()
-    embedder = Embedder(tiny_model, batch_size=3, cache_dir=str(tmp_path))
+    embedder = Embedder(tiny_model, batch_size=3, cache_dir=str(tmp_path), device="cpu")  # the fp32 reference
     data = embedder.embed_pairs(pairs())
     for i, (prompt, chosen) in enumerate(zip(PROMPTS, CHOSEN)):
         messages = parse_transcript(prompt)
@@ -128,7 +128,7 @@ def test_out_of_memory_halves_the_batch(tiny_model, tmp_path, monkeypatch):
 
 
 def test_default_backbone_is_minilm_mean_pooling(tmp_path):
-    embedder = Embedder(cache_dir=str(tmp_path))
+    embedder = Embedder(cache_dir=str(tmp_path), device="cpu")  # the fp32 reference is computed on the CPU
     assert embedder.settings()["pooling"] == "mean" and embedder.settings()["template"] == "plain"
     assert embedder.settings()["model"] == "sentence-transformers/all-MiniLM-L6-v2"
     values = embedder.embed_responses(["Human: hello"], ["hi, how are you?"])

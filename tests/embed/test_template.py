@@ -63,7 +63,7 @@ def test_router_input_and_response_feature_positions_in_the_model(tiny_model, to
     with torch.no_grad():
         hidden = model(**ids).last_hidden_state[0]
     b = boundary_index(tokenizer, DIALOGUE, RESPONSE)
-    embedder = Embedder(tiny_model, cache_dir=str(tmp_path))
+    embedder = Embedder(tiny_model, cache_dir=str(tmp_path), device="cpu")  # bit-exact against the CPU reference
     assert embedder.pooling == "last"
     e_x = embedder.embed_prompts([DIALOGUE])[0]
     h_xa = embedder.embed_responses([DIALOGUE], [RESPONSE])[0]
