@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """Environment for a child Python running this checkout: the checkout first on PYTHONPATH (what was there is
+    kept: dependencies may live on it), one thread."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path, **extra}
 
 
 def assert_close(actual, expected, atol: float = 1e-6, rtol: float = 1e-6, msg: str = "") -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
@@ -13,6 +12,7 @@ from pathlib import Path
 
 from tests.cli.helpers import ROOT, run_cli
 from tests.routing.test_routing import _reversed_population, _stage1
+from tests.common import child_env
 
 # A bench suite small enough for a test: the synthetic suite on a 400-pair population, one seed, one restart.
 BENCH_SCRIPT = """
@@ -35,7 +35,7 @@ def _without_timings(value):
 
 
 def _bench(out: Path) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env = child_env()
     return subprocess.Popen([sys.executable, "-c", BENCH_SCRIPT, str(out)], env=env, cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 

@@ -7,7 +7,6 @@ rerun ends with exactly the uninterrupted run's numbers and files, and no temp l
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
@@ -22,6 +21,7 @@ from safetensors.torch import load_file
 from bayesmicro.data.synthetic import PopulationSpec, make_population
 from bayesmicro.infer.result import Fit
 from tests.cli.helpers import ROOT, run_cli
+from tests.common import child_env
 
 FIT_ARGS = ("--k", "2", "--restarts", "2", "--seed", "3", "--json")
 VOLATILE = {"fit_seconds", "out"}  # wall time and the folder name legitimately differ between runs
@@ -32,7 +32,7 @@ SCENARIOS = len(RANDOM_KILLS) + len(WORST_MOMENTS)  # the README's interruption 
 
 
 def _env() -> dict:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    return child_env()
 
 
 @pytest.fixture(scope="module")

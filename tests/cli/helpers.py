@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from tests.common import child_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,7 +25,7 @@ class Result:
 
 
 def run_cli(*args: str, timeout: float = 300, env: dict | None = None) -> Result:
-    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **(env or {})}
+    full_env = child_env(**(env or {}))
     proc = subprocess.run([sys.executable, "-m", "bayesmicro.cli.app", *map(str, args)], capture_output=True,
                           text=True, timeout=timeout, env=full_env, cwd=ROOT)
     return Result(proc.returncode, proc.stdout, proc.stderr)

@@ -2,7 +2,6 @@
 uninterrupted run."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -12,6 +11,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from bayesmicro.cli.app import app
+from tests.common import child_env
 
 ROOT = Path(__file__).resolve().parents[2]
 CHILD = """
@@ -52,7 +52,7 @@ def test_sigkill_midway_then_rerun_is_byte_identical(tiny_model, tmp_path):
     n_shards = len(list((tmp_path / "ref_cache").rglob("shard-*.safetensors")))
     assert n_shards == 36  # 24 responses + 12 prompts, one per batch
 
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    env = child_env()
     child = subprocess.Popen([sys.executable, "-c", CHILD, *_args(data, tiny_model, tmp_path / "out",
                                                                   tmp_path / "cache")],
                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

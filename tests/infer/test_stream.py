@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 import signal
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from bayesmicro.infer.api import fit
 from bayesmicro.infer.stream import (StreamSchedule, Staging, _build, _config, _FoldedRouter, epoch_order,
                                      fit_stream, prefetched)
 from bayesmicro.models.mixture import Router
-from tests.common import assert_close, small_pairs
+from tests.common import child_env, assert_close, small_pairs
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -128,7 +127,7 @@ def test_sigkilled_run_resumes_to_the_same_parameters(tmp_path):
     steps_per_epoch = len(store.blocks(25))
     assert steps_per_epoch == 12  # 4 shards of 60 rows, blocks of 25, 25, 10 → mid-epoch kills land mid-shard
     kill_at = steps_per_epoch + 7  # in the second epoch, three steps after the checkpoint at 16
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env = child_env()
     proc = subprocess.run([sys.executable, "-c", KILLED_RUN, str(tmp_path / "s"), str(tmp_path / "ck"),
                            str(kill_at)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
