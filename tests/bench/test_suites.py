@@ -55,12 +55,24 @@ def test_synthetic_suite_writes_every_method_and_the_routed_mixture_wins(tmp_pat
 
 def test_speed_suite_reports_both_times_and_their_ratio(tmp_path):
     spec = speed.SpeedSpec(n_pairs=600, dim=48, k=3, latent_dim=8)
-    out = speed.run(seeds=1, out_dir=tmp_path, spec=spec)
+    out = speed.run(seeds=1, out_dir=tmp_path, spec=spec, device="cpu", embed_texts=6)
     row = out["per_seed"][0]
     assert row["paper"]["seconds"] > 0 and row["bayesmicro"]["seconds"] > 0
     assert out["time_ratio"]["mean"] == pytest.approx(row["bayesmicro"]["seconds"] / row["paper"]["seconds"])
     assert row["oracle_nll"] < row["paper"]["nll"] < 0.75
     assert "Time ratio" in (tmp_path / "results.md").read_text()
+    # the embedding-throughput table: both paths saw the same texts and gave the same features
+    through = out["embed_throughput"]
+    assert through["size"] == "small" and through["dtype"] == "float32" and through["texts"] == 6
+    assert through["naive"]["tokens"] == through["library"]["tokens"] > 6
+    for key in ("naive", "library"):
+        r = through[key]
+        assert r["tokens_per_second"] == pytest.approx(r["tokens"] / r["seconds"])
+        assert r["tflops"] == pytest.approx(2 * through["non_embedding_params"] * r["tokens_per_second"] / 1e12)
+    assert through["speedup"] == pytest.approx(through["library"]["tokens_per_second"]
+                                               / through["naive"]["tokens_per_second"])
+    assert through["max_abs_diff_relative"] < 1e-2  # fp16 cache rounding only
+    assert "Embedding throughput" in (tmp_path / "results.md").read_text()
 
 
 def test_cli_bench_json_keys(tmp_path, monkeypatch):
