@@ -1,5 +1,5 @@
-"""The paper's per-attribute protocols end to end (``helpsteer2``, ``rpr``): text → features → stage 1 → stage 2 →
-the per-attribute accuracy table of the paper's Tables 2 and 3.
+"""The paper's per-attribute protocols end to end (``helpsteer2``, ``rpr``): text → features → stage 1 →
+stage 2 → the per-attribute accuracy table of the paper's Tables 2 and 3.
 
 1. Pairs from the protocol loader (``bayesmicro.data.protocols``: a hub id or a local file/folder in the hub's
    layout), each with its attribute/category (``group``), criterion sentence (``context``) and the dataset's own
@@ -58,6 +58,8 @@ class ProtocolSuite:
     table: str
     paper: dict[str, float] = field(default_factory=dict)
     paper_note: str = ""
+    unit: str = "attribute"  # what a group is called in the tables, singular and plural
+    units: str = "attributes"
 
 
 def embed_protocol(suite: ProtocolSuite, data: str | None = None, *, limit: int | None = None,
@@ -116,7 +118,8 @@ def fit_stage1(data: EmbeddedPairs, seed: int, k: int, restarts: int) -> tuple[d
 
 def run_seed(data: EmbeddedPairs, seed: int, *, k: int, budgets: tuple[int, ...], tau: float,
              restarts: int) -> dict[str, Any]:
-    """Every method on the dataset's split: {"metrics": {stage-1 name: group_accuracy}, "stage2": {method: {B: …}}}."""
+    """Every method on the dataset's split: {"metrics": {stage-1 name: group_accuracy},
+    "stage2": {method: {str(B): group_accuracy + seconds}}}."""
     train, test = data.part("train"), data.part("test")
     fits, seconds = fit_stage1(data, seed, k, restarts)
     out: dict[str, Any] = {"seed": seed, "seconds": seconds, "stage2": {m: {} for m in ROUTING},
@@ -188,35 +191,37 @@ def run_protocol(suite: ProtocolSuite, seeds: int, out_dir: Path | str, *, data:
                "embedding": embed_stats, "paper": dict(suite.paper), **summarise(per_seed, budgets),
                "per_seed": per_seed}
     results["seconds"] = time.perf_counter() - start
-    return write_suite(out_dir, suite.name, results, sections(suite, results), {"budget_curves": figure(results)})
+    return write_suite(out_dir, suite.name, results, sections(suite, results),
+                       {"budget_curves": figure(results, suite.unit, suite.units)})
 
 
 def sections(suite: ProtocolSuite, results: dict[str, Any]) -> list[tuple[str, str]]:
     """The Markdown: the Tables 2/3 layout (rows = methods, columns = attributes + average) and the budget curves."""
     groups, b = results["groups"], results["headline_budget"]
     emb = results["embedding"].get("embedding") or {}
+    how = (f"embedded with `{emb['model']}` ({emb['pooling']} pooling)" if emb.get("model")
+           else "given as features")
     intro = (f"{results['pairs']['train']:,} training / {results['pairs']['test']:,} test pairs from "
-             f"`{results['embedding'].get('source')}`, embedded with `{emb.get('model', '?')}` "
-             f"({emb.get('pooling', '?')} pooling); K = {results['k']}; stage 2 from B labelled training pairs per "
-             f"attribute with the criterion as context, Hedge τ = {suite.tau:g}; held-out accuracy, mean ± sd over "
-             f"{len(results['seeds'])} seed(s) (fit initialisation and labelled pairs; the split is the dataset's). "
-             f"`average` is the unweighted mean over attributes. The paper used GRM-Llama3.2-3B features "
-             f"(`{PAPER_BACKBONE}`); `paper (3B)` is its average where recorded{suite.paper_note}.")
+             f"`{results['embedding'].get('source')}`, {how}; K = {results['k']}; stage 2 from B labelled training "
+             f"pairs per {suite.unit} with the criterion as context, Hedge τ = {suite.tau:g}; held-out accuracy, mean "
+             f"± sd over {len(results['seeds'])} seed(s) (fit initialisation and labelled pairs; the split is the "
+             f"dataset's). `average` is the unweighted mean over {suite.units}. The paper used GRM-Llama3.2-3B "
+             f"features (`{PAPER_BACKBONE}`); `paper (3B)` is its average where recorded{suite.paper_note}.")
     rows = table_rows(results)
     if len(groups) <= WIDE_TABLE_MAX_GROUPS:
         main = markdown_table(rows, ["method", *groups, "average", "paper (3B)"])
     else:
         main = markdown_table(rows, ["method", "average", "paper (3B)"]) + "\n\n" + markdown_table(
-            [{"attribute": g, **{row["method"]: row[g] for row in rows}} for g in groups],
-            ["attribute", *(row["method"] for row in rows)])
+            [{suite.unit: g, **{row["method"]: row[g] for row in rows}} for g in groups],
+            [suite.unit, *(row["method"] for row in rows)])
     curve = [{"method": m, **{f"B={x}": results["stage2"][m][str(x)]["average"] for x in results["budgets"]}}
              for m in ROUTING]
-    return [(f"{suite.table}: accuracy per attribute (stage 2 at B = {b})", intro + "\n\n" + main),
+    return [(f"{suite.table}: accuracy per {suite.unit} (stage 2 at B = {b})", intro + "\n\n" + main),
             ("Stage 2 budget curves: average accuracy vs B",
              markdown_table(curve, ["method", *(f"B={x}" for x in results["budgets"])]))]
 
 
-def figure(results: dict[str, Any]):
+def figure(results: dict[str, Any], unit: str = "attribute", units: str = "attributes"):
     """Average accuracy vs B for every stage-2 method, with the stage-1 and single-BT levels."""
     import matplotlib.pyplot as plt
 
@@ -230,8 +235,8 @@ def figure(results: dict[str, Any]):
         ax.axhline(results["stage1"][name]["average"]["mean"], ls=style, color=color, lw=1, label=name)
     ax.set_xscale("log")
     ax.set_xticks(budgets, [str(b) for b in budgets])
-    ax.set_xlabel("labelled pairs per attribute (B)")
-    ax.set_ylabel("held-out accuracy (average over attributes)")
+    ax.set_xlabel(f"labelled pairs per {unit} (B)")
+    ax.set_ylabel(f"held-out accuracy (average over {units})")
     ax.legend(fontsize=7)
     return fig
 

@@ -17,7 +17,8 @@ from bayesmicro.bench.paper_protocol import BUDGETS, PAPER_BACKBONE, ProtocolSui
 SUITE = ProtocolSuite(
     name="rpr", protocol="rpr", tau=1e-4, table="RPR (the paper's Table 3 layout)",
     paper={"single_bt": 0.6594, "static_mixture": 0.7836, "hedge": 0.8218, "hyre": 0.8974},
-    paper_note=" (its 'MiCRo' beside MiCRo + Hedge, the two-stage method; its 'MiCRo + HyRe' beside ours)")
+    paper_note=" (its 'MiCRo' beside MiCRo + Hedge, the two-stage method; its 'MiCRo + HyRe' beside ours)",
+    unit="criterion category", units="criterion categories")
 
 
 def run(seeds: int = 1, out_dir: Path | str = "benchmarks/results/rpr", *, data: str | None = None,

@@ -10,10 +10,10 @@ mostly by the user's context), the same train/test split, features and budget fo
 - ``ensemble``: shared-base ensemble with frozen random prior heads (uniform weights); ``ensemble_hyre`` and
   ``micro_stage1_hyre``: HyRe test-time reweighting per group from ``budget`` labelled training pairs of that group;
 - stage 2 on the ``micro_stage1`` heads with the user's context, from B labelled training pairs per latent group,
-  B ∈ ``budgets`` (``bayesmicro.routing.route_predict``): ``hedge`` (MiCRo as published, paper Algorithm 1, τ = 1e-3),
-  ``posterior`` (bayesmicro's posterior over the group's weights), ``amortized`` and ``hyre``; at B = ``budget`` the
-  first two are also rows of the main table (``micro_hedge``, ``micro_posterior``) and the curves are
-  ``budget_curves.png``;
+  B ∈ ``budgets`` (``bayesmicro.routing.route_predict``): ``hedge`` (MiCRo as published, paper Algorithm 1,
+  τ = 1e-3), ``posterior`` (bayesmicro's posterior over the group's weights), ``amortized`` and ``hyre``; at
+  B = ``budget`` the first two are also rows of the main table (``micro_hedge``, ``micro_posterior``); the curves
+  are ``budget_curves.png``;
 - K misspecified: ``bayesmicro_context`` with K_fit = K − 1 and K + 2.
 
 Recovery: mean cosine between the true heads and the fitted heads after Hungarian alignment (only matched heads
@@ -207,10 +207,10 @@ def run(seeds: int = 5, out_dir: Path | str = "benchmarks/results/synthetic", sp
     mis_rows = [{"K_fit": v["k_fit"], **v} for _, v in sorted(misspec.items(), key=lambda kv: kv[1]["k_fit"])]
     intro = (f"Population: {spec.n_pairs:,} pairs (test {spec.test_fraction:.0%}), d = {spec.dim}, K = {spec.k}, "
              f"{spec.n_users} users in {spec.k} latent groups. HyRe budget: {budget} labelled training pairs per "
-             f"group; `micro_hedge` is MiCRo as published (stage-1 prompt router, then Hedge routing, paper Algorithm 1, "
-             f"τ = {HEDGE_TAU:g}) and `micro_posterior` bayesmicro's posterior routing of the same heads, both from "
-             f"{budget} labelled training pairs per group. Mean ± sd over {seeds} seeds. The paper has no synthetic benchmark; its real-data numbers go "
-             f"beside the `hh`, `helpsteer2` and `rpr` suites.")
+             f"group; `micro_hedge` is MiCRo as published (stage-1 prompt router, then Hedge routing, paper "
+             f"Algorithm 1, τ = {HEDGE_TAU:g}) and `micro_posterior` bayesmicro's posterior routing of the same "
+             f"heads, both from {budget} labelled training pairs per group. Mean ± sd over {seeds} seeds. The paper "
+             f"has no synthetic benchmark; its real-data numbers go beside the `hh`, `helpsteer2` and `rpr` suites.")
     sections = [("Held-out accuracy and NLL (nats) against the oracle",
                  intro + "\n\n" + markdown_table(rows, ["method", "accuracy", "nll", "fit_seconds"])),
                 ("Stage 2 budget curves: held-out accuracy vs labelled pairs per group (B)",
@@ -222,8 +222,8 @@ def run(seeds: int = 5, out_dir: Path | str = "benchmarks/results/synthetic", sp
                 ("K misspecified (router on context)",
                  markdown_table(mis_rows, ["K_fit", "accuracy", "nll", "mean_cosine", "router_corr",
                                            "matched_heads"]))]
-    figures = {"budget_curves": _budget_curves(results), "head_specialisation": _heatmap(per_seed[0]), "router_weights": _router_plot(per_seed[0]),
-               "reliability": _reliability(plots)}
+    figures = {"budget_curves": _budget_curves(results), "head_specialisation": _heatmap(per_seed[0]),
+               "router_weights": _router_plot(per_seed[0]), "reliability": _reliability(plots)}
     return write_suite(out_dir, "synthetic", results, sections, figures)
 
 

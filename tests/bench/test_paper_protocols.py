@@ -122,7 +122,8 @@ def test_helpsteer2_suite_files_name_the_paper_backbone_and_numbers(hs2_run):
     _, root = hs2_run
     md = (root / "out" / "results.md").read_text()
     header = md.split("|---")[0]
-    assert "| method | coherence | complexity | correctness | helpfulness | verbosity | average | paper (3B) |" in header
+    columns = "| method | coherence | complexity | correctness | helpfulness | verbosity | average | paper (3B) |"
+    assert columns in header
     assert "GRM-Llama3.2-3B" in md and "0.7830" in md and "τ = 0.001" in md and "Stage 2 budget curves" in md
     assert (root / "out" / "budget_curves.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((root / "out" / "results.json").read_text())["suite"] == "helpsteer2"
