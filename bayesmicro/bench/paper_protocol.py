@@ -71,6 +71,8 @@ def embed_protocol(suite: ProtocolSuite, data: str | None = None, *, limit: int 
 
     start = time.perf_counter()
     pairs = load_protocol(suite.protocol, data, limit=limit)
+    check_labels({key: pairs.has(key) for key in ("group", "context", "split")},
+                 set(pairs["split"]) if pairs.has("split") else set(), pairs.source)  # before the costly part
     embedder = Embedder(model=backbone, device=device, cache_dir=cache_dir, batch_size=batch_size,
                         max_length=max_length)
     embedded = embedder.embed_pairs(pairs)
@@ -81,13 +83,21 @@ def embed_protocol(suite: ProtocolSuite, data: str | None = None, *, limit: int 
     return embedded, stats
 
 
-def check_pairs(data: EmbeddedPairs, budgets: tuple[int, ...]) -> None:
-    """BadInput unless ``data`` has what the suite needs: groups, contexts, a train and a test split, budgets ≥ 1."""
-    for key in ("group", "context", "split"):
-        if getattr(data, key) is None:
-            raise BadInput(f"the per-attribute suites need a '{key}' for every pair", source=data.source)
-    if not {"train", "test"} <= set(data.split.tolist()):
-        raise BadInput("the per-attribute suites need both a train and a test split", source=data.source)
+def check_labels(present: dict[str, bool], splits: set[str], source: str) -> None:
+    """BadInput unless every pair has a group, a context and a split, and both a train and a test split exist.
+    ``present``: {label: whether the pairs carry it}; ``splits``: the split values found."""
+    for key, there in present.items():
+        if not there:
+            raise BadInput(f"the per-attribute suites need a '{key}' for every pair", source=source)
+    if not {"train", "test"} <= splits:
+        raise BadInput(f"the per-attribute suites need both a train and a test split (found {sorted(splits)})",
+                       source=source)
+
+
+def check_settings(k: int, budgets: tuple[int, ...]) -> None:
+    """BadInput unless K ≥ 2 and every budget ≥ 1 (checked before any loading or embedding)."""
+    if k < 2:
+        raise BadInput(f"--k must be ≥ 2 for a mixture, got {k}")
     if not budgets or min(budgets) < 1:
         raise BadInput(f"--budgets must be positive integers, got {list(budgets)}")
 
@@ -170,8 +180,7 @@ def run_protocol(suite: ProtocolSuite, seeds: int, out_dir: Path | str, *, data:
                  k: int = 10, budgets: tuple[int, ...] = BUDGETS, restarts: int = 2) -> dict[str, Any]:
     """Embed (or take ``embedded``), run every method for ``seeds`` seeds and write the suite's files."""
     budgets = tuple(sorted(set(int(b) for b in budgets)))
-    if k < 2:
-        raise BadInput(f"--k must be ≥ 2 for a mixture, got {k}")
+    check_settings(k, budgets)
     start = time.perf_counter()
     if embedded is None:
         embedded, embed_stats = embed_protocol(suite, data, limit=limit, backbone=backbone, device=device,
@@ -181,7 +190,8 @@ def run_protocol(suite: ProtocolSuite, seeds: int, out_dir: Path | str, *, data:
     else:
         embed_stats = {"seconds": 0.0, "pairs": len(embedded), "source": embedded.source,
                        "embedding": embedded.meta.get("embedding")}
-    check_pairs(embedded, budgets)
+    check_labels({key: getattr(embedded, key) is not None for key in ("group", "context", "split")},
+                 set(embedded.split.tolist()) if embedded.split is not None else set(), embedded.source)
     torch.set_num_threads(1)  # after embedding (torch's default threads); the fits are small
     per_seed = [run_seed(embedded, seed, k=k, budgets=budgets, tau=suite.tau, restarts=restarts)
                 for seed in range(seeds)]
@@ -241,5 +251,5 @@ def figure(results: dict[str, Any], unit: str = "attribute", units: str = "attri
     return fig
 
 
-__all__ = ["BUDGETS", "PAPER_BACKBONE", "ProtocolSuite", "ROUTING", "ROWS", "check_pairs", "embed_protocol",
-           "group_accuracy", "run_protocol", "run_seed", "summarise", "table_rows"]
+__all__ = ["BUDGETS", "PAPER_BACKBONE", "ProtocolSuite", "ROUTING", "ROWS", "check_labels", "check_settings",
+           "embed_protocol", "group_accuracy", "run_protocol", "run_seed", "summarise", "table_rows"]

@@ -181,6 +181,15 @@ def test_suite_without_contexts_is_bad_input(tmp_path):
         helpsteer2.run(seeds=1, out_dir=tmp_path, embedded=data, k=2, budgets=(5,))
 
 
+def test_one_split_file_is_bad_input_before_any_backbone_loads(tmp_path):
+    path = tmp_path / "train_only.jsonl.gz"
+    _write_jsonl_gz(path, _helpsteer2_rows(3, 0))
+    # the default backbone is a hub id that cannot load offline: the split check must come first
+    with pytest.raises(BadInput, match="need both a train and a test split"):
+        helpsteer2.run(seeds=1, out_dir=tmp_path / "out", data=str(path), k=2, budgets=(5,))
+    assert not (tmp_path / "out").exists()
+
+
 def _invoke(*args, env: dict | None = None):
     """The CLI in-process (typer's runner): exit code and output."""
     return CliRunner().invoke(app, ["bench", *map(str, args)], env=env)
