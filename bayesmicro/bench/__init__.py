@@ -21,6 +21,8 @@ SUITES: dict[str, str] = {
     "scale": "bayesmicro.bench.scale",
     "hh": "bayesmicro.bench.hh",
     "classic": "bayesmicro.bench.classic",
+    "helpsteer2": "bayesmicro.bench.helpsteer2",
+    "rpr": "bayesmicro.bench.rpr",
 }
 DEFAULT_RESULTS = Path("benchmarks") / "results"
 

@@ -10,6 +10,10 @@ hidden layer of 128 units on the prompt features, loss = mean mixture NLL + α·
 (lr 2e-3, torch's default weight decay), batch 32, one epoch, linear warm-up over the first 5 % of steps then linear
 decay to 0 (the Hugging Face trainer's default schedule). It is written directly in torch on purpose: it is the
 independent reference, not a second use of bayesmicro's math core.
+
+Embedding throughput (``bayesmicro.bench.embed_throughput``, its own table): a naive one-example-per-forward loop
+against bayesmicro's extraction on the same texts, a random Llama built from a config — small and fp32 on CPU,
+Llama-3.2-1B-sized and bf16 on a GPU (``device``).
 """
 
 from __future__ import annotations
@@ -105,10 +109,15 @@ def fit_paper_stage1(train: EmbeddedPairs, k: int, seed: int, *, lr: float = 2e-
 
 
 def run(seeds: int = 1, out_dir: Path | str = "benchmarks/results/speed", spec: SpeedSpec = SpeedSpec(),
-        schedule: Schedule | None = None, restarts: int = 1, **_: Any) -> dict[str, Any]:
+        schedule: Schedule | None = None, restarts: int = 1, device: str = "auto", embed: bool = True,
+        embed_texts: int | None = None, embed_size: str = "auto", **_: Any) -> dict[str, Any]:
     """Per seed: build the features once, then time the paper recipe and ``bayesmicro.fit(k, router='prompt')`` (its
     default ``Schedule``, ``restarts`` restarts; the recipe is one run) on the same training pairs in the same process;
-    score both on the same held-out pairs."""
+    score both on the same held-out pairs. Then (``embed``) the embedding throughput on ``device`` (``embed_texts``
+    texts, model ``embed_size``; defaults per device in ``embed_throughput.DEFAULTS``)."""
+    from bayesmicro.embed.backbone import pick_device
+
+    pick_device(device)  # a bad or unavailable device is bad input before any work
     torch.set_num_threads(spec.threads)
     torch.optim.AdamW([nn.Parameter(torch.zeros(1))])  # first optimizer of a process imports torch._dynamo (seconds)
     rows, per_seed = [], []
@@ -156,7 +165,17 @@ def run(seeds: int = 1, out_dir: Path | str = "benchmarks/results/speed", spec: 
     text = (f"{spec.n_pairs:,} pairs ({n_train:,} train), d = {spec.dim:,}, "
             f"K = {spec.k}, {spec.threads} torch thread(s). {how} Time ratio bayesmicro / paper recipe: "
             f"**{ratio['mean']:.2f}** (target ≤ 1.5 with NLL no worse: {'met' if target_met else 'not met'}).\n\n{table}")
-    return write_suite(out_dir, "speed", results, [("Stage-1 fit: bayesmicro vs the paper's recipe", text)])
+    sections = [("Stage-1 fit: bayesmicro vs the paper's recipe", text)]
+    if embed:
+        from bayesmicro.bench import embed_throughput
+
+        results["embed_throughput"] = embed_throughput.measure(device, embed_size, embed_texts)
+        through = results["embed_throughput"]
+        log(f"speed: embedding {through['library']['tokens_per_second']:.0f} tokens/s (library) vs "
+            f"{through['naive']['tokens_per_second']:.0f} (naive) on {through['device']}")
+        sections.append(("Embedding throughput: naive loop vs bayesmicro's extraction",
+                         embed_throughput.markdown(through)))
+    return write_suite(out_dir, "speed", results, sections)
 
 
 def _mean(values: list[float]) -> dict[str, float]:

@@ -9,6 +9,11 @@ mostly by the user's context), the same train/test split, features and budget fo
   ``--seeds 3`` over ten minutes on a shared 2-core CPU);
 - ``ensemble``: shared-base ensemble with frozen random prior heads (uniform weights); ``ensemble_hyre`` and
   ``micro_stage1_hyre``: HyRe test-time reweighting per group from ``budget`` labelled training pairs of that group;
+- stage 2 on the ``micro_stage1`` heads with the user's context, from B labelled training pairs per latent group,
+  B ∈ ``budgets`` (``bayesmicro.routing.route_predict``): ``hedge`` (MiCRo as published, paper Algorithm 1,
+  τ = 1e-3), ``posterior`` (bayesmicro's posterior over the group's weights), ``amortized`` and ``hyre``; at
+  B = ``budget`` the first two are also rows of the main table (``micro_hedge``, ``micro_posterior``); the curves
+  are ``budget_curves.png``;
 - K misspecified: ``bayesmicro_context`` with K_fit = K − 1 and K + 2.
 
 Recovery: mean cosine between the true heads and the fitted heads after Hungarian alignment (only matched heads
@@ -34,9 +39,13 @@ from bayesmicro.evaluate.metrics import score
 from bayesmicro.infer.api import fit
 from bayesmicro.infer.result import Fit
 from bayesmicro.models.bt import mixture_prob
+from bayesmicro.routing import budget_subset, route_predict
 
 METHODS = ("oracle", "single_bt", "static_mixture", "ensemble", "ensemble_hyre", "micro_stage1",
-           "micro_stage1_hyre", "bayesmicro_context")
+           "micro_stage1_hyre", "micro_hedge", "micro_posterior", "bayesmicro_context")
+ROUTING = ("hedge", "posterior", "amortized", "hyre")
+BUDGETS = (10, 25, 50, 100)
+HEDGE_TAU = 1e-3
 
 
 def head_recovery(fitted: torch.Tensor, truth: torch.Tensor) -> dict[str, Any]:
@@ -81,7 +90,22 @@ def per_head_accuracy(heads: torch.Tensor, test: EmbeddedPairs) -> tuple[np.ndar
     return acc, groups
 
 
-def run_seed(spec: PopulationSpec, seed: int, budget: int, restarts: int) -> dict[str, Any]:
+def stage2_curves(stage1: Fit, train: EmbeddedPairs, test: EmbeddedPairs, budgets: tuple[int, ...],
+                  seed: int) -> dict[str, dict[str, dict[str, Any]]]:
+    """{method: {str(B): score(...) + seconds}}: every ``ROUTING`` method on the frozen ``stage1`` heads, routed per
+    latent group from B labelled training pairs of that group (the same pairs for every method)."""
+    curves: dict[str, dict[str, dict[str, Any]]] = {method: {} for method in ROUTING}
+    for b in budgets:
+        labelled = budget_subset(train, b, seed=seed, by="group")
+        for method in ROUTING:
+            start = time.perf_counter()
+            prob = route_predict(stage1, labelled, test, method, tau=HEDGE_TAU, seed=seed, by="group")
+            curves[method][str(b)] = {**score(prob), "seconds": time.perf_counter() - start}
+    return curves
+
+
+def run_seed(spec: PopulationSpec, seed: int, budget: int, restarts: int,
+             budgets: tuple[int, ...] = BUDGETS) -> dict[str, Any]:
     data, truth = make_population(spec, seed)
     train, test = data.part("train"), data.part("test")
     k = spec.k
@@ -112,6 +136,12 @@ def run_seed(spec: PopulationSpec, seed: int, budget: int, restarts: int) -> dic
     stage1 = fits["micro_stage1"]
     record("micro_stage1_hyre", hyre_by_group(lambda p: stage1.margins(p)[0], train, test, budget, seed),
            out["seconds"]["micro_stage1"])
+    curve_budgets = tuple(sorted(set(budgets) | {budget}))
+    out["stage2"] = stage2_curves(stage1, train, test, curve_budgets, seed)
+    for name, method in (("micro_hedge", "hedge"), ("micro_posterior", "posterior")):
+        at_budget = out["stage2"][method][str(budget)]
+        out["metrics"][name] = {key: value for key, value in at_budget.items() if key != "seconds"}
+        out["seconds"][name] = out["seconds"]["micro_stage1"] + at_budget["seconds"]
 
     true_log_w = truth.log_weights(test)
     for name in ("static_mixture", "micro_stage1", "bayesmicro_context"):
@@ -140,10 +170,11 @@ def run_seed(spec: PopulationSpec, seed: int, budget: int, restarts: int) -> dic
 
 
 def run(seeds: int = 5, out_dir: Path | str = "benchmarks/results/synthetic", spec: PopulationSpec = PopulationSpec(),
-        budget: int = 50, restarts: int = 2, **_: Any) -> dict[str, Any]:
+        budget: int = 50, restarts: int = 2, budgets: tuple[int, ...] = BUDGETS, **_: Any) -> dict[str, Any]:
+    """Every method on ``seeds`` populations; writes results.json, results.md and four PNGs into ``out_dir``."""
     torch.set_num_threads(1)
     start = time.perf_counter()
-    per_seed = [run_seed(spec, seed, budget, restarts) for seed in range(seeds)]
+    per_seed = [run_seed(spec, seed, budget, restarts, tuple(budgets)) for seed in range(seeds)]
     plots = per_seed[0].pop("_plot")
     for s in per_seed[1:]:
         s.pop("_plot")
@@ -161,26 +192,60 @@ def run(seeds: int = 5, out_dir: Path | str = "benchmarks/results/synthetic", sp
     misspec[f"k={spec.k}"] = {"k_fit": spec.k, **{m: summary["bayesmicro_context"][m] for m in ("accuracy", "nll")},
                               "mean_cosine": recovery["bayesmicro_context"]["head_cosine"],
                               "router_corr": recovery["bayesmicro_context"]["router_corr"], "matched_heads": spec.k}
+    curve_budgets = sorted(int(b) for b in per_seed[0]["stage2"]["hedge"])
+    stage2 = {method: {str(b): {metric: mean_sd([s["stage2"][method][str(b)][metric] for s in per_seed])
+                                for metric in ("accuracy", "nll", "seconds")} for b in curve_budgets}
+              for method in ROUTING}
     results = {"seeds": list(range(seeds)), "spec": asdict(spec), "budget_per_group": budget, "restarts": restarts,
-               "summary": summary, "recovery": recovery, "misspecified": misspec, "per_seed": per_seed,
+               "hedge_tau": HEDGE_TAU, "budgets": curve_budgets, "summary": summary, "stage2": stage2,
+               "recovery": recovery, "misspecified": misspec, "per_seed": per_seed,
                "seconds": time.perf_counter() - start}
+    curve_rows = [{"method": method, **{f"B={b}": stage2[method][str(b)]["accuracy"] for b in curve_budgets}}
+                  for method in ROUTING]
     rows = [{"method": m, **summary[m]} for m in METHODS]
     rec_rows = [{"method": m, **recovery[m]} for m in recovery]
     mis_rows = [{"K_fit": v["k_fit"], **v} for _, v in sorted(misspec.items(), key=lambda kv: kv[1]["k_fit"])]
     intro = (f"Population: {spec.n_pairs:,} pairs (test {spec.test_fraction:.0%}), d = {spec.dim}, K = {spec.k}, "
              f"{spec.n_users} users in {spec.k} latent groups. HyRe budget: {budget} labelled training pairs per "
-             f"group. Mean ± sd over {seeds} seeds. The paper has no synthetic benchmark; its real-data numbers go "
-             f"beside the `hh`, `helpsteer2` and `rpr` suites.")
+             f"group; `micro_hedge` is MiCRo as published (stage-1 prompt router, then Hedge routing, paper "
+             f"Algorithm 1, τ = {HEDGE_TAU:g}) and `micro_posterior` bayesmicro's posterior routing of the same "
+             f"heads, both from {budget} labelled training pairs per group. Mean ± sd over {seeds} seeds. The paper "
+             f"has no synthetic benchmark; its real-data numbers go beside the `hh`, `helpsteer2` and `rpr` suites.")
     sections = [("Held-out accuracy and NLL (nats) against the oracle",
                  intro + "\n\n" + markdown_table(rows, ["method", "accuracy", "nll", "fit_seconds"])),
+                ("Stage 2 budget curves: held-out accuracy vs labelled pairs per group (B)",
+                 "Heads frozen at `micro_stage1`; each method routes with the user's context from the same B "
+                 "labelled training pairs per latent group.\n\n"
+                 + markdown_table(curve_rows, ["method"] + [f"B={b}" for b in curve_budgets])),
                 ("Recovery of the true heads (cosine after Hungarian alignment) and router (corr. of π)",
                  markdown_table(rec_rows, ["method", "head_cosine", "router_corr"])),
                 ("K misspecified (router on context)",
                  markdown_table(mis_rows, ["K_fit", "accuracy", "nll", "mean_cosine", "router_corr",
                                            "matched_heads"]))]
-    figures = {"head_specialisation": _heatmap(per_seed[0]), "router_weights": _router_plot(per_seed[0]),
-               "reliability": _reliability(plots)}
+    figures = {"budget_curves": _budget_curves(results), "head_specialisation": _heatmap(per_seed[0]),
+               "router_weights": _router_plot(per_seed[0]), "reliability": _reliability(plots)}
     return write_suite(out_dir, "synthetic", results, sections, figures)
+
+
+def _budget_curves(results: dict[str, Any]):
+    """Accuracy vs B (mean ± sd over seeds) for every routing method, with the oracle and single-BT levels."""
+    import matplotlib.pyplot as plt
+
+    budgets = results["budgets"]
+    fig, ax = plt.subplots(figsize=(5.2, 3.8))
+    for method, curve in results["stage2"].items():
+        mean = np.array([curve[str(b)]["accuracy"]["mean"] for b in budgets])
+        sd = np.array([curve[str(b)]["accuracy"]["sd"] for b in budgets])
+        ax.errorbar(budgets, mean, yerr=sd, marker="o", ms=3, capsize=2, label=method)
+    for name, style, color in (("oracle", "--", "k"), ("micro_stage1", ":", "k"), ("single_bt", ":", "r")):
+        ax.axhline(results["summary"][name]["accuracy"]["mean"], ls=style, color=color, lw=1, label=name)
+    ax.set_xscale("log")
+    ax.set_xticks(budgets, [str(b) for b in budgets])
+    ax.set_xlabel("labelled pairs per group (B)")
+    ax.set_ylabel("held-out accuracy")
+    ax.set_title(f"Stage 2 on the MiCRo stage-1 heads ({len(results['seeds'])} seeds)")
+    ax.legend(fontsize=7)
+    return fig
 
 
 def _heatmap(seed0: dict[str, Any]):
@@ -239,4 +304,4 @@ def _reliability(probs: dict[str, torch.Tensor], bins: int = 10):
     return fig
 
 
-__all__ = ["run", "run_seed", "head_recovery", "router_recovery", "hyre_by_group", "per_head_accuracy"]
+__all__ = ["run", "run_seed", "stage2_curves", "head_recovery", "router_recovery", "hyre_by_group", "per_head_accuracy"]

@@ -28,7 +28,8 @@ def test_irreducible_single_bt_stays_above_the_bound_and_mixture_reaches_entropy
 
 
 def test_synthetic_suite_writes_every_method_and_the_routed_mixture_wins(tmp_path):
-    out = synthetic.run(seeds=2, out_dir=tmp_path, spec=PopulationSpec(n_pairs=1200, dim=8), restarts=1)
+    out = synthetic.run(seeds=2, out_dir=tmp_path, spec=PopulationSpec(n_pairs=1200, dim=8), restarts=1,
+                        budgets=(10, 100))
     assert set(out["summary"]) == set(synthetic.METHODS)
     nll = {m: out["summary"][m]["nll"]["mean"] for m in synthetic.METHODS}
     assert nll["oracle"] < nll["bayesmicro_context"] < nll["single_bt"]
@@ -39,18 +40,39 @@ def test_synthetic_suite_writes_every_method_and_the_routed_mixture_wins(tmp_pat
     assert out["summary"]["oracle"]["accuracy"]["n"] == 2
     md = (tmp_path / "results.md").read_text()
     assert "± " in md and "micro_stage1_hyre" in md
-    for name in ("head_specialisation", "router_weights", "reliability"):
+    # MiCRo as published (stage 1 + Hedge) and the posterior are the B = 50 points of their budget curves
+    assert set(out["stage2"]) == set(synthetic.ROUTING) and out["budgets"] == [10, 50, 100]
+    for seed in out["per_seed"]:
+        for name, method in (("micro_hedge", "hedge"), ("micro_posterior", "posterior")):
+            assert seed["metrics"][name]["accuracy"] == seed["stage2"][method]["50"]["accuracy"]
+    curve = {m: [out["stage2"][m][str(b)]["accuracy"]["mean"] for b in out["budgets"]] for m in synthetic.ROUTING}
+    # context routing from labels beats the context-blind stage-1 router once 100 pairs per group are labelled
+    assert curve["posterior"][-1] > out["summary"]["micro_stage1"]["accuracy"]["mean"] + 0.05
+    assert "Stage 2 budget curves" in md and "| hedge |" in md
+    for name in ("budget_curves", "head_specialisation", "router_weights", "reliability"):
         assert (tmp_path / f"{name}.png").exists()
 
 
 def test_speed_suite_reports_both_times_and_their_ratio(tmp_path):
     spec = speed.SpeedSpec(n_pairs=600, dim=48, k=3, latent_dim=8)
-    out = speed.run(seeds=1, out_dir=tmp_path, spec=spec)
+    out = speed.run(seeds=1, out_dir=tmp_path, spec=spec, device="cpu", embed_texts=6)
     row = out["per_seed"][0]
     assert row["paper"]["seconds"] > 0 and row["bayesmicro"]["seconds"] > 0
     assert out["time_ratio"]["mean"] == pytest.approx(row["bayesmicro"]["seconds"] / row["paper"]["seconds"])
     assert row["oracle_nll"] < row["paper"]["nll"] < 0.75
     assert "Time ratio" in (tmp_path / "results.md").read_text()
+    # the embedding-throughput table: both paths saw the same texts and gave the same features
+    through = out["embed_throughput"]
+    assert through["size"] == "small" and through["dtype"] == "float32" and through["texts"] == 6
+    assert through["naive"]["tokens"] == through["library"]["tokens"] > 6
+    for key in ("naive", "library"):
+        r = through[key]
+        assert r["tokens_per_second"] == pytest.approx(r["tokens"] / r["seconds"])
+        assert r["tflops"] == pytest.approx(2 * through["non_embedding_params"] * r["tokens_per_second"] / 1e12)
+    assert through["speedup"] == pytest.approx(through["library"]["tokens_per_second"]
+                                               / through["naive"]["tokens_per_second"])
+    assert through["max_abs_diff_relative"] < 1e-2  # fp16 cache rounding only
+    assert "Embedding throughput" in (tmp_path / "results.md").read_text()
 
 
 def test_cli_bench_json_keys(tmp_path, monkeypatch):

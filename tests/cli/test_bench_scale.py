@@ -33,4 +33,7 @@ def test_bench_scale_bad_input_exits_2(tmp_path, args, message):
 
 
 def test_scale_options_are_refused_for_other_suites():
-    assert_bad_input(run_cli("bench", "synthetic", "--pairs", "10"), "only apply to the scale suite")
+    assert_bad_input(run_cli("bench", "synthetic", "--pairs", "10"), "--pairs only applies to the scale suite, not "
+                     "synthetic")
+    assert_bad_input(run_cli("bench", "irreducible", "--k", "3"), "--k only applies to the scale, helpsteer2, rpr "
+                     "suites")
