@@ -80,10 +80,32 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
-def plan_batches(lengths: Sequence[int], keys: Sequence[str], batch_size: int) -> list[list[int]]:
-    """Longest first (an OOM shows at once), ties by key: the same texts always give the same batches."""
+MAX_PADDING = 0.2  # at most this share of a batch's padded tokens is padding
+CPU_BATCH_TOKENS = 1024  # padded tokens per CPU batch: larger activations fall out of cache (measured: 16 × 256
+#                          tokens ran slower batched than one text at a time on a 1-thread CPU; 16 × 64 ran 1.5× faster)
+
+
+def plan_batches(lengths: Sequence[int], keys: Sequence[str], batch_size: int,
+                 max_padding: float | None = None, max_tokens: int | None = None) -> list[list[int]]:
+    """Longest first (an OOM shows at once), ties by key: the same texts always give the same batches.
+
+    A batch takes the next text only while at most ``max_padding`` of its padded tokens would be padding (padding is
+    computed and thrown away) and, when ``max_tokens`` is given, while its padded size stays within it.
+    """
+    max_padding = MAX_PADDING if max_padding is None else max_padding
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], keys[i]))
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    batches: list[list[int]] = []
+    for i in order:
+        batch = batches[-1] if batches else None
+        if batch is not None and len(batch) < batch_size:
+            longest = lengths[batch[0]]
+            real = sum(lengths[j] for j in batch) + lengths[i]
+            fits = max_tokens is None or longest * (len(batch) + 1) <= max_tokens
+            if fits and real >= (1.0 - max_padding) * longest * (len(batch) + 1):
+                batch.append(i)
+                continue
+        batches.append([i])
+    return batches
 
 
 class _Bar:
@@ -145,7 +167,8 @@ def extract(
         if missing:
             extractor = load()
             ids = extractor.tokenize([unique[k] for k in missing])
-            plan = plan_batches([len(x) for x in ids], missing, extractor.batch_size)
+            plan = plan_batches([len(x) for x in ids], missing, extractor.batch_size,
+                                max_tokens=CPU_BATCH_TOKENS if extractor.device.type == "cpu" else None)
             capacity = extractor.batch_size
             with _Bar(progress and rank == 0, n_pairs, len(missing)) as bar:
                 for first in range(0, len(plan), world):

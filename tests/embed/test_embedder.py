@@ -10,6 +10,7 @@ from transformers import AutoModel, AutoTokenizer
 from bayesmicro.data.pairs import PreferencePairs
 from bayesmicro.data.protocols.transcript import parse_transcript
 from bayesmicro.embed import Embedder, default_model_path
+from bayesmicro.embed import extract
 from bayesmicro.embed.extract import Extractor, plan_batches
 from bayesmicro.embed.pooling import last_token_index, pool
 from bayesmicro.errors import BadInput
@@ -42,6 +43,30 @@ def test_pooling_last_token_for_either_padding_side():
 def test_plan_is_longest_first_and_deterministic():
     lengths, keys = [3, 9, 9, 1, 5], ["e", "b", "a", "d", "c"]
     assert plan_batches(lengths, keys, 2) == [[2, 1], [4, 0], [3]]
+
+
+@pytest.mark.parametrize("max_tokens", [None, 1024], ids=["no_token_cap", "cap1024"])
+@pytest.mark.parametrize("batch_size", [1, 4, 16], ids=lambda b: f"batch{b}")
+def test_plan_bounds_padding_and_closes_a_batch_only_when_it_must(batch_size, max_tokens):
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randint(1, 400, (300,), generator=g).tolist()
+    keys = [f"k{i:03d}" for i in range(300)]
+    plan = plan_batches(lengths, keys, batch_size, max_padding=0.2, max_tokens=max_tokens)
+    cap = max_tokens or float("inf")
+    assert [i for batch in plan for i in batch] == sorted(range(300), key=lambda i: (-lengths[i], keys[i]))
+
+    def padding(batch):
+        longest = max(lengths[i] for i in batch)
+        return 1 - sum(lengths[i] for i in batch) / (longest * len(batch))
+
+    def padded(batch):
+        return max(lengths[i] for i in batch) * len(batch)
+
+    assert all(len(b) <= batch_size and padding(b) <= 0.2 + 1e-12 for b in plan)
+    assert all(padded(b) <= cap for b in plan if len(b) > 1)
+    for batch, following in zip(plan, plan[1:]):
+        grown = batch + following[:1]
+        assert len(batch) == batch_size or padding(grown) > 0.2 or padded(grown) > cap
 
 
 def test_batched_extraction_equals_one_text_per_forward(tiny_model, tmp_path):
@@ -110,6 +135,7 @@ def test_damaged_shard_is_recomputed(tiny_model, tmp_path, capsys):
 
 
 def test_out_of_memory_halves_the_batch(tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setattr(extract, "MAX_PADDING", 1.0)  # full batches of 4, whatever the lengths
     reference = Embedder(tiny_model, batch_size=4, cache_dir=str(tmp_path / "a")).embed_responses(PROMPTS, CHOSEN)
     real_forward = Extractor._forward
     sizes = []
