@@ -50,8 +50,10 @@ def test_hh_suite_on_60_real_pairs_with_a_tiny_backbone(hh_fixture, tiny_model, 
                  budgets=(5, 10), test_fraction=0.3, restarts=1)
     assert out["pairs_by_subset"] == {"harmless-base": 30, "helpful": 30}
     assert out["embedding"]["computed"] > 0
-    assert set(out["methods"]) == set(hh.BASE_METHODS) and set(out["stage2"]) == set(hh.ROUTING)
-    for table in [*out["methods"].values(), *(c[b] for c in out["stage2"].values() for b in ("5", "10"))]:
+    assert set(out["methods"]) == set(hh.BASE_METHODS) >= {"micro_stage1", hh.STAGE2_BASE}
+    assert set(out["stage2"]) == set(out["stage2_paper"]) == set(hh.ROUTING)
+    stage2_tables = [c[b] for key in ("stage2", "stage2_paper") for c in out[key].values() for b in ("5", "10")]
+    for table in [*out["methods"].values(), *stage2_tables]:
         assert set(table) == {"harmless-base", "helpful", "all"}
         for row in table.values():
             assert set(row) == {"accuracy", "nll", "ece"} and row["accuracy"]["n"] == 2
@@ -62,12 +64,15 @@ def test_hh_suite_on_60_real_pairs_with_a_tiny_backbone(hh_fixture, tiny_model, 
         weighted = sum(single[g]["accuracy"] * single[g]["n"] for g in ("harmless-base", "helpful")) / 18
         assert single["all"]["accuracy"] == pytest.approx(weighted)
         assert np.asarray(list(seed["head_accuracy"].values())).shape == (2, 2)
-    check = out["done_when_b50"]  # B = 50 is not among the budgets here
-    assert check == {}
+    assert out["done_when_b50"] == out["done_when_b50_paper"] == {}  # B = 50 is not among the budgets here
+    # the paper recipe is still fitted and reported with its own settings; the suite's recipe is recorded
+    assert out["stage1_recipes"]["micro_stage1"]["alpha"] == 0.5 and out["stage2_base"] == hh.STAGE2_BASE
+    assert all(set(seed["train_nll"]) == set(hh.STAGE1_RECIPES) for seed in out["per_seed"])
     for name in ("results.json", "results.md", "budget_curves.png", "head_specialisation.png"):
         assert (tmp_path / "out" / name).exists()
     md = (tmp_path / "out" / "results.md").read_text()
-    assert "hedge (B=10)" in md and "helpful" in md and "± " in md
+    assert "hedge (B=10)" in md and "hedge on micro_stage1 (B=10)" in md and "helpful" in md and "± " in md
+    assert "Stage-1 recipes" in md and "--router-prior-scale" in md
     # a rerun reads every text from the cache
     _, stats = hh.embed_hh(hh_fixture, model=tiny_model, cache_dir=str(cache))
     assert stats["computed"] == 0 and stats["cache_hits"] > 0
@@ -97,7 +102,7 @@ def test_hh_suite_on_known_conflict_routing_recovers_the_oracle(tmp_path):
     # one BT cannot serve both subsets: it is near chance on at least one
     assert min(acc["single_bt"].values()) < 0.7
     check = out["done_when_b50"]
-    assert set(check) == set(hh.ROUTING)
+    assert set(check) == set(out["done_when_b50_paper"]) == set(hh.ROUTING)
     for method, row in check.items():
         for g, cell in row["by_subset"].items():
             assert cell["passes"] == (cell["accuracy"] >= acc["oracle_per_subset"][g] - hh.TOLERANCE)
