@@ -3,6 +3,7 @@
 import gzip
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -108,6 +109,9 @@ def test_hh_suite_on_known_conflict_routing_recovers_the_oracle(tmp_path):
             assert cell["passes"] == (cell["accuracy"] >= acc["oracle_per_subset"][g] - hh.TOLERANCE)
             assert cell["single_bt"] == acc["single_bt"][g]
     assert check["posterior"]["passes"] and check["hyre"]["passes"]
+    # with a clear conflict, 50 labels per subset push the posterior onto one head
+    assert all(v["mean"] > 0.8 for v in out["posterior_top_weight_b50"].values())
+    assert out["subset_probe"]["mean"] > 0.95
     # the head-specialisation matrix: each subset has a head that is right on it and one that is wrong on it
     heads = np.asarray(out["head_accuracy"]["mean"])
     assert heads.shape == (2, 2) and (heads.max(1) > 0.8).all() and (heads.min(1) < 0.3).all()
@@ -162,3 +166,24 @@ def test_classic_k1_on_the_full_table_matches_flexmix(tmp_path):
     row = out["datasets"]["topmodel2007"]["by_k"][0]
     assert row["reaches_flexmix"] and round(row["loglik"], 2) == published[0]
     assert out["datasets"]["topmodel2007"]["n_pairs"] == 2880
+
+
+def test_subset_probe_reads_the_subset_off_the_prompt_only_when_it_is_there():
+    data = _conflicting_subsets(n=600).with_split(0.3, seed=0)
+    train, test = data.part("train"), data.part("test")
+    assert hh.subset_probe(train, test) > 0.95  # prompt[:, 0] is shifted by ±2 with the subset
+    gen = torch.Generator().manual_seed(1)
+    noise = replace(data, prompt=torch.randn(len(data), 3, generator=gen))
+    assert abs(hh.subset_probe(noise.part("train"), noise.part("test")) - 0.5) < 0.1
+
+
+def test_verdict_names_the_passing_combinations_or_explains_the_miss():
+    def results(posterior_passes: bool) -> dict:
+        check = {"posterior": {"passes": posterior_passes}, "hyre": {"passes": False}}
+        return {"stage2_base": hh.STAGE2_BASE, "done_when_b50": check,
+                "done_when_b50_paper": {"hyre": {"passes": False}},
+                "posterior_top_weight_b50": {"a": {"mean": 0.55, "sd": 0.04}, "b": {"mean": 0.61, "sd": 0.1}}}
+
+    assert hh._verdict(results(True)) == f"Meets the done-when on every subset: posterior on `{hh.STAGE2_BASE}`."
+    miss = hh._verdict(results(False))
+    assert miss.startswith("No stage-2 method meets") and "a 0.55 ± 0.04, b 0.61 ± 0.10" in miss
