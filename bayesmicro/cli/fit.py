@@ -40,6 +40,8 @@ def fit_command(
     alpha: Optional[float] = typer.Option(None, "--alpha", help="Router-entropy regulariser α (default: the "
                                           "paper's 0.5 with DATA; 0 on the built-in population, see README)."),
     prior_scale: float = typer.Option(1.0, "--prior-scale", help="sd of the Gaussian prior on head weights."),
+    router_prior_scale: float = typer.Option(0.3, "--router-prior-scale", help="sd of the Gaussian prior on the "
+                                             "router network's weights (smaller: smoother routing)."),
     inference: str = typer.Option("map", "--inference", help="map | vi | nuts | em"),
     optimizer: str = typer.Option("auto", "--optimizer", help="auto | lbfgs | adam"),
     epochs: int = typer.Option(20, "--epochs", help="AdamW epochs (minibatch optimizer)."),
@@ -68,7 +70,8 @@ def fit_command(
         return
     if data_format != "embedded":
         raise BadInput(f"--format must be 'embedded' or 'comparisons', got {data_format!r}")
-    options = dict(restarts=restarts or 3, prior_scale=prior_scale, inference=inference,
+    options = dict(restarts=restarts or 3, prior_scale=prior_scale, router_prior_scale=router_prior_scale,
+                   inference=inference,
                    schedule=Schedule(optimizer=optimizer, epochs=epochs, batch_size=batch_size, lr=lr))
     if inference == "vi":
         options["vi"] = VISchedule(guide=guide)

@@ -28,6 +28,7 @@ def fit(
     *,
     alpha: float = 0.5,
     prior_scale: float = 1.0,
+    router_prior_scale: float = 0.3,
     hidden: int = 128,
     restarts: int = 3,
     seed: int = 0,
@@ -40,13 +41,16 @@ def fit(
     """Fit a mixture of ``k`` BT heads on the training part of ``data`` (all pairs when there is no split).
 
     ``router``: ``none`` (static weights), ``prompt`` (paper stage 1) or ``context`` (router on [prompt; context]).
+    ``prior_scale``: sd of the Gaussian prior on the head weights; ``router_prior_scale``: sd of the Gaussian prior
+    on the router network's weights (smaller: a smoother router that cannot memorise which head fits each pair).
     ``k=1`` is the single BT model. Restarts differ in their seed; the best training log-likelihood is kept.
 
     ``inference``: ``map`` (one draw); ``vi`` (SVI from the best MAP restart: posterior draws of the heads, router
     learned jointly; settings in ``vi``); ``nuts`` (NUTS over the heads with the MAP router fixed; small problems);
     ``em`` (EM restarts, one draw).
     """
-    config, train = _checked_config(data, k, router, inference, alpha, prior_scale, hidden, seed)
+    config, train = _checked_config(data, k, router, inference, alpha, prior_scale, hidden, seed,
+                                   router_prior_scale)
     if restarts < 1:
         raise BadInput(f"restarts must be ≥ 1, got {restarts}")
     schedule = schedule or Schedule()
@@ -102,7 +106,7 @@ def fit(
     return result
 
 
-def _checked_config(data, k, router, inference, alpha, prior_scale, hidden, seed):
+def _checked_config(data, k, router, inference, alpha, prior_scale, hidden, seed, router_prior_scale=0.3):
     if inference not in INFERENCE_METHODS:
         raise BadInput(f"inference must be one of {INFERENCE_METHODS}, got {inference!r}")
     if router not in ROUTERS:
@@ -111,6 +115,8 @@ def _checked_config(data, k, router, inference, alpha, prior_scale, hidden, seed
         raise BadInput(f"k must be ≥ 1, got {k}")
     if not (math.isfinite(prior_scale) and prior_scale > 0):
         raise BadInput(f"prior_scale must be a finite number > 0, got {prior_scale}")
+    if not (math.isfinite(router_prior_scale) and router_prior_scale > 0):
+        raise BadInput(f"router_prior_scale must be a finite number > 0, got {router_prior_scale}")
     if not (math.isfinite(alpha) and alpha >= 0):
         raise BadInput(f"alpha must be a finite number ≥ 0, got {alpha}")
     if hidden < 1:
@@ -127,5 +133,6 @@ def _checked_config(data, k, router, inference, alpha, prior_scale, hidden, seed
     router = router if k > 1 else "none"  # a single head has nothing to route
     router_dim = 0 if router == "none" else data.prompt_dim + (data.context_dim if router == "context" else 0)
     config = FitConfig(k=k, router=router, dim=data.dim, router_dim=router_dim, hidden=hidden,
-                       prior_scale=prior_scale, alpha=alpha, inference=inference, seed=seed)
+                       prior_scale=prior_scale, alpha=alpha, inference=inference, seed=seed,
+                       router_prior_scale=router_prior_scale)
     return config, train

@@ -33,6 +33,7 @@ class FitConfig:
     alpha: float = 0.5
     inference: str = "map"
     seed: int = 0
+    router_prior_scale: float = 0.3  # sd of the Gaussian prior on the router network's weights
 
     @property
     def uses_context(self) -> bool:
@@ -40,7 +41,7 @@ class FitConfig:
 
     def build_model(self) -> BTMixture:
         return BTMixture(self.dim, self.k, self.router, self.router_dim, hidden=self.hidden,
-                         prior_scale=self.prior_scale, alpha=self.alpha)
+                         prior_scale=self.prior_scale, alpha=self.alpha, router_prior_scale=self.router_prior_scale)
 
 
 @dataclass(frozen=True)
@@ -283,7 +284,7 @@ def _check_config_values(config: FitConfig, path: Path) -> None:
         value = getattr(config, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < least:
             raise bad(name, "a positive integer" if least else "an integer ≥ 0")
-    for name in ("prior_scale", "alpha"):
+    for name in ("prior_scale", "alpha", "router_prior_scale"):
         value = getattr(config, name)
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
             raise bad(name, "a finite number ≥ 0")

@@ -3,6 +3,7 @@
 import gzip
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -50,8 +51,10 @@ def test_hh_suite_on_60_real_pairs_with_a_tiny_backbone(hh_fixture, tiny_model, 
                  budgets=(5, 10), test_fraction=0.3, restarts=1)
     assert out["pairs_by_subset"] == {"harmless-base": 30, "helpful": 30}
     assert out["embedding"]["computed"] > 0
-    assert set(out["methods"]) == set(hh.BASE_METHODS) and set(out["stage2"]) == set(hh.ROUTING)
-    for table in [*out["methods"].values(), *(c[b] for c in out["stage2"].values() for b in ("5", "10"))]:
+    assert set(out["methods"]) == set(hh.BASE_METHODS) >= {"micro_stage1", hh.STAGE2_BASE}
+    assert set(out["stage2"]) == set(out["stage2_paper"]) == set(hh.ROUTING)
+    stage2_tables = [c[b] for key in ("stage2", "stage2_paper") for c in out[key].values() for b in ("5", "10")]
+    for table in [*out["methods"].values(), *stage2_tables]:
         assert set(table) == {"harmless-base", "helpful", "all"}
         for row in table.values():
             assert set(row) == {"accuracy", "nll", "ece"} and row["accuracy"]["n"] == 2
@@ -62,12 +65,15 @@ def test_hh_suite_on_60_real_pairs_with_a_tiny_backbone(hh_fixture, tiny_model, 
         weighted = sum(single[g]["accuracy"] * single[g]["n"] for g in ("harmless-base", "helpful")) / 18
         assert single["all"]["accuracy"] == pytest.approx(weighted)
         assert np.asarray(list(seed["head_accuracy"].values())).shape == (2, 2)
-    check = out["done_when_b50"]  # B = 50 is not among the budgets here
-    assert check == {}
+    assert out["done_when_b50"] == out["done_when_b50_paper"] == {}  # B = 50 is not among the budgets here
+    # the paper recipe is still fitted and reported with its own settings; the suite's recipe is recorded
+    assert out["stage1_recipes"]["micro_stage1"]["alpha"] == 0.5 and out["stage2_base"] == hh.STAGE2_BASE
+    assert all(set(seed["train_nll"]) == set(hh.STAGE1_RECIPES) for seed in out["per_seed"])
     for name in ("results.json", "results.md", "budget_curves.png", "head_specialisation.png"):
         assert (tmp_path / "out" / name).exists()
     md = (tmp_path / "out" / "results.md").read_text()
-    assert "hedge (B=10)" in md and "helpful" in md and "± " in md
+    assert "hedge (B=10)" in md and "hedge on micro_stage1 (B=10)" in md and "helpful" in md and "± " in md
+    assert "Stage-1 recipes" in md and "--router-prior-scale" in md
     # a rerun reads every text from the cache
     _, stats = hh.embed_hh(hh_fixture, model=tiny_model, cache_dir=str(cache))
     assert stats["computed"] == 0 and stats["cache_hits"] > 0
@@ -97,12 +103,15 @@ def test_hh_suite_on_known_conflict_routing_recovers_the_oracle(tmp_path):
     # one BT cannot serve both subsets: it is near chance on at least one
     assert min(acc["single_bt"].values()) < 0.7
     check = out["done_when_b50"]
-    assert set(check) == set(hh.ROUTING)
+    assert set(check) == set(out["done_when_b50_paper"]) == set(hh.ROUTING)
     for method, row in check.items():
         for g, cell in row["by_subset"].items():
             assert cell["passes"] == (cell["accuracy"] >= acc["oracle_per_subset"][g] - hh.TOLERANCE)
             assert cell["single_bt"] == acc["single_bt"][g]
     assert check["posterior"]["passes"] and check["hyre"]["passes"]
+    # with a clear conflict, 50 labels per subset push the posterior onto one head
+    assert all(v["mean"] > 0.8 for v in out["posterior_top_weight_b50"].values())
+    assert out["subset_probe"]["mean"] > 0.95
     # the head-specialisation matrix: each subset has a head that is right on it and one that is wrong on it
     heads = np.asarray(out["head_accuracy"]["mean"])
     assert heads.shape == (2, 2) and (heads.max(1) > 0.8).all() and (heads.min(1) < 0.3).all()
@@ -157,3 +166,24 @@ def test_classic_k1_on_the_full_table_matches_flexmix(tmp_path):
     row = out["datasets"]["topmodel2007"]["by_k"][0]
     assert row["reaches_flexmix"] and round(row["loglik"], 2) == published[0]
     assert out["datasets"]["topmodel2007"]["n_pairs"] == 2880
+
+
+def test_subset_probe_reads_the_subset_off_the_prompt_only_when_it_is_there():
+    data = _conflicting_subsets(n=600).with_split(0.3, seed=0)
+    train, test = data.part("train"), data.part("test")
+    assert hh.subset_probe(train, test) > 0.95  # prompt[:, 0] is shifted by ±2 with the subset
+    gen = torch.Generator().manual_seed(1)
+    noise = replace(data, prompt=torch.randn(len(data), 3, generator=gen))
+    assert abs(hh.subset_probe(noise.part("train"), noise.part("test")) - 0.5) < 0.1
+
+
+def test_verdict_names_the_passing_combinations_or_explains_the_miss():
+    def results(posterior_passes: bool) -> dict:
+        check = {"posterior": {"passes": posterior_passes}, "hyre": {"passes": False}}
+        return {"stage2_base": hh.STAGE2_BASE, "done_when_b50": check,
+                "done_when_b50_paper": {"hyre": {"passes": False}},
+                "posterior_top_weight_b50": {"a": {"mean": 0.55, "sd": 0.04}, "b": {"mean": 0.61, "sd": 0.1}}}
+
+    assert hh._verdict(results(True)) == f"Meets the done-when on every subset: posterior on `{hh.STAGE2_BASE}`."
+    miss = hh._verdict(results(False))
+    assert miss.startswith("No stage-2 method meets") and "a 0.55 ± 0.04, b 0.61 ± 0.10" in miss

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -75,7 +77,8 @@ def test_save_load_round_trip(tmp_path):
     (dict(router="bogus"), "router must be one of"),
     (dict(inference="magic"), "inference must be one of"),
     (dict(restarts=0), "restarts must be"),
-], ids=["k0", "k_too_large", "bad_router", "bad_inference", "no_restarts"])
+    (dict(router_prior_scale=0.0), "router_prior_scale must be"),
+], ids=["k0", "k_too_large", "bad_router", "bad_inference", "no_restarts", "router_prior_zero"])
 def test_bad_arguments_are_named(kwargs, message):
     with pytest.raises(BadInput, match=message):
         fit(small_pairs(n=30), **kwargs)
@@ -105,3 +108,22 @@ def test_fit_is_deterministic_for_a_seed():
     b = fit(data, k=2, router="prompt", restarts=2, seed=5).predict_proba(data)
     assert torch.equal(a, b)
     assert np.isfinite(a.numpy()).all()
+
+
+def test_router_prior_scale_shrinks_the_router_and_round_trips(tmp_path):
+    """A tight router prior leaves π(x) near uniform; a loose one lets the router follow the prompt. The setting is
+    part of the run's config (saved and loaded), and a config written before it existed loads with the default."""
+    data, _ = make_population(PopulationSpec(n_pairs=1500, prompt_weight=1.0), seed=1)
+    spread = {}
+    for scale in (1e-3, 1.0):
+        result = fit(data, k=3, router="prompt", alpha=0.0, restarts=1, router_prior_scale=scale)
+        assert result.config.router_prior_scale == scale
+        spread[scale] = float(result.log_weights(data).exp().std(0).mean())
+    assert spread[1e-3] < 0.01 < spread[1.0]
+    result.save(tmp_path / "run")
+    assert Fit.load(tmp_path / "run").config == result.config
+    config = tmp_path / "run" / "config.json"
+    raw = json.loads(config.read_text())
+    del raw["router_prior_scale"]
+    config.write_text(json.dumps(raw))
+    assert Fit.load(tmp_path / "run").config.router_prior_scale == 0.3
