@@ -1,6 +1,6 @@
 """Active queries: which pair to ask a new user (or context) about next.
 
-Two acquisitions, both computed on the weighted points (π_m, head draw s_m) of the current weight posterior, with
+Three acquisitions, all computed on the weighted points (π_m, head draw s_m) of the current weight posterior, with
 p_j(m) = P(y_j = 1 | π_m, heads_m) = Σ_k w_jk(π_m) σ(Δ_jk):
 
 - ``eig``: the expected information gain about π of labelling pair j, the mutual information between y_j and π:
@@ -16,8 +16,10 @@ p_j(m) = P(y_j = 1 | π_m, heads_m) = Σ_k w_jk(π_m) σ(Δ_jk):
 
   It values a query by how much it settles the predictions the user will be served, not by how much it settles π
   in directions that never change a prediction.
+- ``eer``: the expected accuracy of the Bayes predictions on the targets after the answer (expected error
+  reduction), mean_t Σ_a max_b p(y_j = a, y*_t = b); EPIG breaks its frequent exact ties.
 
-Both are symmetric in which response is called chosen, so neither peeks at the label. Queries are greedy and
+All are symmetric in which response is called chosen, so none peeks at the label. Queries are greedy and
 sequential: after each answer the posterior is recomputed with every label so far, so later picks account for the
 pairs already asked. ``select_queries`` returns the order of picks from a pool (each prefix is the query set of
 that budget); ``active_curve`` scores held-out pairs after each step; ``active_subset`` picks B pairs per group/user
