@@ -90,6 +90,10 @@ def test_unknown_item_or_level_names_the_row(result):
         result.predict_proba(base)
     with pytest.raises(BadInput, match="row 0: covariate 'lang' is 'fr', a level the run never saw"):
         result.predict_proba({**base, "item1": ["a", "b"], "lang": ["fr", "en"]})
+    with pytest.raises(BadInput, match="row 1: covariate 'age' is 'old', expected a number"):
+        result.predict_proba({**base, "item1": ["a", "b"], "age": ["30", "old"]})
+    with pytest.raises(BadInput, match=r"missing column\(s\) \['lang'\]"):
+        result.predict_proba({k: v for k, v in base.items() if k != "lang"})
 
 
 @pytest.mark.parametrize("damage", ["missing_users", "truncated_params", "bad_dim", "bad_router", "not_json"])
