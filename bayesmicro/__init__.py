@@ -7,12 +7,13 @@ from bayesmicro.embed import Embedder
 from bayesmicro.errors import BadInput
 from bayesmicro.evaluate.metrics import score as evaluate
 from bayesmicro.infer import Fit, FitConfig, fit
+from bayesmicro.infer.latent_class_result import LatentClassResult
+from bayesmicro.infer.load import load
 from bayesmicro.infer.stream import StreamSchedule, fit_stream
-
-load = Fit.load
 
 __all__ = ["BadInput", "EmbeddedPairs", "Fit", "FitConfig", "PopulationSpec", "PreferencePairs", "Truth",
            "evaluate", "fit", "load", "load_pairs", "make_population"]
 __all__ += ["StreamSchedule", "fit_stream", "load_shards", "write_shards"]
 __all__ += ["Embedder", "load_protocol"]
+__all__ += ["LatentClassResult"]
 __version__ = "0.1.0"

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import torch
 
-from bayesmicro._io import atomic_dir, write_json, write_tensors
+from bayesmicro._io import atomic_dir, write_json
 from bayesmicro.cli.common import emit_json, print_table, set_threads
 from bayesmicro.data.protocols.comparisons import load_comparisons
 from bayesmicro.errors import BadInput
 from bayesmicro.infer.latent_class import fit_latent_class
+from bayesmicro.infer.latent_class_result import LatentClassResult
 
 
 def fit_comparisons(data: Path, *, item1_col: str, item2_col: str, outcome_col: str, user_col: str,
@@ -42,11 +43,10 @@ def fit_comparisons(data: Path, *, item1_col: str, item2_col: str, outcome_col: 
     }
     if out is not None:
         report["out"] = str(out)
-        with atomic_dir(out) as tmp:
-            write_tensors(tmp / "params.safetensors", {"heads": result.heads.float(),
-                                                       "responsibilities": result.responsibilities.float(),
-                                                       **{f"router.{n}": v.float() for n, v in
-                                                          result.router.state_dict().items()}})
+        columns = {"item1": item1_col, "item2": item2_col, "outcome": outcome_col, "user": user_col}
+        typed = LatentClassResult.from_fit(result, pairs.meta, columns, {"fit_seconds": seconds})
+        with atomic_dir(out) as tmp:  # loadable with bayesmicro.load(out)
+            typed.write_into(tmp)
             write_json(tmp / "metrics.json", report)
     print_table("per-user latent class BT mixture", {f"K={k}": {"loglik": result.loglik, "n_pairs": result.n_pairs,
                                                                 "n_users": len(result.users),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Optional
 
@@ -12,6 +13,7 @@ from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.errors import BadInput
 from bayesmicro.evaluate.metrics import score
 from bayesmicro.infer.result import Fit
+from bayesmicro.routing.active import STRATEGIES, active_orders, prefix_subset
 from bayesmicro.routing.hedge import budget_subset
 from bayesmicro.routing.route import METHODS, budget_curve, route_predict
 
@@ -30,6 +32,11 @@ def route_command(
     test_fraction: float = typer.Option(0.25, "--test-fraction", help="Held-out share when DATA has no split."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
     threads: Optional[int] = typer.Option(None, "--threads"),
+    active: bool = typer.Option(False, "--active", help="Ask each group's (user's) B pairs by active queries on "
+                                "the weight posterior instead of at random (DATA's orientation plays the answers)."),
+    acquisition: str = typer.Option("epig", "--acquisition", help="With --active: epig (information about the "
+                                    "predictions) | eer (expected accuracy) | eig (information about π)."),
+    pool_size: int = typer.Option(200, "--pool-size", help="With --active: candidate pairs per group (user)."),
 ) -> None:
     """Stage 2: route on B labelled pairs per group; report per-group accuracy and NLL before/after."""
     methods = [m.strip() for m in method.split(",") if m.strip()]
@@ -53,14 +60,32 @@ def route_command(
     train, test = pairs.part("train"), pairs.part("test")
     labels = getattr(test, by)
     before = score(fit.predict_proba(test), labels)
-    labelled = budget_subset(train, budget, seed=seed, by=by)
-    results = {"budget": budget, "tau": tau, "by": by, "n_labelled": len(labelled), "before": before, "after": {}}
+    select = _selector(fit, train, max([budget, *curve_budgets]), by, seed, active, acquisition, pool_size)
+    labelled = select(train, budget)
+    results = {"budget": budget, "tau": tau, "by": by, "n_labelled": len(labelled), "before": before, "after": {},
+               "selection": {"kind": "active", "acquisition": acquisition, "pool_size": pool_size} if active
+               else {"kind": "random"}}
     for m in methods:
         results["after"][m] = score(route_predict(fit, labelled, test, m, tau=tau, seed=seed, by=by), labels)
     if curve_budgets:
         results["budget_curve"] = budget_curve(fit, pairs, methods, curve_budgets, tau=tau, seed=seed, by=by,
-                                               score_fn=score)
+                                               score_fn=score, select=select)
     rows = {"before": before, **{f"after ({m})": s for m, s in results["after"].items()}}
     print_table(f"held-out pairs, B = {budget} per {by}", rows, ("accuracy", "nll", "brier", "n"))
     if as_json:
         emit_json(results)
+
+
+def _selector(fit: Fit, train: EmbeddedPairs, largest: int, by: str, seed: int, active: bool, acquisition: str,
+              pool_size: int) -> Callable[[EmbeddedPairs, int], EmbeddedPairs]:
+    """select(train, B): B pairs per ``by`` label, at random or by active queries (asked once for the largest
+    budget; a smaller budget takes the first B asked)."""
+    if not active:
+        return lambda part, b: budget_subset(part, b, seed=seed, by=by)
+    if acquisition not in STRATEGIES or acquisition == "random":
+        raise BadInput(f"--acquisition must be one of {tuple(s for s in STRATEGIES if s != 'random')}, "
+                       f"got {acquisition!r}")
+    if pool_size < 1:
+        raise BadInput(f"--pool-size must be ≥ 1, got {pool_size}")
+    orders = active_orders(fit, train, largest, by=by, strategy=acquisition, pool_size=pool_size, seed=seed)
+    return lambda part, b: prefix_subset(part, orders, b)

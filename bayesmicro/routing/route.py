@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
@@ -53,14 +55,17 @@ def route_predict(fit: Fit, labelled: EmbeddedPairs, test: EmbeddedPairs, method
 
 
 def budget_curve(fit: Fit, data: EmbeddedPairs, methods: list[str], budgets: list[int], *, tau: float = 1e-3,
-                 seed: int = 0, by: str = "group", score_fn=None) -> dict:
-    """{method: {B: score}} on the test part, labelling ``B`` random train pairs per ``by`` label."""
+                 seed: int = 0, by: str = "group", score_fn=None,
+                 select: Callable[[EmbeddedPairs, int], EmbeddedPairs] | None = None) -> dict:
+    """{method: {B: score}} on the test part, labelling ``B`` train pairs per ``by`` label: ``select(train, B)``
+    (default: at random, ``budget_subset``; ``bayesmicro route --active`` passes active queries)."""
     train, test = data.part("train"), data.part("test")
+    select = select or (lambda part, budget: budget_subset(part, budget, seed=seed, by=by))
     curves: dict = {}
     for method in methods:
         curves[method] = {}
         for budget in budgets:
-            labelled = budget_subset(train, budget, seed=seed, by=by)
+            labelled = select(train, budget)
             prob = route_predict(fit, labelled, test, method, tau=tau, seed=seed, by=by)
             curves[method][str(budget)] = score_fn(prob, getattr(test, by))
     return curves

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -79,12 +80,12 @@ def comparisons_from_columns(
     item1_wins = torch.from_numpy(outcome[keep] > 0)
     winner = torch.where(item1_wins, first, second)
     loser = torch.where(item1_wins, second, first)
-    covariates, names = _covariates(columns, context_cols, keep, source)
+    covariates, names, spec = _covariates(columns, context_cols, keep, source)
     user = None if user_col is None else _text(columns[user_col], user_col, source)[keep]
     return EmbeddedPairs(
         chosen=eye[winner], rejected=eye[loser], prompt=covariates, user=user,
         meta={"protocol": "comparisons", "items": items, "reference_item": items[-1], "covariates": names,
-              "ties_dropped": int((~keep).sum())},
+              "covariate_spec": spec, "ties_dropped": int((~keep).sum())},
         source=source,
     )
 
@@ -122,9 +123,10 @@ def _as_numbers(values: list) -> np.ndarray | None:
 
 
 def _covariates(columns: dict[str, list], names: Sequence[str], keep: np.ndarray,
-                source: str) -> tuple[torch.Tensor, list[str]]:
-    """(n_kept, p) router covariates: numeric as is, text one-hot without its first level."""
-    blocks, out_names = [], []
+                source: str) -> tuple[torch.Tensor, list[str], list[dict]]:
+    """(n_kept, p) router covariates: numeric as is, text one-hot without its first level; the column names; the
+    coding of each source column ({"column", "kind": numeric | text, "levels"}) to encode new tables the same way."""
+    blocks, out_names, spec = [], [], []
     for name in names:
         values = columns[name]
         if any(v is None or (isinstance(v, float) and np.isnan(v)) for v in values):
@@ -134,11 +136,78 @@ def _covariates(columns: dict[str, list], names: Sequence[str], keep: np.ndarray
         if numeric is not None:
             blocks.append(torch.as_tensor(numeric[keep], dtype=torch.float32)[:, None])
             out_names.append(name)
+            spec.append({"column": name, "kind": "numeric", "levels": []})
             continue
         text = np.asarray([str(v) for v in values])[keep]
         levels = sorted(set(text.tolist()))
         for level in levels[1:]:
             blocks.append(torch.from_numpy((text == level).astype(np.float32))[:, None])
             out_names.append(f"{name}={level}")
+        spec.append({"column": name, "kind": "text", "levels": levels})
     n = int(keep.sum())
-    return (torch.cat(blocks, 1) if blocks else torch.zeros(n, 0)), out_names
+    return (torch.cat(blocks, 1) if blocks else torch.zeros(n, 0)), out_names, spec
+
+
+@dataclass(frozen=True)
+class ComparisonRows:
+    """Rows of a comparisons table coded like a training table: ``diff`` (n, d) = onehot(item1) − onehot(item2)
+    (reference item dropped), ``user`` (n,), ``covariates`` (n, p) router input, ``outcome`` (n,) in {+1, −1, 0} or
+    None when the table has no outcome column."""
+
+    diff: torch.Tensor
+    user: np.ndarray
+    covariates: torch.Tensor
+    outcome: np.ndarray | None
+
+
+def encode_rows(columns: dict[str, list], *, items: Sequence[str], covariate_spec: Sequence[dict],
+                item1_col: str = "item1", item2_col: str = "item2", user_col: str = "subject",
+                outcome_col: str | None = "outcome", source: str = "<comparisons>") -> ComparisonRows:
+    """Code every row of a new table (ties kept) with a training table's ``items`` (last = reference) and
+    ``covariate_spec``; an unknown item or covariate level is a BadInput naming its row."""
+    needed = [item1_col, item2_col, user_col, *(s["column"] for s in covariate_spec)]
+    absent = [c for c in needed if c not in columns]
+    if absent:
+        raise BadInput(f"missing column(s) {absent} (found {sorted(columns)})", source=source)
+    code = {item: i for i, item in enumerate(items)}
+    eye = torch.eye(len(items), dtype=torch.float64)[:, :-1]
+    index = []
+    for col in (item1_col, item2_col):
+        values = _text(columns[col], col, source)
+        unknown = [i for i, v in enumerate(values) if v not in code]
+        if unknown:
+            raise BadInput(f"row {unknown[0]}: '{col}' is {str(values[unknown[0]])!r}, an item the run never saw "
+                           f"(items: {list(items)})", source=source)
+        index.append(torch.as_tensor([code[v] for v in values], dtype=torch.long))
+    n = len(index[0])
+    outcome = None
+    if outcome_col is not None and outcome_col in columns:
+        outcome = _outcomes(columns[outcome_col], outcome_col, source)
+    blocks = [_encode_covariate(columns[s["column"]], s, source) for s in covariate_spec]
+    covariates = torch.cat(blocks, 1) if blocks else torch.zeros(n, 0, dtype=torch.float64)
+    return ComparisonRows(eye[index[0]] - eye[index[1]], _text(columns[user_col], user_col, source), covariates,
+                          outcome)
+
+
+def _is_number(value) -> bool:
+    numeric = _as_numbers([value])
+    return numeric is not None and not np.isnan(numeric[0])
+
+
+def _encode_covariate(values: list, spec: dict, source: str) -> torch.Tensor:
+    """(n, 1) numeric or (n, levels − 1) one-hot columns of one covariate, coded by ``spec``."""
+    name = spec["column"]
+    if spec["kind"] == "numeric":
+        numeric = _as_numbers(values)
+        if numeric is None or np.isnan(numeric).any():
+            row = next(i for i, v in enumerate(values) if not _is_number(v))
+            raise BadInput(f"row {row}: covariate '{name}' is {values[row]!r}, expected a number", source=source)
+        return torch.as_tensor(numeric, dtype=torch.float64)[:, None]
+    text = _text(values, name, source)
+    levels = list(spec["levels"])
+    unknown = [i for i, v in enumerate(text) if v not in levels]
+    if unknown:
+        raise BadInput(f"row {unknown[0]}: covariate '{name}' is {str(text[unknown[0]])!r}, a level the run never saw "
+                       f"(levels: {levels})", source=source)
+    return torch.from_numpy(np.stack([text == level for level in levels[1:]], 1).astype(np.float64)) \
+        if len(levels) > 1 else torch.zeros(len(text), 0, dtype=torch.float64)
