@@ -182,7 +182,7 @@ def auto_k(data: EmbeddedPairs, k_max: int = 5, router: str = "context", criteri
     ks = list(range(1, k_max + 1))
     common = dict(router=router, alpha=alpha, restarts=restarts, seed=seed, prior_scale=prior_scale, hidden=hidden)
     if criterion == "loo":
-        schedule = VISchedule(steps=300, particles=1, draws=200)
+        schedule = VISchedule(steps=300, particles=1, draws=200, laplace_draws=1000)
         k, _, info = choose_k(lambda k: fit(train, k=k, inference="vi", vi=schedule, **common), train, k_max=k_max)
         return k, {**info, "criterion": "loo"}
     fits = {f"k={k}": fit(train, k=k, inference="map", **common) for k in ks}

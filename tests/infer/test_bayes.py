@@ -52,8 +52,9 @@ def test_vi_predictive_probabilities_agree_with_nuts(k, router):
     common = dict(k=k, router=router, alpha=0.0, restarts=2, hidden=4, seed=1)
     nuts = fit(data, inference="nuts", nuts=NUTSSchedule(draws=300, warmup=200), **common)
     steps, particles = (600, 2) if k == 1 else (1500, 4)
-    vi = fit(data, inference="vi", vi=VISchedule(guide="lowrank", steps=steps, particles=particles, draws=1000),
-             **common)
+    # NUTS samples the heads and the router output layer, so VI targets the same posterior ("svi").
+    vi = fit(data, inference="vi", vi=VISchedule(guide="lowrank", steps=steps, particles=particles, draws=1000,
+                                                 router_posterior="svi"), **common)
     p_nuts, p_vi = nuts.pointwise_log_lik(data).exp(), vi.pointwise_log_lik(data).exp()
     assert nuts.summary["nuts"]["divergences"] == 0
     assert float((p_vi.mean(0) - p_nuts.mean(0)).abs().max()) <= 0.02
@@ -93,8 +94,74 @@ def test_nuts_refuses_large_problems(monkeypatch):
 # -- uncertainty-aware rewards ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def routed_vi_fit():
+    """SVI over the heads and the router output layer (whose per-draw logits are exact, not linearised)."""
     data, _ = make_population(PopulationSpec(n_pairs=800, dim=5, prompt_dim=3, context_dim=3, k=2), seed=3)
-    return data, fit(data, k=2, router="context", inference="vi", alpha=0.0, restarts=1, hidden=8, vi=FAST_VI)
+    schedule = VISchedule(steps=400, particles=2, draws=300, router_posterior="svi")
+    return data, fit(data, k=2, router="context", inference="vi", alpha=0.0, restarts=1, hidden=8, vi=schedule)
+
+
+@pytest.fixture(scope="module")
+def routed_laplace_fit():
+    data, _ = make_population(PopulationSpec(n_pairs=300, dim=3, prompt_dim=2, context_dim=2, k=2,
+                                             test_fraction=0.0), seed=4)
+    schedule = VISchedule(laplace_draws=20_000)
+    return data, fit(data, k=2, router="context", inference="vi", alpha=0.0, restarts=1, hidden=3, vi=schedule)
+
+
+def _brute_force_router(theta: torch.Tensor, z: torch.Tensor, hidden: int, k: int) -> torch.Tensor:
+    """(n, K) logits of Linear(d_r, hidden) → ReLU → Linear(hidden, K) from a flat vector (w1, b1, w2, b2)."""
+    d_r = z.shape[1]
+    w1, b1, w2, b2 = theta.split([hidden * d_r, hidden, k * hidden, k])
+    return torch.relu(z @ w1.view(hidden, d_r).T + b1) @ w2.view(k, hidden).T + b2
+
+
+def test_laplace_covariance_is_the_inverse_fisher_plus_prior(routed_laplace_fit):
+    data, result = routed_laplace_fit
+    router, k, d = result._router, result.config.k, result.config.dim
+    z = ((data.router_input(True) - router.input_mean) / router.input_scale).double()
+    diff = data.diff().double()
+    mode = torch.cat([result.heads.mean(0).reshape(-1)] + [result.router_state[f"net.{n}"].reshape(-1)
+                                                           for n in ("0.weight", "0.bias", "2.weight", "2.bias")])
+
+    def prob(theta):
+        pi = torch.softmax(_brute_force_router(theta[k * d:], z, 3, k), -1)
+        return (pi * torch.sigmoid(diff @ theta[:k * d].view(k, d).T)).sum(-1)
+
+    theta = mode.double()
+    jac = torch.autograd.functional.jacobian(prob, theta)  # (n, P)
+    p = prob(theta)
+    prior = torch.cat([torch.ones(k * d), torch.full((theta.numel() - k * d,), 1 / 0.3**2)]).double()
+    cov = torch.linalg.inv(jac.T @ (jac / (p * (1 - p))[:, None]) + torch.diag(prior))
+    draws = torch.cat([result.heads.reshape(result.n_draws, -1)] + [result.router_draws[f"net.{n}"].reshape(
+        result.n_draws, -1) for n in ("0.weight", "0.bias", "2.weight", "2.bias")], 1).double()
+    assert set(result.router_draws) == {"net.0.weight", "net.0.bias", "net.2.weight", "net.2.bias"}
+    assert_close(draws.mean(0), theta, atol=1e-5)  # antithetic draws: the mean is the mode
+    sd = cov.diagonal().sqrt()
+    assert_close(draws.std(0), sd, rtol=0.03, atol=0.0)
+    corr = torch.corrcoef(draws.T) - cov / torch.outer(sd, sd)
+    assert float(corr.abs().max()) < 0.05
+
+
+def test_laplace_draws_are_evaluated_on_the_linearised_router(routed_laplace_fit):
+    data, result = routed_laplace_fit
+    router, k = result._router, result.config.k
+    z = (data.router_input(True) - router.input_mean) / router.input_scale
+    names = ("0.weight", "0.bias", "2.weight", "2.bias")
+    center = torch.cat([result.router_state[f"net.{n}"].reshape(-1) for n in names]).double()
+    jac = torch.autograd.functional.jacobian(lambda t: _brute_force_router(t, z.double(), 3, k), center)  # (n, K, P)
+    got = result.log_weights_draws(data)
+    for s in (0, 1, 7, 10_001):
+        theta = torch.cat([result.router_draws[f"net.{n}"][s].reshape(-1) for n in names]).double()
+        logits = _brute_force_router(center, z.double(), 3, k) + jac @ (theta - center)
+        assert_close(got[s].double(), torch.log_softmax(logits, -1), atol=1e-4)
+
+
+def test_laplace_draws_survive_save_and_load(routed_laplace_fit, tmp_path):
+    data, result = routed_laplace_fit
+    result.save(tmp_path / "run")
+    loaded = Fit.load(tmp_path / "run")
+    assert set(loaded.router_draws) == set(result.router_draws)
+    assert_close(loaded.prefer_proba(data).mean, result.prefer_proba(data).mean, atol=0)
 
 
 def test_prefer_proba_summarises_the_draws(routed_vi_fit):
