@@ -42,9 +42,11 @@ def fit(
     ``router``: ``none`` (static weights), ``prompt`` (paper stage 1) or ``context`` (router on [prompt; context]).
     ``k=1`` is the single BT model. Restarts differ in their seed; the best training log-likelihood is kept.
 
-    ``inference``: ``map`` (one draw); ``vi`` (SVI from the best MAP restart: posterior draws of the heads, router
-    learned jointly; settings in ``vi``); ``nuts`` (NUTS over the heads with the MAP router fixed; small problems);
-    ``em`` (EM restarts, one draw).
+    ``inference``: ``map`` (one draw); ``vi`` (from the best MAP restart; routed mixtures: a linearised Laplace
+    posterior over the heads and every router layer, else SVI over the heads — and with ``router_posterior="svi"``
+    the router output layer, its hidden layer learned jointly; settings in ``vi``); ``nuts`` (NUTS over the heads and
+    the router output layer with the MAP hidden layer fixed; small problems; ``nuts.chains`` chains); ``em`` (EM
+    restarts, one draw: the EM optimum, no posterior — use ``vi`` for one around the same objective).
     """
     config, train = _checked_config(data, k, router, inference, alpha, prior_scale, hidden, seed)
     if restarts < 1:
