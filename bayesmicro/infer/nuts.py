@@ -32,6 +32,7 @@ class NUTSSchedule:
     max_tree_depth: int = 8
     latent_router: bool = True
     chains: int = 1
+    router_layers: tuple[int, ...] = (2,)  # latent router layers: (2,) the output layer, (0, 2) every layer
 
 
 def fit_nuts(model: BTMixture, diff: torch.Tensor, router_x: torch.Tensor | None, init_heads: torch.Tensor,
@@ -46,7 +47,7 @@ def fit_nuts(model: BTMixture, diff: torch.Tensor, router_x: torch.Tensor | None
     n = diff.shape[0]
     for p in model.router.parameters():
         p.requires_grad_(False)
-    wrapped = LatentRouterMixture(model, schedule.latent_router)
+    wrapped = LatentRouterMixture(model, schedule.latent_router, schedule.router_layers)
     init = {HEADS_SITE: init_heads.detach().clone(), **wrapped.init_values}
     runs = [_one_chain(wrapped, init, diff, router_x, n, seed + 1000 * chain, schedule)
             for chain in range(schedule.chains)]

@@ -83,9 +83,10 @@ class Fit:
     """A fitted mixture. ``heads`` holds S draws (S = 1 for a point estimate) of shape (S, K, d).
 
     ``router_draws`` (vi/nuts on a routed mixture): S draws of router parameters {state key: (S, ...)} — the output
-    layer (SVI, NUTS) or every layer (linearised Laplace); ``router_state`` then holds their mean, the point the
-    router is linearised at: per draw, logits = f(x; θ̄) + J(x)(θ_s − θ̄) (``linearised_logits``). That is exact for
-    output-layer draws (the logits are linear in them) and is the predictive the Laplace posterior is built for.
+    layer (SVI, NUTS) or every layer (linearised Laplace, NUTS with ``router_layers=(0, 2)``); ``router_state``
+    then holds their mean. Draws are plugged into the router (``drawn_logits``), except Laplace draws
+    (``linearised_router``): their logits are f(x; θ̄) + J(x)(θ_s − θ̄) around the mean θ̄ = the MAP
+    (``linearised_logits``), the predictive the Laplace posterior is built for.
     Draws of one fit come from a unimodal posterior approximation started at the MAP, so they share one labelling;
     align across fits with ``evaluate.alignment``.
     """
@@ -133,7 +134,15 @@ class Fit:
         if not self.router_draws or not router.reads_input:
             return router.log_weights(None if router_input is None else router_input.float(), n).unsqueeze(0)
         z = (router_input.float() - router.input_mean) / router.input_scale
-        return torch.log_softmax(linearised_logits(router.net, self.router_draws, z), dim=-1)
+        per_draw = linearised_logits if self.linearised_router else drawn_logits
+        return torch.log_softmax(per_draw(router.net, self.router_draws, z), dim=-1)
+
+    @property
+    def linearised_router(self) -> bool:
+        """Whether router draws come from the linearised Laplace (``summary[inference]["router_posterior"]``), and
+        are therefore evaluated on the router linearised at ``router_state`` rather than plugged into it."""
+        info = self.summary.get(self.config.inference) if isinstance(self.summary, dict) else None
+        return isinstance(info, dict) and info.get("router_posterior") == "laplace"
 
     @torch.no_grad()
     def log_weights_draws(self, data: EmbeddedPairs) -> torch.Tensor:
@@ -272,6 +281,21 @@ class Fit:
         except RuntimeError as exc:  # state dict does not match the config
             raise BadInput(f"'{PARAMS_FILE}' does not match '{CONFIG_FILE}' ({str(exc).splitlines()[0]})",
                            source=str(path)) from None
+
+
+def drawn_logits(net: torch.nn.Module, draws: dict[str, torch.Tensor], z: torch.Tensor,
+                 chunk_floats: int = 2_000_000) -> torch.Tensor:
+    """(S, n, K) router logits f(z; θ_s) per draw. net, draws, z as in ``linearised_logits``."""
+    from torch.func import functional_call, vmap
+
+    center = {name: p.detach() for name, p in net.named_parameters()}
+    s = next(iter(draws.values())).shape[0]
+    params = {name: draws[f"net.{name}"] if f"net.{name}" in draws else value.expand(s, *value.shape)
+              for name, value in center.items()}
+    width = max(p.shape[0] for p in center.values())
+    step = max(1, chunk_floats // max(1, z.shape[0] * width))
+    return torch.cat([vmap(lambda p: functional_call(net, p, (z,)))({k: v[i:i + step] for k, v in params.items()})
+                      for i in range(0, s, step)])
 
 
 def linearised_logits(net: torch.nn.Module, draws: dict[str, torch.Tensor], z: torch.Tensor,
