@@ -4,8 +4,8 @@ Why this and not SVI over the router: the router's hidden layer is where most of
 posterior over the output layer alone (SVI, the hidden layer a type-II point estimate) left the 90 % credible
 intervals of P(chosen ≻ rejected) covering the truth on only ~0.71 of held-out pairs of the built-in population.
 Measured there (seed 0, same MAP): mean-field SVI over all router layers covered 0.787 (ECE 0.019, 77 s); this
-Laplace covered 0.79 (ECE 0.013, ~3 s) — the same coverage, better calibrated, deterministic and 20× faster.
-Sampling the network itself with Laplace draws (no linearisation) was far worse (ECE 0.07): the GGN is a local
+Laplace covered 0.79 (ECE 0.013–0.015, ~3 s) — the same coverage, better calibrated, deterministic and 20× faster.
+Sampling the network itself with Laplace draws (no linearisation) was far worse (ECE 0.07, intervals 0.57 wide): the GGN is a local
 approximation and its draws flip ReLUs, so predictions use the linearised router (see ``Fit``). Tuning one prior
 precision per layer by the Laplace evidence (post-hoc type-II ML) was tried and dropped: coverage 0.81, but 52 pairs
 with Pareto-k > 0.7 and 90 s of Cholesky factorisations.

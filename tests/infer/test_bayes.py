@@ -285,3 +285,8 @@ def test_nuts_chains_are_exported_to_arviz_with_a_meaningful_r_hat():
     shifted = Fit(result.config, result.heads.clone(), result.router_state, result.summary)
     shifted.heads[:100] += 1.0
     assert float(_az().rhat(to_inference_data(shifted, data), var_names=["heads"])["heads"].values.max()) > 1.5
+
+
+def test_bad_router_posterior_is_refused_before_fitting():
+    with pytest.raises(BadInput, match="router_posterior must be one of"):
+        fit(small_pairs(n=30), k=2, router="prompt", inference="vi", vi=VISchedule(router_posterior="full"))
