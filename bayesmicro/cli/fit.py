@@ -51,6 +51,8 @@ def fit_command(
     threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads (default: 1 for small fits)."),
     k_max: int = typer.Option(5, "--k-max", help="Largest K tried by --k auto."),
     guide: str = typer.Option("lowrank", "--guide", help="VI guide: lowrank | normal (mean field)."),
+    router_posterior: str = typer.Option("laplace", "--router-posterior", help="VI on a routed mixture: laplace "
+                                         "(every router layer + heads, linearised Laplace) | svi (output layer)."),
     data_format: str = typer.Option("embedded", "--format", help="embedded | comparisons (a subject,item1,item2,"
                                     "outcome table: per-user latent class model)."),
     item1_col: str = typer.Option("item1", "--item1-col"),
@@ -74,7 +76,7 @@ def fit_command(
                    inference=inference,
                    schedule=Schedule(optimizer=optimizer, epochs=epochs, batch_size=batch_size, lr=lr))
     if inference == "vi":
-        options["vi"] = VISchedule(guide=guide)
+        options["vi"] = VISchedule(guide=guide, router_posterior=router_posterior)
     pairs = None if data is None else _load_split(data, test_fraction, seed)
     options["alpha"] = (0.0 if data is None else 0.5) if alpha is None else alpha
     router = router or ("context" if data is None else "prompt")

@@ -37,16 +37,27 @@ def arviz_major() -> int:
     return int(_az().__version__.split(".")[0])
 
 
+def n_chains(fit: Fit) -> int:
+    """Chains behind the fit's draws (NUTS with ``chains`` > 1 concatenates them chain by chain), else 1."""
+    chains = (fit.summary.get(fit.config.inference) or {}).get("chains", 1) if isinstance(fit.summary, dict) else 1
+    return chains if isinstance(chains, int) and chains >= 1 and fit.n_draws % chains == 0 else 1
+
+
 def to_inference_data(fit: Fit, data: EmbeddedPairs):
     """InferenceData (ArviZ 0.x) / DataTree (ArviZ 1.x) with groups posterior (heads aligned across draws,
-    (chain=1, draw=S, head=K, feature=d)), log_likelihood (``obs``: (1, S, pair=n)) and observed_data (all 1:
-    the chosen response won)."""
+    (chain=C, draw=S/C, head=K, feature=d); C = ``n_chains``), log_likelihood (``obs``: (C, S/C, pair=n)) and
+    observed_data (all 1: the chosen response won). With several chains ArviZ's R̂ (``az.rhat``) is meaningful."""
     az = _az()
+    chains = n_chains(fit)
+
+    def by_chain(x: torch.Tensor) -> np.ndarray:
+        return x.double().numpy().reshape(chains, x.shape[0] // chains, *x.shape[1:])
+
     heads = align_draws(fit.heads) if fit.n_draws > 1 else fit.heads
-    posterior = {"heads": heads.double().numpy()[None]}
+    posterior = {"heads": by_chain(heads)}
     for key, value in fit.router_draws.items():
-        posterior[f"router.{key}"] = value.double().numpy()[None]
-    log_lik = {"obs": fit.pointwise_log_lik(data).double().numpy()[None]}
+        posterior[f"router.{key}"] = by_chain(value)
+    log_lik = {"obs": by_chain(fit.pointwise_log_lik(data))}
     observed = {"obs": np.ones(len(data))}
     dims = {"heads": ["head", "feature"], "obs": ["pair"]}
     coords = {"head": np.arange(fit.config.k), "feature": np.arange(fit.config.dim), "pair": np.arange(len(data))}
@@ -199,7 +210,7 @@ def auto_k(data: EmbeddedPairs, k_max: int = 5, router: str = "context", criteri
     ks = list(range(1, k_max + 1))
     common = dict(router=router, alpha=alpha, restarts=restarts, seed=seed, prior_scale=prior_scale, hidden=hidden)
     if criterion == "loo":
-        schedule = VISchedule(steps=300, particles=1, draws=200)
+        schedule = VISchedule(steps=300, particles=1, draws=200, laplace_draws=1000)
         k, _, info = choose_k(lambda k: fit(train, k=k, inference="vi", vi=schedule, **common), train, k_max=k_max)
         return k, {**info, "criterion": "loo"}
     fits = {f"k={k}": fit(train, k=k, inference="map", **common) for k in ks}

@@ -14,7 +14,7 @@ from bayesmicro.infer.em import EMSchedule, fit_em_once
 from bayesmicro.infer.map import Schedule, fit_map_once, initial_heads
 from bayesmicro.infer.nuts import NUTS_MAX_PAIRS, NUTSSchedule, fit_nuts
 from bayesmicro.infer.result import Fit, FitConfig
-from bayesmicro.infer.vi import GUIDES, VISchedule, fit_vi
+from bayesmicro.infer.vi import GUIDES, ROUTER_POSTERIORS, VISchedule, fit_vi
 from bayesmicro.models.mixture import ROUTERS
 
 INFERENCE_METHODS = ("map", "vi", "nuts", "em")
@@ -45,14 +45,21 @@ def fit(
     on the router network's weights (smaller: a smoother router that cannot memorise which head fits each pair).
     ``k=1`` is the single BT model. Restarts differ in their seed; the best training log-likelihood is kept.
 
-    ``inference``: ``map`` (one draw); ``vi`` (SVI from the best MAP restart: posterior draws of the heads, router
-    learned jointly; settings in ``vi``); ``nuts`` (NUTS over the heads with the MAP router fixed; small problems);
-    ``em`` (EM restarts, one draw).
+    ``inference``: ``map`` (one draw); ``vi`` (from the best MAP restart; routed mixtures: a linearised Laplace
+    posterior over the heads and every router layer, else SVI over the heads — and with ``router_posterior="svi"``
+    the router output layer, its hidden layer learned jointly; settings in ``vi``); ``nuts`` (NUTS over the heads and
+    the router output layer with the MAP hidden layer fixed; small problems; ``nuts.chains`` chains); ``em`` (EM
+    restarts, one draw: the EM optimum, no posterior — use ``vi`` for one around the same objective).
     """
     config, train = _checked_config(data, k, router, inference, alpha, prior_scale, hidden, seed,
                                    router_prior_scale)
     if restarts < 1:
         raise BadInput(f"restarts must be ≥ 1, got {restarts}")
+    vi = vi or VISchedule()
+    if vi.guide not in GUIDES:  # checked before the MAP restarts, not minutes later
+        raise BadInput(f"guide must be one of {GUIDES}, got {vi.guide!r}")
+    if vi.router_posterior not in ROUTER_POSTERIORS:
+        raise BadInput(f"router_posterior must be one of {ROUTER_POSTERIORS}, got {vi.router_posterior!r}")
     schedule = schedule or Schedule()
     diff = train.diff()
     router_x = train.router_input(config.uses_context) if router != "none" and k > 1 else None
@@ -83,9 +90,6 @@ def fit(
         model.router.load_state_dict(result.router_state)
         map_heads = result.heads[0]
         if inference == "vi":
-            vi = vi or VISchedule()
-            if vi.guide not in GUIDES:
-                raise BadInput(f"guide must be one of {GUIDES}, got {vi.guide!r}")
             draws, router_draws, extra = fit_vi(model, diff, router_x, map_heads, seed, vi, on_step)
         else:
             draws, router_draws, extra = fit_nuts(model, diff, router_x, map_heads, seed, nuts)

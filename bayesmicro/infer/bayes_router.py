@@ -25,10 +25,10 @@ def has_bayesian_router(model: BTMixture) -> bool:
 
 
 class LatentRouterMixture(PyroModule):
-    """Wraps a ``BTMixture`` whose router output layer is latent. Sample sites: ``mix.heads`` and, for routed
-    mixtures, ``mix.router.net.2.weight`` (K, hidden) and ``mix.router.net.2.bias`` (K,)."""
+    """Wraps a ``BTMixture`` whose router ``layers`` (default: the output layer) are latent. Sample sites:
+    ``mix.heads`` and, for routed mixtures, ``mix.router.net.<i>.weight`` and ``.bias`` for i in ``layers``."""
 
-    def __init__(self, mix: BTMixture, latent_router: bool = True):
+    def __init__(self, mix: BTMixture, latent_router: bool = True, layers: tuple[int, ...] = (2,)):
         super().__init__()
         self.latent_router = latent_router and has_bayesian_router(mix)
         self.init_values, self.layers = {}, []
@@ -36,7 +36,9 @@ class LatentRouterMixture(PyroModule):
             net = mix.router.net
             to_pyro_module_(net)
             mix.router.net = net  # re-attach so the converted layers share the root's sample cache
-            self.layers = [2]  # a latent hidden layer too was measured worse (VI fails to fit it; PSIS k > 0.7)
+            # SVI keeps the hidden layer a point estimate (a low-rank guide over it failed to fit; PSIS k > 0.7);
+            # NUTS can sample it too (layers (0, 2)), the reference for the Laplace over every layer.
+            self.layers = list(layers)
             scale = mix.router_prior_scale
             for i in self.layers:
                 layer = net[i]

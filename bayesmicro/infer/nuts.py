@@ -1,8 +1,10 @@
 """NUTS over the heads of the summed-out ``BTMixture`` for small problems (the gold standard VI is checked against).
 
 The router's hidden layer is held fixed at its MAP value (static weights for ``none``); NUTS samples the (K, d) heads
-and — with ``latent_router`` — the router's output layer, the same posterior as ``vi`` targets. One chain, started
-at the MAP values, so the draws stay in one labelling (mode); ``evaluate.alignment`` aligns several chains.
+and — with ``latent_router`` — the router's output layer, the posterior ``vi`` targets with ``router_posterior="svi"``.
+``chains`` chains run one after another in this process (no worker processes to spawn; deterministic), each with its
+own seed (chain 0 keeps the single-chain seed) and started at the MAP values, so the draws stay in one labelling (mode); their draws are
+concatenated chain by chain and split-R̂ across them is reported (``Fit`` exports the chain layout to ArviZ).
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ import pyro
 import torch
 from pyro.infer import MCMC, NUTS
 from pyro.infer.autoguide.initialization import init_to_value
+from pyro.ops.stats import split_gelman_rubin
+
+from bayesmicro.errors import BadInput
 
 from bayesmicro.infer.bayes_router import HEADS_SITE, LatentRouterMixture, router_draw_tensors
 from bayesmicro.models.mixture import BTMixture
@@ -26,30 +31,44 @@ class NUTSSchedule:
     warmup: int = 300
     max_tree_depth: int = 8
     latent_router: bool = True
+    chains: int = 1
+    router_layers: tuple[int, ...] = (2,)  # latent router layers: (2,) the output layer, (0, 2) every layer
 
 
 def fit_nuts(model: BTMixture, diff: torch.Tensor, router_x: torch.Tensor | None, init_heads: torch.Tensor,
              seed: int, schedule: NUTSSchedule | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict]:
     """Sample the heads (and the router output layer) with the rest of the router frozen.
 
-    Returns (head draws (S, K, d), router output-layer draws {state key: (S, ...)}, info with ESS/divergences)."""
+    Returns (head draws (S = chains · draws, K, d), router output-layer draws {state key: (S, ...)}, info with the
+    smallest ESS of a chain, divergences and, for several chains, the largest split-R̂ of the heads)."""
     schedule = schedule or NUTSSchedule()
+    if schedule.chains < 1:
+        raise BadInput(f"chains must be ≥ 1, got {schedule.chains}")
     n = diff.shape[0]
     for p in model.router.parameters():
         p.requires_grad_(False)
-    pyro.set_rng_seed(seed)
-    wrapped = LatentRouterMixture(model, schedule.latent_router)
+    wrapped = LatentRouterMixture(model, schedule.latent_router, schedule.router_layers)
     init = {HEADS_SITE: init_heads.detach().clone(), **wrapped.init_values}
+    runs = [_one_chain(wrapped, init, diff, router_x, n, seed + 1000 * chain, schedule)
+            for chain in range(schedule.chains)]
+    samples = {site: torch.cat([run[0][site] for run in runs]) for site in runs[0][0]}
+    heads_ess = [run[1].get(HEADS_SITE, {}).get("n_eff") for run in runs]
+    info = {
+        "draws": schedule.draws, "warmup": schedule.warmup, "chains": schedule.chains,
+        "min_ess": float(min(e.min() for e in heads_ess)) if all(e is not None for e in heads_ess) else None,
+        "divergences": int(sum(len(v) for run in runs for v in run[1].get("divergences", {}).values())),
+    }
+    if schedule.chains > 1:
+        stacked = samples[HEADS_SITE].reshape(schedule.chains, schedule.draws, -1)
+        info["max_r_hat"] = float(split_gelman_rubin(stacked, chain_dim=0, sample_dim=1).max())
+    return samples[HEADS_SITE], router_draw_tensors(samples), info
+
+
+def _one_chain(wrapped, init, diff, router_x, n: int, seed: int, schedule: NUTSSchedule):
+    """One NUTS chain: ({site: (draws, ...)}, Pyro's diagnostics)."""
+    pyro.set_rng_seed(seed)
     kernel = NUTS(wrapped, init_strategy=init_to_value(values=init),
                   max_tree_depth=schedule.max_tree_depth, jit_compile=False)
     mcmc = MCMC(kernel, num_samples=schedule.draws, warmup_steps=schedule.warmup, disable_progbar=True)
     mcmc.run(diff, router_x, size=n)
-    samples = {site: v.detach().clone() for site, v in mcmc.get_samples().items()}
-    diagnostics = mcmc.diagnostics()
-    heads_diag = diagnostics.get(HEADS_SITE, {})
-    info = {
-        "draws": schedule.draws, "warmup": schedule.warmup,
-        "min_ess": float(heads_diag["n_eff"].min()) if "n_eff" in heads_diag else None,
-        "divergences": int(sum(len(v) for v in diagnostics.get("divergences", {}).values())),
-    }
-    return samples[HEADS_SITE], router_draw_tensors(samples), info
+    return {site: v.detach().clone() for site, v in mcmc.get_samples().items()}, mcmc.diagnostics()

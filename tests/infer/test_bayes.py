@@ -52,14 +52,34 @@ def test_vi_predictive_probabilities_agree_with_nuts(k, router):
     common = dict(k=k, router=router, alpha=0.0, restarts=2, hidden=4, seed=1)
     nuts = fit(data, inference="nuts", nuts=NUTSSchedule(draws=300, warmup=200), **common)
     steps, particles = (600, 2) if k == 1 else (1500, 4)
-    vi = fit(data, inference="vi", vi=VISchedule(guide="lowrank", steps=steps, particles=particles, draws=1000),
-             **common)
+    # NUTS samples the heads and the router output layer, so VI targets the same posterior ("svi").
+    vi = fit(data, inference="vi", vi=VISchedule(guide="lowrank", steps=steps, particles=particles, draws=1000,
+                                                 router_posterior="svi"), **common)
     p_nuts, p_vi = nuts.pointwise_log_lik(data).exp(), vi.pointwise_log_lik(data).exp()
     assert nuts.summary["nuts"]["divergences"] == 0
     assert float((p_vi.mean(0) - p_nuts.mean(0)).abs().max()) <= 0.02
     sd_nuts, sd_vi = p_nuts.std(0), p_vi.std(0)
     informative = sd_nuts > 0.01  # relative error of tiny sds is noise
     ratio = (sd_vi[informative] / sd_nuts[informative]).median()
+    assert 0.75 <= float(ratio) <= 1.25, float(ratio)
+
+
+@pytest.mark.slow  # ~1 min: NUTS over every router layer
+def test_laplace_predictive_probabilities_agree_with_nuts_over_every_router_layer():
+    data = _mixture_problem()
+    common = dict(k=2, router="context", alpha=0.0, restarts=2, hidden=4, seed=1)
+    nuts = fit(data, inference="nuts", nuts=NUTSSchedule(draws=300, warmup=200, router_layers=(0, 2)), **common)
+    laplace = fit(data, inference="vi", vi=VISchedule(laplace_draws=4000), **common)
+    assert laplace.linearised_router and not nuts.linearised_router
+    assert set(nuts.router_draws) == set(laplace.router_draws) == {"net.0.weight", "net.0.bias", "net.2.weight",
+                                                                   "net.2.bias"}
+    p_nuts, p_laplace = nuts.pointwise_log_lik(data).exp(), laplace.pointwise_log_lik(data).exp()
+    assert nuts.summary["nuts"]["divergences"] == 0
+    # An approximation of a ReLU network's posterior, not the posterior: measured max gap 0.029, mean 0.011.
+    gap = (p_laplace.mean(0) - p_nuts.mean(0)).abs()
+    assert float(gap.max()) <= 0.04 and float(gap.mean()) <= 0.02
+    informative = p_nuts.std(0) > 0.01
+    ratio = (p_laplace.std(0)[informative] / p_nuts.std(0)[informative]).median()  # measured 1.16
     assert 0.75 <= float(ratio) <= 1.25, float(ratio)
 
 
@@ -93,8 +113,74 @@ def test_nuts_refuses_large_problems(monkeypatch):
 # -- uncertainty-aware rewards ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def routed_vi_fit():
+    """SVI over the heads and the router output layer (whose per-draw logits are exact, not linearised)."""
     data, _ = make_population(PopulationSpec(n_pairs=800, dim=5, prompt_dim=3, context_dim=3, k=2), seed=3)
-    return data, fit(data, k=2, router="context", inference="vi", alpha=0.0, restarts=1, hidden=8, vi=FAST_VI)
+    schedule = VISchedule(steps=400, particles=2, draws=300, router_posterior="svi")
+    return data, fit(data, k=2, router="context", inference="vi", alpha=0.0, restarts=1, hidden=8, vi=schedule)
+
+
+@pytest.fixture(scope="module")
+def routed_laplace_fit():
+    data, _ = make_population(PopulationSpec(n_pairs=300, dim=3, prompt_dim=2, context_dim=2, k=2,
+                                             test_fraction=0.0), seed=4)
+    schedule = VISchedule(laplace_draws=20_000)
+    return data, fit(data, k=2, router="context", inference="vi", alpha=0.0, restarts=1, hidden=3, vi=schedule)
+
+
+def _brute_force_router(theta: torch.Tensor, z: torch.Tensor, hidden: int, k: int) -> torch.Tensor:
+    """(n, K) logits of Linear(d_r, hidden) → ReLU → Linear(hidden, K) from a flat vector (w1, b1, w2, b2)."""
+    d_r = z.shape[1]
+    w1, b1, w2, b2 = theta.split([hidden * d_r, hidden, k * hidden, k])
+    return torch.relu(z @ w1.view(hidden, d_r).T + b1) @ w2.view(k, hidden).T + b2
+
+
+def test_laplace_covariance_is_the_inverse_fisher_plus_prior(routed_laplace_fit):
+    data, result = routed_laplace_fit
+    router, k, d = result._router, result.config.k, result.config.dim
+    z = ((data.router_input(True) - router.input_mean) / router.input_scale).double()
+    diff = data.diff().double()
+    mode = torch.cat([result.heads.mean(0).reshape(-1)] + [result.router_state[f"net.{n}"].reshape(-1)
+                                                           for n in ("0.weight", "0.bias", "2.weight", "2.bias")])
+
+    def prob(theta):
+        pi = torch.softmax(_brute_force_router(theta[k * d:], z, 3, k), -1)
+        return (pi * torch.sigmoid(diff @ theta[:k * d].view(k, d).T)).sum(-1)
+
+    theta = mode.double()
+    jac = torch.autograd.functional.jacobian(prob, theta)  # (n, P)
+    p = prob(theta)
+    prior = torch.cat([torch.ones(k * d), torch.full((theta.numel() - k * d,), 1 / 0.3**2)]).double()
+    cov = torch.linalg.inv(jac.T @ (jac / (p * (1 - p))[:, None]) + torch.diag(prior))
+    draws = torch.cat([result.heads.reshape(result.n_draws, -1)] + [result.router_draws[f"net.{n}"].reshape(
+        result.n_draws, -1) for n in ("0.weight", "0.bias", "2.weight", "2.bias")], 1).double()
+    assert set(result.router_draws) == {"net.0.weight", "net.0.bias", "net.2.weight", "net.2.bias"}
+    assert_close(draws.mean(0), theta, atol=1e-5)  # antithetic draws: the mean is the mode
+    sd = cov.diagonal().sqrt()
+    assert_close(draws.std(0), sd, rtol=0.03, atol=0.0)
+    corr = torch.corrcoef(draws.T) - cov / torch.outer(sd, sd)
+    assert float(corr.abs().max()) < 0.05
+
+
+def test_laplace_draws_are_evaluated_on_the_linearised_router(routed_laplace_fit):
+    data, result = routed_laplace_fit
+    router, k = result._router, result.config.k
+    z = (data.router_input(True) - router.input_mean) / router.input_scale
+    names = ("0.weight", "0.bias", "2.weight", "2.bias")
+    center = torch.cat([result.router_state[f"net.{n}"].reshape(-1) for n in names]).double()
+    jac = torch.autograd.functional.jacobian(lambda t: _brute_force_router(t, z.double(), 3, k), center)  # (n, K, P)
+    got = result.log_weights_draws(data)
+    for s in (0, 1, 7, 10_001):
+        theta = torch.cat([result.router_draws[f"net.{n}"][s].reshape(-1) for n in names]).double()
+        logits = _brute_force_router(center, z.double(), 3, k) + jac @ (theta - center)
+        assert_close(got[s].double(), torch.log_softmax(logits, -1), atol=1e-4)
+
+
+def test_laplace_draws_survive_save_and_load(routed_laplace_fit, tmp_path):
+    data, result = routed_laplace_fit
+    result.save(tmp_path / "run")
+    loaded = Fit.load(tmp_path / "run")
+    assert set(loaded.router_draws) == set(result.router_draws)
+    assert_close(loaded.prefer_proba(data).mean, result.prefer_proba(data).mean, atol=0)
 
 
 def test_prefer_proba_summarises_the_draws(routed_vi_fit):
@@ -177,3 +263,30 @@ def test_reward_sd_is_larger_far_from_the_training_data():
     far = torch.tensor([[0.0, 0.0, 0.0, 1.0]])  # same norm, off the training data's support
     sd = result.reward_summary(torch.cat([near, far])).mixture_sd
     assert float(sd[3]) > 3 * float(sd[:3].max())
+
+
+def test_nuts_chains_are_exported_to_arviz_with_a_meaningful_r_hat():
+    from bayesmicro.evaluate.arviz import _az, to_inference_data
+
+    data, _ = make_population(PopulationSpec(n_pairs=200, dim=3, k=1, test_fraction=0.0), seed=6)
+    result = fit(data, k=1, router="none", inference="nuts", nuts=NUTSSchedule(draws=100, warmup=80, chains=3))
+    info = result.summary["nuts"]
+    assert result.n_draws == 300 and info["chains"] == 3 and info["divergences"] == 0
+    assert info["max_r_hat"] < 1.05
+    chains = result.heads.reshape(3, 100, -1)
+    assert not torch.equal(chains[0], chains[1])  # each chain has its own seed
+    idata = to_inference_data(result, data)
+    posterior = idata.posterior["heads"].values
+    assert posterior.shape == (3, 100, 1, 3)
+    assert_close(posterior[1], result.heads[100:200].double().numpy(), atol=0)
+    r_hat = _az().rhat(idata, var_names=["heads"])["heads"].values
+    assert float(r_hat.max()) < 1.05
+    # Chains stuck in different places would show: shift one chain and ArviZ's R̂ flags it.
+    shifted = Fit(result.config, result.heads.clone(), result.router_state, result.summary)
+    shifted.heads[:100] += 1.0
+    assert float(_az().rhat(to_inference_data(shifted, data), var_names=["heads"])["heads"].values.max()) > 1.5
+
+
+def test_bad_router_posterior_is_refused_before_fitting():
+    with pytest.raises(BadInput, match="router_posterior must be one of"):
+        fit(small_pairs(n=30), k=2, router="prompt", inference="vi", vi=VISchedule(router_posterior="full"))

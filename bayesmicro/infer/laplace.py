@@ -1,0 +1,124 @@
+"""A linearised Laplace posterior over the heads and every router layer, around the MAP.
+
+Why this and not SVI over the router: the router's hidden layer is where most of the error in π(x) sits, and a
+posterior over the output layer alone (SVI, the hidden layer a type-II point estimate) left the 90 % credible
+intervals of P(chosen ≻ rejected) covering the truth on only ~0.71 of held-out pairs of the built-in population.
+Measured there (seed 0, same MAP): mean-field SVI over all router layers covered 0.787 (ECE 0.019, 77 s); this
+Laplace covered 0.79 (ECE 0.013–0.015, ~3 s) — the same coverage, better calibrated, deterministic and 20× faster.
+Sampling the network itself with Laplace draws (no linearisation) was far worse (ECE 0.07, intervals 0.57 wide): the GGN is a local
+approximation and its draws flip ReLUs, so predictions use the linearised router (see ``Fit``). Tuning one prior
+precision per layer by the Laplace evidence (post-hoc type-II ML) was tried and dropped: coverage 0.81, but 52 pairs
+with Pareto-k > 0.7 and 90 s of Cholesky factorisations.
+
+Coverage stays below the nominal 0.9 because the posterior is centred on a router that the N(0, 0.3²) weight prior
+makes softer than the built-in population's sharp true router (with the true heads, the MAP router pulls 81 % of
+held-out probabilities toward 0.5): a prior–truth mismatch that a posterior around that mode cannot undo.
+
+Posterior: N(θ*, (F + Λ)⁻¹) with θ = (heads, router weights and biases), θ* the MAP, Λ the model's Gaussian prior
+precisions (heads 1/prior_scale², router 1/router_prior_scale²) and F = Σ_i ∇p_i ∇p_iᵀ / (p_i (1 − p_i)) the Fisher
+information of the Bernoulli outcome with p_i = Σ_k π_k(x_i) σ(Δ_ik) — the generalised Gauss–Newton matrix in the
+outcome's logit, positive semi-definite where the Hessian of a mixture is not. The α·H(π) regulariser shapes the
+mode but, like every non-likelihood term under a GGN, not the curvature.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+from torch.func import functional_call, grad, vmap
+
+from bayesmicro.models.mixture import BTMixture
+
+LAPLACE_MAX_PARAMS = 6000  # (P, P) float64 curvature: 6 000² · 8 B ≈ 290 MB
+_CHUNK_FLOATS = 4_000_000  # per-pair gradients held at once
+
+
+@dataclass
+class LaplaceParams:
+    """The flattened parameter vector θ: heads (K·d) then the router network's tensors in state-dict order."""
+
+    names: list[str]
+    shapes: list[torch.Size]
+    n_heads: int
+
+    @classmethod
+    def of(cls, model: BTMixture) -> "LaplaceParams":
+        named = list(model.router.net.named_parameters())
+        return cls([n for n, _ in named], [p.shape for _, p in named], model.k * model.dim)
+
+    @property
+    def size(self) -> int:
+        return self.n_heads + sum(math.prod(s) for s in self.shapes)
+
+    def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{net parameter name: tensor} from θ[n_heads:] (..., P_router)."""
+        out, i = {}, 0
+        for name, shape in zip(self.names, self.shapes):
+            size = math.prod(shape)
+            out[name] = flat[..., i:i + size].reshape(*flat.shape[:-1], *shape)
+            i += size
+        return out
+
+
+def supports_laplace(model: BTMixture) -> bool:
+    return model.router.reads_input and model.k > 1 and LaplaceParams.of(model).size <= LAPLACE_MAX_PARAMS
+
+
+def laplace_posterior(model: BTMixture, heads: torch.Tensor, diff: torch.Tensor, router_x: torch.Tensor,
+                      draws: int, seed: int) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict]:
+    """Draws from the linearised Laplace posterior around ``model``'s MAP router and the MAP ``heads`` (K, d).
+
+    diff: (n, d); router_x: (n, d_r). Returns (head draws (S, K, d), router draws {"net.<i>.<weight|bias>":
+    (S, ...)} for every router layer, info). Draws come in antithetic pairs θ* ± δ, so their mean is the MAP and
+    the router's linearisation point (``Fit``) is exactly the mode the curvature was taken at.
+    """
+    layout = LaplaceParams.of(model)
+    router = model.router
+    theta = torch.cat([heads.detach().reshape(-1)] + [p.detach().reshape(-1) for p in router.net.parameters()])
+    theta = theta.double()
+    z = ((router_x - router.input_mean) / router.input_scale).double()
+    net = copy.deepcopy(router.net).double()
+    k, d = model.k, model.dim
+
+    def prob(th: torch.Tensor, x: torch.Tensor, zi: torch.Tensor) -> torch.Tensor:
+        log_w = torch.log_softmax(functional_call(net, layout.unflatten(th[layout.n_heads:]), (zi[None],))[0], -1)
+        return (log_w.exp() * torch.sigmoid(th[:layout.n_heads].view(k, d) @ x)).sum()
+
+    fisher, log_lik = _fisher(prob, theta, diff.double(), z)
+    precision = torch.full_like(theta, 1.0 / model.router_prior_scale**2)
+    precision[:layout.n_heads] = 1.0 / model.prior_scale**2
+    chol = torch.linalg.cholesky(fisher + torch.diag(precision))
+    gen = torch.Generator().manual_seed(seed)
+    half = torch.randn(layout.size, (draws + 1) // 2, generator=gen, dtype=torch.float64)
+    delta = torch.linalg.solve_triangular(chol.T, half, upper=True).T  # rows ~ N(0, (F + Λ)⁻¹)
+    samples = (theta + torch.cat([delta, -delta])[:draws]).float()
+    info = {"router_posterior": "laplace", "curvature": "fisher (GGN)", "parameters": layout.size,
+            "log_evidence": float(_log_evidence(fisher, theta, log_lik, precision))}
+    router_draws = {f"net.{name}": v for name, v in layout.unflatten(samples[:, layout.n_heads:]).items()}
+    return samples[:, :layout.n_heads].reshape(-1, k, d), router_draws, info
+
+
+def _log_evidence(fisher: torch.Tensor, theta: torch.Tensor, log_lik: float, precision: torch.Tensor) -> torch.Tensor:
+    """Laplace log p(D) = log p(D | θ*) + log N(θ*; 0, Λ⁻¹) − ½ log det((F + Λ) / 2π); the 2π terms cancel."""
+    chol = torch.linalg.cholesky(fisher + torch.diag(precision))
+    return log_lik - 0.5 * (precision * theta**2).sum() + 0.5 * precision.log().sum() - chol.diagonal().log().sum()
+
+
+def _fisher(prob, theta: torch.Tensor, diff: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """F = Σ_i g_i g_iᵀ / (p_i (1 − p_i)) with g_i = ∇θ p_i, accumulated over chunks of pairs; and Σ_i log p_i."""
+    n, size = diff.shape[0], theta.numel()
+    fisher = torch.zeros(size, size, dtype=torch.float64)
+    log_lik = 0.0
+    per_pair = vmap(prob, in_dims=(None, 0, 0))
+    per_pair_grad = vmap(grad(prob), in_dims=(None, 0, 0))
+    chunk = max(1, _CHUNK_FLOATS // size)
+    for start in range(0, n, chunk):
+        x, zi = diff[start:start + chunk], z[start:start + chunk]
+        p = per_pair(theta, x, zi)
+        g = per_pair_grad(theta, x, zi) / (p * (1 - p)).clamp_min(1e-12).sqrt()[:, None]
+        fisher.addmm_(g.T, g)
+        log_lik += float(p.clamp_min(1e-300).log().sum())
+    return fisher, log_lik
