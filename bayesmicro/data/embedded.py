@@ -13,6 +13,7 @@ provenance). Loading never unpickles.
 
 from __future__ import annotations
 
+import copy
 import os
 import zipfile
 from dataclasses import dataclass, field, replace
@@ -92,11 +93,14 @@ class EmbeddedPairs:
         if index.dtype == torch.bool:
             index = index.nonzero().squeeze(1)
         idx_np = index.numpy()
-        return replace(
-            self,
-            **{k: getattr(self, k)[index] for k in FEATURE_KEYS if getattr(self, k) is not None},
-            **{k: getattr(self, k)[idx_np] for k in LABEL_KEYS if getattr(self, k) is not None},
-        )
+        rows = {**{k: getattr(self, k)[index] for k in FEATURE_KEYS if getattr(self, k) is not None},
+                **{k: getattr(self, k)[idx_np] for k in LABEL_KEYS if getattr(self, k) is not None}}
+        if len(idx_np) == 0:
+            return replace(self, **rows)  # validation names the empty selection
+        part = copy.copy(self)  # rows of checked pairs are checked pairs: skip the O(n·d) finiteness scan
+        for key, value in rows.items():
+            setattr(part, key, value)
+        return part
 
     def part(self, name: str) -> "EmbeddedPairs":
         """The pairs whose ``split`` is ``name`` (all pairs when there is no split column)."""

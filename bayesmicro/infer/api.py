@@ -51,7 +51,7 @@ def fit(
     the router output layer with the MAP hidden layer fixed; small problems; ``nuts.chains`` chains); ``em`` (EM
     restarts, one draw: the EM optimum, no posterior — use ``vi`` for one around the same objective).
     """
-    config, train = _checked_config(data, k, router, inference, alpha, prior_scale, hidden, seed,
+    config, train, diff = _checked_config(data, k, router, inference, alpha, prior_scale, hidden, seed,
                                    router_prior_scale)
     if restarts < 1:
         raise BadInput(f"restarts must be ≥ 1, got {restarts}")
@@ -61,7 +61,6 @@ def fit(
     if vi.router_posterior not in ROUTER_POSTERIORS:
         raise BadInput(f"router_posterior must be one of {ROUTER_POSTERIORS}, got {vi.router_posterior!r}")
     schedule = schedule or Schedule()
-    diff = train.diff()
     router_x = train.router_input(config.uses_context) if router != "none" and k > 1 else None
     start = time.perf_counter()
     best = None
@@ -128,7 +127,8 @@ def _checked_config(data, k, router, inference, alpha, prior_scale, hidden, seed
     train = data.part("train")
     if k > len(train):
         raise BadInput(f"k = {k} is larger than the number of training pairs ({len(train)})", source=data.source)
-    if not bool(train.diff().any()):
+    diff = train.diff()
+    if not bool(diff.any()):
         raise BadInput("every training pair has chosen == rejected features (expected at least one pair whose "
                        "responses differ; ties carry no preference)", source=data.source)
     if router == "context" and data.context is None:
@@ -139,4 +139,4 @@ def _checked_config(data, k, router, inference, alpha, prior_scale, hidden, seed
     config = FitConfig(k=k, router=router, dim=data.dim, router_dim=router_dim, hidden=hidden,
                        prior_scale=prior_scale, alpha=alpha, inference=inference, seed=seed,
                        router_prior_scale=router_prior_scale)
-    return config, train
+    return config, train, diff
