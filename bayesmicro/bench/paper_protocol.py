@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bayesmicro.bench.report import log, markdown_table, mean_sd, write_suite
+from bayesmicro.bench.report import budget_curve_figure, log, markdown_table, mean_sd, write_suite
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.data.protocols import load_protocol
 from bayesmicro.errors import BadInput
@@ -233,22 +233,14 @@ def sections(suite: ProtocolSuite, results: dict[str, Any]) -> list[tuple[str, s
 
 def figure(results: dict[str, Any], unit: str = "attribute", units: str = "attributes"):
     """Average accuracy vs B for every stage-2 method, with the stage-1 and single-BT levels."""
-    import matplotlib.pyplot as plt
-
     budgets = results["budgets"]
-    fig, ax = plt.subplots(figsize=(5.2, 3.8))
-    for method, curve in results["stage2"].items():
-        mean = np.array([curve[str(b)]["average"]["mean"] for b in budgets])
-        sd = np.array([curve[str(b)]["average"]["sd"] for b in budgets])
-        ax.errorbar(budgets, mean, yerr=sd, marker="o", ms=3, capsize=2, label=method)
-    for name, style, color in (("micro_stage1", ":", "k"), ("static_mixture", "-.", "g"), ("single_bt", ":", "r")):
-        ax.axhline(results["stage1"][name]["average"]["mean"], ls=style, color=color, lw=1, label=name)
-    ax.set_xscale("log")
-    ax.set_xticks(budgets, [str(b) for b in budgets])
-    ax.set_xlabel(f"labelled pairs per {unit} (B)")
-    ax.set_ylabel(f"held-out accuracy (average over {units})")
-    ax.legend(fontsize=7)
-    return fig
+    curves = {method: tuple(np.array([curve[str(b)]["average"][stat] for b in budgets]) for stat in ("mean", "sd"))
+              for method, curve in results["stage2"].items()}
+    levels = [(name, results["stage1"][name]["average"]["mean"], style, color)
+              for name, style, color in (("micro_stage1", ":", "k"), ("static_mixture", "-.", "g"),
+                                         ("single_bt", ":", "r"))]
+    return budget_curve_figure(budgets, curves, levels, f"labelled pairs per {unit} (B)",
+                               f"held-out accuracy (average over {units})")
 
 
 __all__ = ["BUDGETS", "PAPER_BACKBONE", "ProtocolSuite", "ROUTING", "ROWS", "check_labels", "check_settings",

@@ -74,6 +74,27 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], digit
     return "\n".join(lines)
 
 
+def budget_curve_figure(budgets: Sequence[int], curves: dict[str, tuple[np.ndarray, np.ndarray]],
+                        levels: Sequence[tuple[str, float, str, str]], xlabel: str, ylabel: str, title: str = ""):
+    """Accuracy vs labelled budget B on a log axis: ``curves`` {method: (mean (b,), sd (b,))} as error bars,
+    ``levels`` [(name, value, line style, colour)] as horizontal reference lines. Returns the matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.2, 3.8))
+    for method, (mean, sd) in curves.items():
+        ax.errorbar(budgets, mean, yerr=sd, marker="o", ms=3, capsize=2, label=method)
+    for name, value, style, color in levels:
+        ax.axhline(value, ls=style, color=color, lw=1, label=name)
+    ax.set_xscale("log")
+    ax.set_xticks(budgets, [str(b) for b in budgets])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize=7)
+    return fig
+
+
 def write_suite(out_dir: str | os.PathLike, suite: str, results: dict[str, Any], sections: Sequence[tuple[str, str]],
                 figures: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write ``results.json``, ``results.md`` and ``<name>.png`` for each matplotlib figure into ``out_dir`` (the

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bayesmicro.bench.report import log, markdown_table, mean_sd, write_suite
+from bayesmicro.bench.report import budget_curve_figure, log, markdown_table, mean_sd, write_suite
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.data.synthetic import PopulationSpec, make_population
 from bayesmicro.evaluate.alignment import cosine_matrix, match_heads
@@ -229,23 +229,13 @@ def run(seeds: int = 5, out_dir: Path | str = "benchmarks/results/synthetic", sp
 
 def _budget_curves(results: dict[str, Any]):
     """Accuracy vs B (mean ± sd over seeds) for every routing method, with the oracle and single-BT levels."""
-    import matplotlib.pyplot as plt
-
     budgets = results["budgets"]
-    fig, ax = plt.subplots(figsize=(5.2, 3.8))
-    for method, curve in results["stage2"].items():
-        mean = np.array([curve[str(b)]["accuracy"]["mean"] for b in budgets])
-        sd = np.array([curve[str(b)]["accuracy"]["sd"] for b in budgets])
-        ax.errorbar(budgets, mean, yerr=sd, marker="o", ms=3, capsize=2, label=method)
-    for name, style, color in (("oracle", "--", "k"), ("micro_stage1", ":", "k"), ("single_bt", ":", "r")):
-        ax.axhline(results["summary"][name]["accuracy"]["mean"], ls=style, color=color, lw=1, label=name)
-    ax.set_xscale("log")
-    ax.set_xticks(budgets, [str(b) for b in budgets])
-    ax.set_xlabel("labelled pairs per group (B)")
-    ax.set_ylabel("held-out accuracy")
-    ax.set_title(f"Stage 2 on the MiCRo stage-1 heads ({len(results['seeds'])} seeds)")
-    ax.legend(fontsize=7)
-    return fig
+    curves = {method: tuple(np.array([curve[str(b)]["accuracy"][stat] for b in budgets]) for stat in ("mean", "sd"))
+              for method, curve in results["stage2"].items()}
+    levels = [(name, results["summary"][name]["accuracy"]["mean"], style, color)
+              for name, style, color in (("oracle", "--", "k"), ("micro_stage1", ":", "k"), ("single_bt", ":", "r"))]
+    return budget_curve_figure(budgets, curves, levels, "labelled pairs per group (B)", "held-out accuracy",
+                               f"Stage 2 on the MiCRo stage-1 heads ({len(results['seeds'])} seeds)")
 
 
 def _heatmap(seed0: dict[str, Any]):
