@@ -61,10 +61,16 @@ class Schedule:
         return "lbfgs" if n * width <= FULL_BATCH_LIMIT else "adam"
 
 
+def rms_norm(diff: torch.Tensor) -> float:
+    """sqrt(mean_i ‖Δ_i‖²) of diff (n, d) in float64, a block of 2²⁰ values at a time (no (n, d) temporary)."""
+    flat = diff.reshape(-1)
+    total = sum(float(block.double().dot(block.double())) for block in flat.split(1 << 20))
+    return math.sqrt(total / max(1, diff.shape[0]))
+
+
 def initial_heads(k: int, diff: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Random heads whose margins have sd ≈ 0.5 on the data, whatever the feature scale."""
-    rms = diff.pow(2).sum(1).mean().sqrt().clamp_min(1e-8)
-    return torch.randn(k, diff.shape[1], generator=gen) * (0.5 / rms)
+    return torch.randn(k, diff.shape[1], generator=gen) * (0.5 / max(rms_norm(diff), 1e-8))
 
 
 def fit_map_once(model: BTMixture, diff: torch.Tensor, router_x: torch.Tensor | None, seed: int,
@@ -76,8 +82,8 @@ def fit_map_once(model: BTMixture, diff: torch.Tensor, router_x: torch.Tensor | 
     # L-BFGS's first step and stopping tolerances are absolute, so it stalls when margins are far from O(1) (features
     # ×1e4, or near-duplicate responses 1e-7 apart). Fit w' = s·w on Δ/s (s = rms‖Δ‖) with the prior scaled to
     # Normal(0, σ·s): the same optimum, in units where margins are O(1).
-    scale = float(diff.pow(2).sum(1).mean().sqrt().clamp_min(1e-30)) if method == "lbfgs" else 1.0
-    diff = diff / scale
+    scale = max(rms_norm(diff), 1e-30) if method == "lbfgs" else 1.0
+    diff = diff / scale if scale != 1.0 else diff
     prior_scale, model.prior_scale = model.prior_scale, model.prior_scale * scale
     try:
         heads, loss = _fit_map_scaled(model, diff, router_x, seed, schedule, method, on_step)
