@@ -78,7 +78,7 @@ def fit(
         else:
             heads, loss = fit_map_once(model, diff, router_x, seed * 1000 + restart, schedule, on_step)
         candidate = Fit(config, heads.unsqueeze(0), {k_: v.detach().clone() for k_, v in model.router.state_dict().items()})
-        loglik = float(candidate.pointwise_log_lik(train).sum())
+        loglik = float(candidate.log_lik_from(diff, router_x).sum())
         history.append({"restart": restart, "train_loglik": loglik, "loss_per_pair": loss})
         if best is None or loglik > best[0]:
             best = (loglik, candidate)

@@ -164,6 +164,12 @@ class Fit:
         return mixture_log_prob(self.log_weights_draws(data), self.margins(data))
 
     @torch.no_grad()
+    def log_lik_from(self, diff: torch.Tensor, router_input: torch.Tensor | None) -> torch.Tensor:
+        """``pointwise_log_lik`` on features already in hand: diff (n, d) chosen − rejected and the router input
+        (n, d_r), None for a router that reads none. Returns (S, n)."""
+        return mixture_log_prob(self._log_weights_from(router_input, diff.shape[0]), reward_margins(self.heads, diff))
+
+    @torch.no_grad()
     def predict_proba(self, data: EmbeddedPairs) -> torch.Tensor:
         """(n,) posterior-mean P(chosen ≻ rejected) = mean over draws of Σ_k π_k σ(Δ_k)."""
         return self.pointwise_log_lik(data).exp().mean(0)
