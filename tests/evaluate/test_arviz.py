@@ -98,3 +98,47 @@ def test_smallest_adequate_k_rule():
     assert smallest_adequate_k(table, [1, 2, 3]) == 2  # within its standard error
     table["k=2"] = {"elpd_diff": 9.0, "dse": 3.0}
     assert smallest_adequate_k(table, [1, 2, 3]) == 3
+
+
+class _ArviZ1:
+    """What ArviZ 1.x's ``compare`` / ``loo`` return (``elpd`` not ``elpd_loo``, ``p`` not ``p_loo``, ``elpd_diff``
+    negated, a table rounded unless ``round_to="none"``), to check the adapter without installing 1.x (it needs
+    Python ≥ 3.12; CI runs 0.23)."""
+
+    __version__ = "1.3.0"
+
+    def __init__(self, elpds: dict[str, float]):
+        self.elpds, self.calls = elpds, []
+
+    def compare(self, idatas, **options):
+        import pandas as pd
+
+        self.calls.append(options)
+        assert "ic" not in options  # 1.x has no ``ic``
+        best = max(self.elpds.values())
+        rows = {name: {"rank": 0, "elpd_diff": self.elpds[name] - best, "dse": 0.5, "p": 2.0,
+                       "elpd": self.elpds[name], "se": 1.0, "weight": float(self.elpds[name] == best)}
+                for name in idatas}
+        table = pd.DataFrame.from_dict(rows, orient="index").sort_values("elpd", ascending=False)
+        table["rank"] = range(len(table))
+        return table if options.get("round_to") == "none" else table.round(0)
+
+    def loo(self, idata, pointwise=True):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(elpd=-12.25, se=0.5, p=1.5, pareto_k=np.array([0.1, 0.6, 0.8]))
+
+
+def test_arviz_1_tables_are_read_in_the_0x_convention(monkeypatch):
+    from bayesmicro.evaluate import arviz as adapter
+
+    fake = _ArviZ1({"k=1": -120.4, "k=2": -100.3, "k=3": -101.2})
+    monkeypatch.setattr(adapter, "_az", lambda: fake)
+    table = adapter.compare_table({"k=1": None, "k=2": None, "k=3": None})
+    assert fake.calls == [{"round_to": "none"}]
+    assert table["k=2"]["elpd_diff"] == 0.0 and table["k=1"]["elpd_diff"] == pytest.approx(20.1)
+    assert table["k=3"]["elpd_loo"] == pytest.approx(-101.2)  # unrounded
+    assert adapter.smallest_adequate_k(table, [1, 2, 3]) == 2
+    summary = adapter.loo_summary(None)
+    assert (summary["elpd_loo"], summary["p_loo"]) == (-12.25, 1.5)
+    assert summary["pareto_k"] == {"good": 1, "ok": 1, "bad": 1, "max": 0.8}
