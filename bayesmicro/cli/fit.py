@@ -18,6 +18,7 @@ from bayesmicro.evaluate.compare import compare_on_population
 from bayesmicro.evaluate.metrics import score
 from bayesmicro.infer.api import fit
 from bayesmicro.infer.map import Schedule
+from bayesmicro.infer.nuts import NUTSSchedule
 from bayesmicro.infer.vi import VISchedule
 
 
@@ -51,6 +52,8 @@ def fit_command(
     threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads (default: 1 for small fits)."),
     k_max: int = typer.Option(5, "--k-max", help="Largest K tried by --k auto."),
     guide: str = typer.Option("lowrank", "--guide", help="VI guide: lowrank | normal (mean field)."),
+    chains: int = typer.Option(1, "--chains", help="NUTS chains, run one after another; split-R̂ is reported "
+                               "with 2 or more."),
     router_posterior: str = typer.Option("laplace", "--router-posterior", help="VI on a routed mixture: laplace "
                                          "(every router layer + heads, linearised Laplace) | svi (output layer)."),
     data_format: str = typer.Option("embedded", "--format", help="embedded | comparisons (a subject,item1,item2,"
@@ -75,8 +78,12 @@ def fit_command(
     options = dict(restarts=restarts or 3, prior_scale=prior_scale, router_prior_scale=router_prior_scale,
                    inference=inference,
                    schedule=Schedule(optimizer=optimizer, epochs=epochs, batch_size=batch_size, lr=lr))
-    if inference == "vi":
+    if inference in ("vi", "em"):  # em: the same posterior, around the EM optimum
         options["vi"] = VISchedule(guide=guide, router_posterior=router_posterior)
+    if chains < 1:
+        raise BadInput(f"--chains must be ≥ 1, got {chains}")
+    if inference == "nuts":
+        options["nuts"] = NUTSSchedule(chains=chains)
     pairs = None if data is None else _load_split(data, test_fraction, seed)
     options["alpha"] = (0.0 if data is None else 0.5) if alpha is None else alpha
     router = router or ("context" if data is None else "prompt")

@@ -49,7 +49,8 @@ def fit(
     posterior over the heads and every router layer, else SVI over the heads — and with ``router_posterior="svi"``
     the router output layer, its hidden layer learned jointly; settings in ``vi``); ``nuts`` (NUTS over the heads and
     the router output layer with the MAP hidden layer fixed; small problems; ``nuts.chains`` chains); ``em`` (EM
-    restarts, one draw: the EM optimum, no posterior — use ``vi`` for one around the same objective).
+    restarts instead of gradient restarts for the mode, then the same posterior as ``vi`` around the EM optimum;
+    ``em.posterior=False``: the optimum alone).
     """
     config, train, diff = _checked_config(data, k, router, inference, alpha, prior_scale, hidden, seed,
                                    router_prior_scale)
@@ -84,14 +85,14 @@ def fit(
             best = (loglik, candidate)
     loglik, result = best
     extra = {}
-    if inference in ("vi", "nuts"):
+    if inference in ("vi", "nuts") or (inference == "em" and (em or EMSchedule()).posterior):
         model = config.build_model()
         model.router.load_state_dict(result.router_state)
-        map_heads = result.heads[0]
-        if inference == "vi":
-            draws, router_draws, extra = fit_vi(model, diff, router_x, map_heads, seed, vi, on_step)
+        mode_heads = result.heads[0]
+        if inference == "nuts":
+            draws, router_draws, extra = fit_nuts(model, diff, router_x, mode_heads, seed, nuts)
         else:
-            draws, router_draws, extra = fit_nuts(model, diff, router_x, map_heads, seed, nuts)
+            draws, router_draws, extra = fit_vi(model, diff, router_x, mode_heads, seed, vi, on_step)
         router_state = {k_: v.detach().clone() for k_, v in model.router.state_dict().items()}
         router_state.update({k_: v.mean(0) for k_, v in router_draws.items()})  # the point router: posterior mean
         result = Fit(config, draws, router_state, router_draws=router_draws)

@@ -26,6 +26,7 @@ class EMSchedule:
     router_steps: int = 20
     router_lr: float = 1e-2
     tol: float = 1e-7  # relative change of the objective
+    posterior: bool = True  # draws around the EM optimum as ``vi`` makes them; False: the optimum alone (one draw)
 
 
 def weighted_bt_newton(heads: torch.Tensor, diff: torch.Tensor, weights: torch.Tensor, prior_scale: float,

@@ -62,9 +62,16 @@ class Schedule:
 
 
 def rms_norm(diff: torch.Tensor) -> float:
-    """sqrt(mean_i ‖Δ_i‖²) of diff (n, d) in float64, a block of 2²⁰ values at a time (no (n, d) temporary)."""
-    flat = diff.reshape(-1)
-    total = sum(float(block.double().dot(block.double())) for block in flat.split(1 << 20))
+    """sqrt(mean_i ‖Δ_i‖²) of diff (n, d), a block of 2²⁰ values at a time (no (n, d) temporary), summed in float64.
+
+    Each block's sum of squares is one dot product in the block's dtype — a float64 copy of every block cost 0.3 s
+    of a 3 s stage-1 fit — and is redone in float64 only where that under- or overflows (|Δ| beyond ~1e±18)."""
+    total = 0.0
+    for block in diff.reshape(-1).split(1 << 20):
+        part = float(block.dot(block)) if block.dtype == torch.float32 else math.nan
+        if not (math.isfinite(part) and part > 1e-30):
+            part = float(block.double().dot(block.double()))
+        total += part
     return math.sqrt(total / max(1, diff.shape[0]))
 
 

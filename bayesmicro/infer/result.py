@@ -134,7 +134,7 @@ class Fit:
         router = self._router
         if not self.router_draws or not router.reads_input:
             return router.log_weights(None if router_input is None else router_input.float(), n).unsqueeze(0)
-        z = (router_input.float() - router.input_mean) / router.input_scale
+        z = router.standardize(router_input.float())
         per_draw = linearised_logits if self.linearised_router else drawn_logits
         return torch.log_softmax(per_draw(router.net, self.router_draws, z), dim=-1)
 

@@ -36,7 +36,7 @@ from bayesmicro._io import atomic_dir, read_json, read_tensors, write_json, writ
 from bayesmicro.data.shards import Block, ShardStore
 from bayesmicro.errors import BadInput
 from bayesmicro.infer.result import Fit, FitConfig
-from bayesmicro.models.mixture import ROUTERS, Router
+from bayesmicro.models.mixture import MIN_INPUT_SCALE, ROUTERS
 
 LATEST_FILE, STATE_TENSORS, STATE_JSON = "latest.json", "state.safetensors", "state.json"
 CHECKPOINT_FORMAT = "bayesmicro.stream_checkpoint/1"
@@ -76,24 +76,6 @@ class StreamSchedule:
         if step < warm:
             return self.lr * (step + 1) / warm
         return self.lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
-
-
-class _FoldedRouter(Router):
-    """The same router with the input standardisation folded into the first layer: f((x − m)/s) computed as
-    x (W/s)ᵀ + (b − (W/s) m). Exactly the same function and gradients in W and b, without the two passes over
-    the (B, d_r) batch that standardising it costs. Used for training only; its state dict is the router's."""
-
-    def log_weights(self, router_input: torch.Tensor | None, n: int) -> torch.Tensor:
-        if self.k == 1 or not self.reads_input:
-            return super().log_weights(router_input, n)
-        first, rest = self.net[0], self.net[1:]
-        weight = first.weight / self.input_scale
-        bias = first.bias - weight @ self.input_mean
-        if router_input.dtype == weight.dtype:
-            hidden = torch.nn.functional.linear(router_input, weight, bias)
-        else:  # low-precision input (bf16): the matmul in that precision, everything after it in float32
-            hidden = torch.nn.functional.linear(router_input, weight.to(router_input.dtype)).float() + bias
-        return torch.log_softmax(rest(hidden), -1)
 
 
 class _BlockDataset(Dataset):
@@ -328,16 +310,12 @@ def _build(store: ShardStore, config: FitConfig, seed: int, schedule: StreamSche
     with torch.device("cpu"):  # the same initial values on every device
         torch.manual_seed(seed)  # router initialisation
         model = config.build_model()
-        if model.router.reads_input:
-            folded = _FoldedRouter(config.router, config.k, config.router_dim, config.hidden)
-            folded.load_state_dict(model.router.state_dict())
-            model.router = folded
     stats = store.stats()
     if model.router.reads_input:
         mean = [stats["prompt_mean"]] + ([stats["context_mean"]] if config.uses_context else [])
         std = [stats["prompt_std"]] + ([stats["context_std"]] if config.uses_context else [])
         model.router.input_mean.copy_(torch.cat(mean))
-        model.router.input_scale.copy_(torch.cat(std).clamp_min(1e-6))
+        model.router.input_scale.copy_(torch.cat(std).clamp_min(MIN_INPUT_SCALE))
     model.to(device)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     scale = 0.5 / max(float(stats["diff_rms"]), 1e-8)  # a Python float: stats may live on the default (CUDA) device

@@ -93,5 +93,21 @@ def test_fit_inference_em_and_bad_guide(vi_run):
                                  "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["static_mixture"]["accuracy"] > 0.6
+    em_run = runner.invoke(app, ["fit", str(root / "pairs"), "--k", "2", "--router", "none", "--inference", "em",
+                                 "--out", str(root / "em_run")])
+    assert em_run.exit_code == 0, em_run.output
+    assert Fit.load(root / "em_run").n_draws > 1  # EM runs carry posterior draws around their optimum
     bad = runner.invoke(app, ["fit", str(root / "pairs"), "--inference", "vi", "--guide", "flow"])
     assert bad.exit_code == 2 and "guide must be one of" in bad.stderr
+
+
+def test_fit_nuts_runs_the_chains_asked_for_and_reports_r_hat(vi_run):
+    root, _ = vi_run
+    result = runner.invoke(app, ["fit", str(root / "pairs"), "--k", "1", "--inference", "nuts", "--chains", "2",
+                                 "--out", str(root / "nuts_run")])
+    assert result.exit_code == 0, result.output
+    fitted = Fit.load(root / "nuts_run")
+    assert fitted.summary["nuts"]["chains"] == 2 and fitted.n_draws == 2 * fitted.summary["nuts"]["draws"]
+    assert 0.9 < fitted.summary["nuts"]["max_r_hat"] < 1.1
+    bad = runner.invoke(app, ["fit", str(root / "pairs"), "--inference", "nuts", "--chains", "0"])
+    assert bad.exit_code == 2 and "--chains must be ≥ 1, got 0" in bad.stderr

@@ -85,21 +85,27 @@ def test_laplace_predictive_probabilities_agree_with_nuts_over_every_router_laye
 
 def test_em_single_bt_equals_newton_solution():
     data = small_pairs(n=200, d=4)
-    result = fit(data, k=1, router="none", inference="em")
+    result = fit(data, k=1, router="none", inference="em", em=EMSchedule(posterior=False))
+    assert result.n_draws == 1
     assert_close(result.heads[0, 0], newton_penalized_logistic(data.diff(), 1.0), atol=1e-5)
 
 
 @pytest.mark.parametrize("router", ["none", "prompt"], ids=["static", "prompt"])
 def test_em_reaches_the_map_objective(router):
     data, _ = make_population(PopulationSpec(n_pairs=800, dim=6, k=2, head_scale=4.0, test_fraction=0.0), seed=2)
-    map_fit = fit(data, k=2, router=router, alpha=0.0, restarts=3, hidden=8)
+    vi = VISchedule(steps=200, draws=200, laplace_draws=400)
+    vi_fit = fit(data, k=2, router=router, alpha=0.0, restarts=3, hidden=8, inference="vi", vi=vi)
     em_fit = fit(data, k=2, router=router, alpha=0.0, restarts=3, hidden=8, inference="em",
-                 em=EMSchedule(max_iter=400))
-    assert em_fit.n_draws == 1
-    # EM ascends the same objective: its training log-likelihood is as good as MAP's (up to optimiser slack).
-    assert em_fit.summary["train_loglik"] >= map_fit.summary["train_loglik"] - 0.01 * len(data)
-    gap = (em_fit.predict_proba(data) - map_fit.predict_proba(data)).abs()
+                 em=EMSchedule(max_iter=400), vi=vi)
+    # EM ascends the same objective: its training log-likelihood is as good as MAP's (up to optimiser slack) ...
+    assert em_fit.summary["train_loglik"] >= vi_fit.summary["train_loglik"] - 0.01 * len(data)
+    # ... and it carries the same kind of posterior, around its own optimum
+    assert em_fit.n_draws == vi_fit.n_draws > 1
+    assert em_fit.summary["em"]["router_posterior"] == vi_fit.summary["vi"]["router_posterior"]
+    gap = (em_fit.predict_proba(data) - vi_fit.predict_proba(data)).abs()
     assert float(gap.mean()) < 0.02 and float(gap.max()) < 0.15
+    sd_ratio = em_fit.prefer_proba(data).sd.mean() / vi_fit.prefer_proba(data).sd.mean()
+    assert 0.67 < float(sd_ratio) < 1.5
 
 
 def test_nuts_refuses_large_problems(monkeypatch):

@@ -7,7 +7,7 @@ import torch
 from bayesmicro.data.synthetic import PopulationSpec, make_population
 from bayesmicro.errors import BadInput
 from bayesmicro.infer import Fit, fit
-from bayesmicro.infer.map import Schedule
+from bayesmicro.infer.map import Schedule, rms_norm
 from tests.common import assert_close, small_pairs
 
 
@@ -127,3 +127,11 @@ def test_router_prior_scale_shrinks_the_router_and_round_trips(tmp_path):
     del raw["router_prior_scale"]
     config.write_text(json.dumps(raw))
     assert Fit.load(tmp_path / "run").config.router_prior_scale == 0.3
+
+
+@pytest.mark.parametrize("scale", [1e-21, 1e-7, 1.0, 1e4, 1e21], ids=["tiny", "near-duplicate", "unit", "large", "huge"])
+def test_rms_norm_matches_a_float64_reference_at_any_feature_scale(scale):
+    diff = torch.randn(3000, 700, generator=torch.Generator().manual_seed(0)) * scale
+    diff[:5] = 0.0
+    reference = float(diff.double().pow(2).sum(1).mean().sqrt())
+    assert rms_norm(diff) == pytest.approx(reference, rel=1e-5)

@@ -18,9 +18,8 @@ from bayesmicro.data.synthetic import PopulationSpec, make_population
 from bayesmicro.errors import BadInput
 from bayesmicro.evaluate.metrics import score
 from bayesmicro.infer.api import fit
-from bayesmicro.infer.stream import (StreamSchedule, Staging, _build, _config, _FoldedRouter, epoch_order,
+from bayesmicro.infer.stream import (StreamSchedule, Staging, _build, _config, epoch_order,
                                      fit_stream, prefetched)
-from bayesmicro.models.mixture import Router
 from tests.common import child_env, assert_close, small_pairs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,18 +44,6 @@ def test_block_losses_average_to_the_full_data_loss(tmp_path):
         full = float(elbo(whole.diff(), whole.prompt.float(), size=60)) / 60
     assert len(blocks) == 6
     assert_close(sum(losses) / len(losses), full, atol=1e-5, rtol=1e-5)
-
-
-def test_folded_router_is_the_same_function():
-    router = Router("prompt", 4, 6, 8)
-    x = torch.randn(50, 6) * 3 + 1
-    router.standardize_from(x)
-    folded = _FoldedRouter("prompt", 4, 6, 8)
-    folded.load_state_dict(router.state_dict())
-    with torch.no_grad():
-        assert_close(folded.log_weights(x, 50), router.log_weights(x, 50), atol=1e-5)
-        assert_close(folded.log_weights(x.bfloat16(), 50), router.log_weights(x, 50), atol=5e-2)
-        assert folded.log_weights(x.bfloat16(), 50).dtype == torch.float32
 
 
 def test_prefetch_keeps_order_and_values_and_raises_reader_errors():
