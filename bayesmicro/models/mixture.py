@@ -71,9 +71,10 @@ class Router(PyroModule):
     def log_weights(self, router_input: torch.Tensor | None, n: int) -> torch.Tensor:
         """(n, K) normalised log π.
 
-        The standardisation is folded into the first layer: f((x − m)/s) = net[1:](x (W/s)ᵀ + b − (W/s) m), the same
-        function and the same gradients in W and b, without the two (n, d_r) passes that standardising x costs
-        (a third of a stage-1 step at d_r = 3,072). A bf16/fp16 input is multiplied in its own precision."""
+        The standardisation is folded into the first layer: f((x − m)/s) = net[1:](x (W/s)ᵀ + b − (W/s) m) with 1/s
+        from ``input_inverse_scale`` — the same function and the same gradients in W and b as ``net(standardize(x))``,
+        without the two (n, d_r) passes that standardising x costs (a third of a stage-1 step at d_r = 3,072).
+        A bf16/fp16 input is multiplied in its own precision."""
         if self.k == 1:
             return torch.zeros(n, 1)
         if not self.reads_input:
