@@ -10,10 +10,11 @@ approximation and its draws flip ReLUs, so predictions use the linearised router
 precision per layer by the Laplace evidence (post-hoc type-II ML) was tried and dropped: coverage 0.81, but 52 pairs
 with Pareto-k > 0.7 and 90 s of Cholesky factorisations.
 
-Coverage stays below the nominal 0.9 because the posterior is centred on a router that the N(0, 0.3²) weight prior
-makes softer than the built-in population's sharp true router (with the true heads, the MAP router pulls 81 % of
-held-out probabilities toward 0.5): a prior–truth mismatch that a posterior around that mode cannot undo. Refitting
-the MAP at other scales and comparing this module's ``log_evidence`` picks 0.3 too (README, Bayesian inference).
+Coverage stays below the nominal 0.9 because the posterior is centred on the MAP router, which is softer than the
+routers that carry the posterior mass (with the true heads, the MAP router pulls 81 % of held-out probabilities toward
+0.5). It is this approximation's shortfall, not the prior's: NUTS over every layer under the same N(0, 0.3²) prior
+covers 0.893 on the same run (``infer.nuts``), and refitting the MAP at other prior scales and comparing this
+module's ``log_evidence`` picks 0.3 (README, Bayesian inference).
 
 Posterior: N(θ*, (F + Λ)⁻¹) with θ = (heads, router weights and biases), θ* the MAP, Λ the model's Gaussian prior
 precisions (heads 1/prior_scale², router 1/router_prior_scale²) and F = Σ_i ∇p_i ∇p_iᵀ / (p_i (1 − p_i)) the Fisher

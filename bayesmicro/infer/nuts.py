@@ -1,7 +1,14 @@
 """NUTS over the heads of the summed-out ``BTMixture`` for small problems (the gold standard VI is checked against).
 
-The router's hidden layer is held fixed at its MAP value (static weights for ``none``); NUTS samples the (K, d) heads
-and — with ``latent_router`` — the router's output layer, the posterior ``vi`` targets with ``router_posterior="svi"``.
+NUTS samples the (K, d) heads and — with ``latent_router`` — the router layers in ``router_layers``: by default every
+layer, the exact posterior of the model (static weights for ``none``); ``(2,)`` samples the output layer with the
+hidden layer fixed at its MAP value, the posterior ``vi`` targets with ``router_posterior="svi"``.
+
+Why every layer by default: on the built-in population (seed 0; 300 draws after 300 warm-up steps, tree depth 7;
+587 s on one CPU thread) its 90 % intervals of P(chosen ≻ rejected) cover the truth on 0.893 of held-out pairs
+(ECE 0.0076, NLL 0.2862), where the linearised Laplace around the MAP covers 0.796 (NLL 0.2894) under the same
+prior: the posterior's mass lies at sharper routers than its mode (a ReLU router's weight scales trade off along a
+ridge that a Gaussian at the mode does not follow).
 ``chains`` chains run one after another in this process (no worker processes to spawn; deterministic), each with its
 own seed (chain 0 keeps the single-chain seed) and started at the MAP values, so the draws stay in one labelling (mode); their draws are
 concatenated chain by chain and split-R̂ across them is reported (``Fit`` exports the chain layout to ArviZ).
@@ -32,14 +39,14 @@ class NUTSSchedule:
     max_tree_depth: int = 8
     latent_router: bool = True
     chains: int = 1
-    router_layers: tuple[int, ...] = (2,)  # latent router layers: (2,) the output layer, (0, 2) every layer
+    router_layers: tuple[int, ...] = (0, 2)  # latent router layers: (0, 2) every layer, (2,) the output layer
 
 
 def fit_nuts(model: BTMixture, diff: torch.Tensor, router_x: torch.Tensor | None, init_heads: torch.Tensor,
              seed: int, schedule: NUTSSchedule | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict]:
-    """Sample the heads (and the router output layer) with the rest of the router frozen.
+    """Sample the heads and the router layers ``schedule.router_layers`` (the rest of the router frozen).
 
-    Returns (head draws (S = chains · draws, K, d), router output-layer draws {state key: (S, ...)}, info with the
+    Returns (head draws (S = chains · draws, K, d), router draws {state key: (S, ...)}, info with the
     smallest ESS of a chain, divergences and, for several chains, the largest split-R̂ of the heads)."""
     schedule = schedule or NUTSSchedule()
     if schedule.chains < 1:
@@ -55,6 +62,7 @@ def fit_nuts(model: BTMixture, diff: torch.Tensor, router_x: torch.Tensor | None
     heads_ess = [run[1].get(HEADS_SITE, {}).get("n_eff") for run in runs]
     info = {
         "draws": schedule.draws, "warmup": schedule.warmup, "chains": schedule.chains,
+        "router_layers": list(wrapped.layers),
         "min_ess": float(min(e.min() for e in heads_ess)) if all(e is not None for e in heads_ess) else None,
         "divergences": int(sum(len(v) for run in runs for v in run[1].get("divergences", {}).values())),
     }

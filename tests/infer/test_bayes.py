@@ -50,7 +50,7 @@ def _mixture_problem():
 def test_vi_predictive_probabilities_agree_with_nuts(k, router):
     data = _mixture_problem()
     common = dict(k=k, router=router, alpha=0.0, restarts=2, hidden=4, seed=1)
-    nuts = fit(data, inference="nuts", nuts=NUTSSchedule(draws=300, warmup=200), **common)
+    nuts = fit(data, inference="nuts", nuts=NUTSSchedule(draws=300, warmup=200, router_layers=(2,)), **common)
     steps, particles = (600, 2) if k == 1 else (1500, 4)
     # NUTS samples the heads and the router output layer, so VI targets the same posterior ("svi").
     vi = fit(data, inference="vi", vi=VISchedule(guide="lowrank", steps=steps, particles=particles, draws=1000,
