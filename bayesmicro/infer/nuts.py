@@ -40,9 +40,10 @@ class NUTSSchedule:
     latent_router: bool = True
     chains: int = 1
     router_layers: tuple[int, ...] = (0, 2)  # latent router layers: (0, 2) every layer, (2,) the output layer
-    # trace the potential with the PyTorch JIT: the same draws (checked: identical ESS and predictions) in 0.7× the
-    # time on the built-in population at 1,500 pairs (35.6 s vs 50.1 s including the MAP fit)
-    jit: bool = True
+    # trace the potential with the PyTorch JIT: the same draws (identical ESS and predictions), 0.71× the time on the
+    # built-in population cut to 1,500 pairs (35.6 s vs 50.1 s with the MAP fit) but no faster on all 4,500 (the CLI's
+    # built-in comparison: 658 s vs 622 s, identical metrics) — off by default, torch.jit tracing adds a fragile path
+    jit: bool = False
 
 
 def fit_nuts(model: BTMixture, diff: torch.Tensor, router_x: torch.Tensor | None, init_heads: torch.Tensor,
