@@ -7,8 +7,8 @@ hidden layer fixed at its MAP value, the posterior ``vi`` targets with ``router_
 Why every layer by default: on the built-in population (seed 0; 300 draws after 300 warm-up steps, tree depth 7;
 587 s on one CPU thread) its 90 % intervals of P(chosen ≻ rejected) cover the truth on 0.893 of held-out pairs
 (ECE 0.0076, NLL 0.2862), where the linearised Laplace around the MAP covers 0.796 (NLL 0.2894) under the same
-prior: the posterior's mass lies at sharper routers than its mode (a ReLU router's weight scales trade off along a
-ridge that a Gaussian at the mode does not follow).
+prior: the posterior's mass lies at sharper routers than its mode (likely because a ReLU router's weight scales
+trade off along a ridge that a Gaussian at the mode does not follow; not measured directly).
 ``chains`` chains run one after another in this process (no worker processes to spawn; deterministic), each with its
 own seed (chain 0 keeps the single-chain seed) and started at the MAP values, so the draws stay in one labelling (mode); their draws are
 concatenated chain by chain and split-R̂ across them is reported (``Fit`` exports the chain layout to ArviZ).
