@@ -98,14 +98,14 @@ def laplace_posterior(model: BTMixture, heads: torch.Tensor, diff: torch.Tensor,
     delta = torch.linalg.solve_triangular(chol.T, half, upper=True).T  # rows ~ N(0, (F + Λ)⁻¹)
     samples = (theta + torch.cat([delta, -delta])[:draws]).float()
     info = {"router_posterior": "laplace", "curvature": "fisher (GGN)", "parameters": layout.size,
-            "log_evidence": float(_log_evidence(fisher, theta, log_lik, precision))}
+            "log_evidence": float(_log_evidence(chol, theta, log_lik, precision))}
     router_draws = {f"net.{name}": v for name, v in layout.unflatten(samples[:, layout.n_heads:]).items()}
     return samples[:, :layout.n_heads].reshape(-1, k, d), router_draws, info
 
 
-def _log_evidence(fisher: torch.Tensor, theta: torch.Tensor, log_lik: float, precision: torch.Tensor) -> torch.Tensor:
-    """Laplace log p(D) = log p(D | θ*) + log N(θ*; 0, Λ⁻¹) − ½ log det((F + Λ) / 2π); the 2π terms cancel."""
-    chol = torch.linalg.cholesky(fisher + torch.diag(precision))
+def _log_evidence(chol: torch.Tensor, theta: torch.Tensor, log_lik: float, precision: torch.Tensor) -> torch.Tensor:
+    """Laplace log p(D) = log p(D | θ*) + log N(θ*; 0, Λ⁻¹) − ½ log det((F + Λ) / 2π), the 2π terms cancelling;
+    ``chol``: the Cholesky factor of F + Λ that the draws use."""
     return log_lik - 0.5 * (precision * theta**2).sum() + 0.5 * precision.log().sum() - chol.diagonal().log().sum()
 
 

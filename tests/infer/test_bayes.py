@@ -168,6 +168,11 @@ def test_laplace_covariance_is_the_inverse_fisher_plus_prior(routed_laplace_fit)
     assert_close(draws.std(0), sd, rtol=0.03, atol=0.0)
     corr = torch.corrcoef(draws.T) - cov / torch.outer(sd, sd)
     assert float(corr.abs().max()) < 0.05
+    # the Laplace evidence: log p(D | θ*) + log N(θ*; 0, Λ⁻¹) − ½ log det((F + Λ) / 2π), by brute force
+    log_lik = float(p.log().sum())
+    log_prior = float(-0.5 * (prior * theta**2).sum() + 0.5 * prior.log().sum())
+    expected = log_lik + log_prior + 0.5 * float(torch.linalg.slogdet(cov)[1])
+    assert result.summary["vi"]["log_evidence"] == pytest.approx(expected, abs=1e-3)
 
 
 def test_laplace_draws_are_evaluated_on_the_linearised_router(routed_laplace_fit):
