@@ -13,7 +13,7 @@ from bayesmicro._io import read_json, write_json
 from bayesmicro.cli.common import cli_errors, emit_json, stderr
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.errors import BadInput
-from bayesmicro.evaluate.arviz import head_correlation, loo, to_inference_data
+from bayesmicro.evaluate.arviz import head_correlation, reloo, to_inference_data
 from bayesmicro.evaluate.calibration import calibration_report, reliability_plot
 from bayesmicro.infer.result import Fit
 
@@ -52,10 +52,17 @@ def diagnose_command(
     run_dir: Path = typer.Argument(..., help="Run folder written by `bayesmicro fit --out`."),
     data: Optional[Path] = typer.Argument(None, help="Embedded pairs (default: the built-in population the run "
                                           "was fitted on)."),
+    max_refits: Optional[int] = typer.Option(
+        None, "--max-refits", help="Refit the model without each pair whose Pareto k > 0.7 (the worst N) and score "
+        "it exactly (reloo); 0: PSIS only. Default 10, and 0 for NUTS runs (each refit repeats the sampling)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ) -> None:
     """PSIS-LOO on the training pairs, calibration on the held-out pairs, a reliability plot in RUN_DIR."""
+    if max_refits is not None and max_refits < 0:
+        raise BadInput(f"--max-refits must be ≥ 0, got {max_refits}")
     fitted = Fit.load(run_dir)
+    if max_refits is None:
+        max_refits = 0 if fitted.config.inference == "nuts" else 10
     pairs, truth = _pairs_for(run_dir, data)
     fitted.check_compatible(pairs)
     has_split = pairs.split is not None and "test" in set(pairs.split.tolist())
@@ -64,7 +71,7 @@ def diagnose_command(
     report: dict = {"run": str(run_dir), "inference": fitted.config.inference, "k": fitted.config.k,
                     "router": fitted.config.router, "evaluated_on": "test" if has_split else "all"}
     report["posterior"] = _posterior_summary(fitted, train)
-    report["loo"] = loo(fitted, train) if fitted.n_draws > 1 else None
+    report["loo"] = reloo(fitted, train, max_refits=max_refits) if fitted.n_draws > 1 else None
     true_prob = None
     if truth is not None:
         true_prob = truth.prob(test)
@@ -77,7 +84,9 @@ def diagnose_command(
     write_json(run_dir / REPORT_FILE, report)
     loo_line = "LOO: needs posterior draws (fit with --inference vi or nuts)" if report["loo"] is None else (
         f"LOO elpd {report['loo']['elpd_loo']:.1f} ± {report['loo']['se']:.1f}, p_loo {report['loo']['p_loo']:.1f}, "
-        f"Pareto k > 0.7: {report['loo']['pareto_k']['bad']} of {report['loo']['n']}")
+        f"Pareto k > 0.7: {report['loo']['pareto_k']['bad']} of {report['loo']['n']}"
+        + (f" ({len(report['loo']['reloo']['refitted'])} refitted and scored exactly, "
+           f"{report['loo']['reloo']['unreliable']} left to PSIS)" if report["loo"]["pareto_k"]["bad"] else ""))
     cal = report["calibration"]
     stderr.print(loo_line)
     stderr.print(f"held-out ECE {cal['ece']:.4f}, Brier {cal['brier']:.4f}, NLL {cal['nll']:.4f}"

@@ -78,6 +78,11 @@ def loo(fit: Fit, data: EmbeddedPairs) -> dict:
 def loo_summary(idata) -> dict:
     """``az.loo`` of one InferenceData/DataTree as a plain dict, the same on ArviZ 0.x and 1.x (1.x renames
     ``elpd_loo`` → ``elpd`` and ``p_loo`` → ``p``)."""
+    return _loo_result(idata)[0]
+
+
+def _loo_result(idata) -> tuple[dict, np.ndarray | None, np.ndarray]:
+    """(summary, pointwise elpd_i (n,) or None where the result has none, Pareto k (n,)) of ``az.loo``."""
     az = _az()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -85,13 +90,61 @@ def loo_summary(idata) -> dict:
     pareto_k = np.asarray(getattr(result, "pareto_k")).ravel()
     elpd = getattr(result, "elpd_loo", None)
     p_loo = getattr(result, "p_loo", None)
-    return {
+    pointwise = getattr(result, "loo_i", None)  # ArviZ 1.x: elpd_i
+    pointwise = getattr(result, "elpd_i", None) if pointwise is None else pointwise
+    summary = {
         "elpd_loo": float(result.elpd if elpd is None else elpd), "se": float(result.se),
         "p_loo": float(result.p if p_loo is None else p_loo), "n": int(pareto_k.size),
-        "pareto_k": {"good": int((pareto_k <= PARETO_K_GOOD).sum()),
-                     "ok": int(((pareto_k > PARETO_K_GOOD) & (pareto_k <= PARETO_K_BAD)).sum()),
-                     "bad": int((pareto_k > PARETO_K_BAD).sum()), "max": float(pareto_k.max())},
+        "pareto_k": _k_counts(pareto_k),
     }
+    return summary, None if pointwise is None else np.asarray(pointwise, dtype=float).ravel(), pareto_k
+
+
+def _k_counts(pareto_k: np.ndarray) -> dict:
+    return {"good": int((pareto_k <= PARETO_K_GOOD).sum()),
+            "ok": int(((pareto_k > PARETO_K_GOOD) & (pareto_k <= PARETO_K_BAD)).sum()),
+            "bad": int((pareto_k > PARETO_K_BAD).sum()), "max": float(pareto_k.max())}
+
+
+def reloo(fit: Fit, data: EmbeddedPairs, refit: Callable[[EmbeddedPairs], Fit] | None = None,
+          threshold: float = PARETO_K_BAD, max_refits: int = 10) -> dict:
+    """PSIS-LOO with exact refits where importance sampling is unreliable (ArviZ's and brms's ``reloo``).
+
+    ``data``: the pairs the posterior was fitted to (a training part, no held-out rows). Pairs whose Pareto k exceeds ``threshold`` (the worst ``max_refits`` of them) are scored exactly: the model is
+    refitted without pair i (``refit``; default ``infer.api.refit_like``, the run's recorded settings) and
+    elpd_i = log mean_s p(y_i | θ_s⁽⁻ⁱ⁾) over the refit's draws. The summary's elpd_loo, se and p_loo use the exact
+    values; ``pareto_k`` keeps the PSIS counts; ``reloo`` lists each refitted pair (index, k, PSIS and exact
+    elpd_i) and ``unreliable`` counts the pairs still above the threshold without a refit.
+    """
+    from bayesmicro.infer.api import refit_like
+
+    if fit.n_draws < 2:
+        raise ValueError("PSIS-LOO needs posterior draws; fit with inference 'vi' or 'nuts'")
+    if data.split is not None and "test" in set(data.split.tolist()):
+        raise ValueError("reloo needs the pairs the posterior was fitted to: pass the training part")
+    refit = refit or (lambda pairs: refit_like(fit, pairs))
+    summary, pointwise, pareto_k = _loo_result(to_inference_data(fit, data))
+    worst = [int(i) for i in np.argsort(-pareto_k) if pareto_k[i] > threshold][:max(0, max_refits)]
+    if worst and pointwise is None:
+        raise RuntimeError("this ArviZ version's loo result has no pointwise elpd to correct")
+    refitted = []
+    if worst:
+        pointwise = pointwise.copy()
+        for i in worst:
+            keep = np.delete(np.arange(len(data)), i)
+            left_out = refit(data.subset(keep)).pointwise_log_lik(data.subset([i])).double()[:, 0]
+            exact = float(torch.logsumexp(left_out, 0) - np.log(left_out.numel()))
+            refitted.append({"pair": i, "pareto_k": float(pareto_k[i]), "elpd_psis": float(pointwise[i]),
+                             "elpd_exact": exact})
+            pointwise[i] = exact
+        log_lik = fit.pointwise_log_lik(data).double()
+        lppd = float((torch.logsumexp(log_lik, 0) - np.log(log_lik.shape[0])).sum())
+        summary["elpd_loo"] = float(pointwise.sum())
+        summary["se"] = float(np.sqrt(pointwise.size * pointwise.var()))
+        summary["p_loo"] = lppd - summary["elpd_loo"]
+    summary["reloo"] = {"threshold": threshold, "refitted": refitted,
+                        "unreliable": int((pareto_k > threshold).sum()) - len(refitted)}
+    return summary
 
 
 def compare(fits: dict[str, Fit], data: EmbeddedPairs) -> dict[str, dict]:

@@ -74,6 +74,7 @@ def fit(
         model = config.build_model()
         if inference == "em":
             torch.manual_seed(seed * 1000 + restart)
+            model = config.build_model()  # router initialised from the seeded RNG: restarts are reproducible
             gen = torch.Generator().manual_seed(seed * 1000 + restart)
             heads, info = fit_em_once(model, diff, router_x, initial_heads(k, diff, gen), em, on_step)
             loss = -info["objective_per_pair"]
@@ -109,6 +110,31 @@ def fit(
         result.summary[inference] = extra
         result.summary["posterior_draws"] = result.n_draws
     return result
+
+
+def refit_like(original: Fit, data: EmbeddedPairs) -> Fit:
+    """``fit`` on ``data`` with ``original``'s recorded settings: its config (K, router, inference, priors, α,
+    seed), restart count and posterior (VI kind and draw count; NUTS draws, warm-up, chains and router layers) —
+    the refits of exact leave-one-out (``evaluate.arviz.reloo``). Settings a run does not record (SVI steps, learning
+    rates, NUTS tree depth) take their defaults."""
+    cfg = original.config
+    info = original.summary.get(cfg.inference) if isinstance(original.summary, dict) else None
+    info = info if isinstance(info, dict) else {}
+    schedules: dict = {}
+    if cfg.inference in ("vi", "em"):  # em's posterior around its optimum is the vi one
+        schedules["vi"] = VISchedule(guide=info.get("guide", "lowrank"), draws=original.n_draws,
+                                     laplace_draws=original.n_draws,
+                                     router_posterior=info.get("router_posterior", "laplace"))
+    elif cfg.inference == "nuts":
+        defaults = NUTSSchedule()
+        schedules["nuts"] = NUTSSchedule(draws=info.get("draws", defaults.draws),
+                                         warmup=info.get("warmup", defaults.warmup),
+                                         chains=info.get("chains", defaults.chains),
+                                         router_layers=tuple(info.get("router_layers", defaults.router_layers)))
+    restarts = len(original.summary.get("restarts") or []) if isinstance(original.summary, dict) else 0
+    return fit(data, k=cfg.k, router=cfg.router, inference=cfg.inference, alpha=cfg.alpha,
+               prior_scale=cfg.prior_scale, router_prior_scale=cfg.router_prior_scale, hidden=cfg.hidden,
+               restarts=restarts or 3, seed=cfg.seed, **schedules)
 
 
 def _checked_config(data, k, router, inference, alpha, prior_scale, hidden, seed, router_prior_scale=0.3):

@@ -73,6 +73,15 @@ def test_diagnose_writes_the_reliability_plot(vi_run):
     assert report["loo"]["n"] == len(EmbeddedPairs.load(root / "pairs").part("train"))
     assert sum(report["loo"]["pareto_k"][key] for key in ("good", "ok", "bad")) == report["loo"]["n"]
     assert set(report["calibration"]["by_group"]) == {"g0", "g1"}
+    reloo = report["loo"]["reloo"]
+    assert len(reloo["refitted"]) == min(10, report["loo"]["pareto_k"]["bad"])
+    assert reloo["unreliable"] == report["loo"]["pareto_k"]["bad"] - len(reloo["refitted"])
+
+
+def test_diagnose_max_refits_must_not_be_negative(vi_run):
+    root, _ = vi_run
+    result = runner.invoke(app, ["diagnose", str(root / "run"), str(root / "pairs"), "--max-refits", "-1"])
+    assert result.exit_code == 2 and "--max-refits must be ≥ 0, got -1" in result.stderr
 
 
 def test_diagnose_without_data_needs_a_builtin_run(vi_run):

@@ -6,7 +6,7 @@ import torch
 
 from bayesmicro.data.synthetic import PopulationSpec, make_population
 from bayesmicro.evaluate.arviz import (auto_k, compare, head_correlation, holdout_compare, loo,
-                                       merge_correlated_heads, to_inference_data)
+                                       merge_correlated_heads, reloo, to_inference_data)
 from bayesmicro.infer import Fit, fit
 from bayesmicro.infer.vi import VISchedule
 from tests.common import assert_close
@@ -44,6 +44,58 @@ def test_loo_agrees_with_plain_importance_sampling(population, vi_fits):
     assert result["p_loo"] == pytest.approx(lppd - result["elpd_loo"], abs=1e-6)
     assert result["pareto_k"]["bad"] == 0
     assert sum(result["pareto_k"][key] for key in ("good", "ok", "bad")) == len(data)
+
+
+def test_reloo_scores_the_worst_pairs_by_refitting_without_them():
+    # 38 training pairs: one pair moves the posterior enough that in-sample and leave-one-out fit differ visibly
+    data, _ = make_population(PopulationSpec(n_pairs=50, dim=4, prompt_dim=2, context_dim=2, k=1), seed=3)
+    with pytest.raises(ValueError, match="training part"):
+        reloo(fit(data, k=1, router="none", inference="vi", restarts=1, vi=FAST_VI), data)
+    data = data.part("train")
+    full = fit(data, k=1, router="none", inference="vi", alpha=0.0, restarts=1, vi=FAST_VI)
+    psis = loo(full, data)
+
+    def refit(pairs):
+        return fit(pairs, k=1, router="none", inference="vi", alpha=0.0, restarts=1, vi=FAST_VI)
+
+    result = reloo(full, data, refit, threshold=-1.0, max_refits=2)  # every k is above -1: refit the two worst
+    refitted = result["reloo"]["refitted"]
+    ll = full.pointwise_log_lik(data).double()
+    in_sample = torch.logsumexp(ll, 0) - math.log(ll.shape[0])
+    assert [r["pair"] for r in refitted] == np.argsort([-r for r in _pareto_k(full, data)])[:2].tolist()
+    assert result["reloo"]["unreliable"] == len(data) - 2
+    for row in refitted:
+        i = row["pair"]
+        alone = refit(data.subset(np.delete(np.arange(len(data)), i))).pointwise_log_lik(data.subset([i])).double()
+        alone = alone[:, 0]
+        assert row["elpd_exact"] == pytest.approx(float(torch.logsumexp(alone, 0) - math.log(alone.numel())),
+                                                  abs=1e-6)
+        assert row["elpd_exact"] < float(in_sample[i])  # left out, the pair is predicted worse
+        assert row["elpd_exact"] == pytest.approx(row["elpd_psis"], abs=0.25)  # same scale as PSIS (k < 0.5 here)
+    shift = sum(r["elpd_exact"] - r["elpd_psis"] for r in refitted)
+    assert result["elpd_loo"] == pytest.approx(psis["elpd_loo"] + shift, abs=1e-6)
+    assert result["pareto_k"] == psis["pareto_k"]  # the PSIS diagnostics stay reported
+    assert reloo(full, data, refit)["reloo"] == {"threshold": 0.7, "refitted": [],
+                                                 "unreliable": psis["pareto_k"]["bad"]}
+
+
+@pytest.mark.parametrize("inference, router", [("vi", "none"), ("vi", "context"), ("em", "context")],
+                         ids=["vi-static", "vi-laplace", "em-laplace"])
+def test_refit_like_repeats_a_run_from_its_recorded_settings(inference, router):
+    from bayesmicro.infer.api import refit_like
+
+    data, _ = make_population(PopulationSpec(n_pairs=80, dim=4, prompt_dim=2, context_dim=2, k=2), seed=4)
+    original = fit(data, k=2, router=router, inference=inference, alpha=0.0, restarts=2, seed=5, hidden=8,
+                   router_prior_scale=0.5, vi=VISchedule(guide="normal", draws=50, laplace_draws=50, steps=600))
+    again = refit_like(original, data)
+    assert again.config == original.config and again.n_draws == original.n_draws
+    assert_close(again.pointwise_log_lik(data), original.pointwise_log_lik(data), atol=1e-5)
+
+
+def _pareto_k(fitted, data):
+    from bayesmicro.evaluate.arviz import _loo_result
+
+    return _loo_result(to_inference_data(fitted, data))[2].tolist()
 
 
 def test_compare_ranks_the_true_mixture_above_a_single_head(population, vi_fits):
