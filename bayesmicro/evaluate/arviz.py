@@ -110,8 +110,9 @@ def reloo(fit: Fit, data: EmbeddedPairs, refit: Callable[[EmbeddedPairs], Fit] |
           threshold: float = PARETO_K_BAD, max_refits: int = 10) -> dict:
     """PSIS-LOO with exact refits where importance sampling is unreliable (ArviZ's and brms's ``reloo``).
 
-    ``data``: the pairs the posterior was fitted to (a training part, no held-out rows). Pairs whose Pareto k exceeds ``threshold`` (the worst ``max_refits`` of them) are scored exactly: the model is
-    refitted without pair i (``refit``; default ``infer.api.refit_like``, the run's recorded settings) and
+    ``data``: the pairs the posterior was fitted to (a training part, no held-out rows). Pairs whose Pareto k
+    exceeds ``threshold`` (the worst ``max_refits`` of them) are scored exactly: the model is refitted without pair
+    i (``refit``; default ``infer.api.refit_like``, the run's recorded settings) and
     elpd_i = log mean_s p(y_i | θ_s⁽⁻ⁱ⁾) over the refit's draws. The summary's elpd_loo, se and p_loo use the exact
     values; ``pareto_k`` keeps the PSIS counts; ``reloo`` lists each refitted pair (index, k, PSIS and exact
     elpd_i) and ``unreliable`` counts the pairs still above the threshold without a refit.

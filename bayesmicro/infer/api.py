@@ -71,10 +71,10 @@ def fit(
         raise BadInput(f"NUTS is for small problems (≤ {NUTS_MAX_PAIRS} training pairs, got {len(train)}); "
                        "use --inference vi")
     for restart in range(1 if k == 1 else restarts):
+        if inference == "em":  # EM keeps the router's initial weights, drawn from the global RNG: seed it first
+            torch.manual_seed(seed * 1000 + restart)
         model = config.build_model()
         if inference == "em":
-            torch.manual_seed(seed * 1000 + restart)
-            model = config.build_model()  # router initialised from the seeded RNG: restarts are reproducible
             gen = torch.Generator().manual_seed(seed * 1000 + restart)
             heads, info = fit_em_once(model, diff, router_x, initial_heads(k, diff, gen), em, on_step)
             loss = -info["objective_per_pair"]
