@@ -95,15 +95,11 @@ def _loo_result(idata) -> tuple[dict, np.ndarray | None, np.ndarray]:
     summary = {
         "elpd_loo": float(result.elpd if elpd is None else elpd), "se": float(result.se),
         "p_loo": float(result.p if p_loo is None else p_loo), "n": int(pareto_k.size),
-        "pareto_k": _k_counts(pareto_k),
+        "pareto_k": {"good": int((pareto_k <= PARETO_K_GOOD).sum()),
+                     "ok": int(((pareto_k > PARETO_K_GOOD) & (pareto_k <= PARETO_K_BAD)).sum()),
+                     "bad": int((pareto_k > PARETO_K_BAD).sum()), "max": float(pareto_k.max())},
     }
     return summary, None if pointwise is None else np.asarray(pointwise, dtype=float).ravel(), pareto_k
-
-
-def _k_counts(pareto_k: np.ndarray) -> dict:
-    return {"good": int((pareto_k <= PARETO_K_GOOD).sum()),
-            "ok": int(((pareto_k > PARETO_K_GOOD) & (pareto_k <= PARETO_K_BAD)).sum()),
-            "bad": int((pareto_k > PARETO_K_BAD).sum()), "max": float(pareto_k.max())}
 
 
 def reloo(fit: Fit, data: EmbeddedPairs, refit: Callable[[EmbeddedPairs], Fit] | None = None,
@@ -138,8 +134,7 @@ def reloo(fit: Fit, data: EmbeddedPairs, refit: Callable[[EmbeddedPairs], Fit] |
             refitted.append({"pair": i, "pareto_k": float(pareto_k[i]), "elpd_psis": float(pointwise[i]),
                              "elpd_exact": exact})
             pointwise[i] = exact
-        log_lik = fit.pointwise_log_lik(data).double()
-        lppd = float((torch.logsumexp(log_lik, 0) - np.log(log_lik.shape[0])).sum())
+        lppd = summary["elpd_loo"] + summary["p_loo"]  # ArviZ's p_loo = lppd − elpd_loo
         summary["elpd_loo"] = float(pointwise.sum())
         summary["se"] = float(np.sqrt(pointwise.size * pointwise.var()))
         summary["p_loo"] = lppd - summary["elpd_loo"]

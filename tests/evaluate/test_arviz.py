@@ -74,6 +74,7 @@ def test_reloo_scores_the_worst_pairs_by_refitting_without_them():
         assert row["elpd_exact"] == pytest.approx(row["elpd_psis"], abs=0.25)  # same scale as PSIS (k < 0.5 here)
     shift = sum(r["elpd_exact"] - r["elpd_psis"] for r in refitted)
     assert result["elpd_loo"] == pytest.approx(psis["elpd_loo"] + shift, abs=1e-6)
+    assert result["p_loo"] == pytest.approx(float(in_sample.sum()) - result["elpd_loo"], abs=1e-6)
     assert result["pareto_k"] == psis["pareto_k"]  # the PSIS diagnostics stay reported
     assert reloo(full, data, refit)["reloo"] == {"threshold": 0.7, "refitted": [],
                                                  "unreliable": psis["pareto_k"]["bad"]}
