@@ -114,9 +114,9 @@ def fit(
 
 def refit_like(original: Fit, data: EmbeddedPairs) -> Fit:
     """``fit`` on ``data`` with ``original``'s recorded settings: its config (K, router, inference, priors, α,
-    seed), restart count and posterior (VI kind and draw count; NUTS draws, warm-up, chains and router layers) —
-    the refits of exact leave-one-out (``evaluate.arviz.reloo``). Settings a run does not record (SVI steps, learning
-    rates, NUTS tree depth) take their defaults."""
+    seed), restart count and posterior (VI kind and draw count; NUTS draws, warm-up, chains, router layers and mass
+    matrix) — the refits of exact leave-one-out (``evaluate.arviz.reloo``). Settings a run does not record (SVI steps,
+    learning rates, NUTS tree depth) take their defaults."""
     cfg = original.config
     info = original.summary.get(cfg.inference) if isinstance(original.summary, dict) else None
     info = info if isinstance(info, dict) else {}
@@ -130,7 +130,8 @@ def refit_like(original: Fit, data: EmbeddedPairs) -> Fit:
         schedules["nuts"] = NUTSSchedule(draws=info.get("draws", defaults.draws),
                                          warmup=info.get("warmup", defaults.warmup),
                                          chains=info.get("chains", defaults.chains),
-                                         router_layers=tuple(info.get("router_layers", defaults.router_layers)))
+                                         router_layers=tuple(info.get("router_layers", defaults.router_layers)),
+                                         mass=info.get("mass", "adapt"))  # runs from before "mass" adapted it
     restarts = len(original.summary.get("restarts") or []) if isinstance(original.summary, dict) else 0
     return fit(data, k=cfg.k, router=cfg.router, inference=cfg.inference, alpha=cfg.alpha,
                prior_scale=cfg.prior_scale, router_prior_scale=cfg.router_prior_scale, hidden=cfg.hidden,

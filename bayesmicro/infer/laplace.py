@@ -69,14 +69,33 @@ def supports_laplace(model: BTMixture) -> bool:
     return model.router.reads_input and model.k > 1 and LaplaceParams.of(model).size <= LAPLACE_MAX_PARAMS
 
 
-def laplace_posterior(model: BTMixture, heads: torch.Tensor, diff: torch.Tensor, router_x: torch.Tensor,
-                      draws: int, seed: int) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict]:
-    """Draws from the linearised Laplace posterior around ``model``'s MAP router and the MAP ``heads`` (K, d).
+@dataclass
+class LaplaceCurvature:
+    """The pieces of the linearised Laplace at θ*: ``theta`` (P,), ``fisher`` (P, P), the prior's diagonal
+    ``prior_precision`` (P,) and Σ_i log p_i at θ* (``log_lik``), all float64, in ``layout``'s order."""
 
-    diff: (n, d); router_x: (n, d_r). Returns (head draws (S, K, d), router draws {"net.<i>.<weight|bias>":
-    (S, ...)} for every router layer, info). Draws come in antithetic pairs θ* ± δ, so their mean is the MAP and
-    the router's linearisation point (``Fit``) is exactly the mode the curvature was taken at.
-    """
+    layout: LaplaceParams
+    theta: torch.Tensor
+    fisher: torch.Tensor
+    prior_precision: torch.Tensor
+    log_lik: float
+
+    def precision(self) -> torch.Tensor:
+        """(P, P) posterior precision F + Λ."""
+        return self.fisher + torch.diag(self.prior_precision)
+
+    def slices(self) -> dict[str, slice]:
+        """Where each tensor sits in θ: ``"heads"`` and the router's ``"net.<i>.<weight|bias>"`` state keys."""
+        out, start = {"heads": slice(0, self.layout.n_heads)}, self.layout.n_heads
+        for name, shape in zip(self.layout.names, self.layout.shapes):
+            out[f"net.{name}"] = slice(start, start + math.prod(shape))
+            start += math.prod(shape)
+        return out
+
+
+def laplace_curvature(model: BTMixture, heads: torch.Tensor, diff: torch.Tensor,
+                      router_x: torch.Tensor) -> LaplaceCurvature:
+    """The Fisher (GGN) curvature at ``model``'s router and ``heads`` (K, d); diff: (n, d); router_x: (n, d_r)."""
     layout = LaplaceParams.of(model)
     router = model.router
     theta = torch.cat([heads.detach().reshape(-1)] + [p.detach().reshape(-1) for p in router.net.parameters()])
@@ -90,17 +109,30 @@ def laplace_posterior(model: BTMixture, heads: torch.Tensor, diff: torch.Tensor,
         return (log_w.exp() * torch.sigmoid(th[:layout.n_heads].view(k, d) @ x)).sum()
 
     fisher, log_lik = _fisher(prob, theta, diff.double(), z)
-    precision = torch.full_like(theta, 1.0 / model.router_prior_scale**2)
-    precision[:layout.n_heads] = 1.0 / model.prior_scale**2
-    chol = torch.linalg.cholesky(fisher + torch.diag(precision))
+    prior_precision = torch.full_like(theta, 1.0 / model.router_prior_scale**2)
+    prior_precision[:layout.n_heads] = 1.0 / model.prior_scale**2
+    return LaplaceCurvature(layout, theta, fisher, prior_precision, log_lik)
+
+
+def laplace_posterior(model: BTMixture, heads: torch.Tensor, diff: torch.Tensor, router_x: torch.Tensor,
+                      draws: int, seed: int) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict]:
+    """Draws from the linearised Laplace posterior around ``model``'s MAP router and the MAP ``heads`` (K, d).
+
+    diff: (n, d); router_x: (n, d_r). Returns (head draws (S, K, d), router draws {"net.<i>.<weight|bias>":
+    (S, ...)} for every router layer, info). Draws come in antithetic pairs θ* ± δ, so their mean is the MAP and
+    the router's linearisation point (``Fit``) is exactly the mode the curvature was taken at.
+    """
+    curv = laplace_curvature(model, heads, diff, router_x)
+    layout, theta = curv.layout, curv.theta
+    chol = torch.linalg.cholesky(curv.precision())
     gen = torch.Generator().manual_seed(seed)
     half = torch.randn(layout.size, (draws + 1) // 2, generator=gen, dtype=torch.float64)
     delta = torch.linalg.solve_triangular(chol.T, half, upper=True).T  # rows ~ N(0, (F + Λ)⁻¹)
     samples = (theta + torch.cat([delta, -delta])[:draws]).float()
     info = {"router_posterior": "laplace", "curvature": "fisher (GGN)", "parameters": layout.size,
-            "log_evidence": float(_log_evidence(chol, theta, log_lik, precision))}
+            "log_evidence": float(_log_evidence(chol, theta, curv.log_lik, curv.prior_precision))}
     router_draws = {f"net.{name}": v for name, v in layout.unflatten(samples[:, layout.n_heads:]).items()}
-    return samples[:, :layout.n_heads].reshape(-1, k, d), router_draws, info
+    return samples[:, :layout.n_heads].reshape(-1, model.k, model.dim), router_draws, info
 
 
 def _log_evidence(chol: torch.Tensor, theta: torch.Tensor, log_lik: float, precision: torch.Tensor) -> torch.Tensor:

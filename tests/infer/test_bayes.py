@@ -1,13 +1,16 @@
 """VI, NUTS and EM over the summed-out mixture; posterior rewards and preference probabilities on ``Fit``."""
 
+import pyro
+import pyro.distributions as dist
 import pytest
 import torch
+from pyro.infer import MCMC
 
 from bayesmicro.data.synthetic import PopulationSpec, make_population
 from bayesmicro.errors import BadInput
 from bayesmicro.infer import Fit, fit
 from bayesmicro.infer.em import EMSchedule
-from bayesmicro.infer.nuts import NUTSSchedule
+from bayesmicro.infer.nuts import GivenMassNUTS, NUTSSchedule, laplace_inverse_mass
 from bayesmicro.infer.vi import VISchedule
 from bayesmicro.models.bt import mixture_prob, reward_margins
 from tests.common import assert_close, small_pairs
@@ -143,25 +146,34 @@ def _brute_force_router(theta: torch.Tensor, z: torch.Tensor, hidden: int, k: in
     return torch.relu(z @ w1.view(hidden, d_r).T + b1) @ w2.view(k, hidden).T + b2
 
 
-def test_laplace_covariance_is_the_inverse_fisher_plus_prior(routed_laplace_fit):
-    data, result = routed_laplace_fit
+ROUTER_TENSORS = ("0.weight", "0.bias", "2.weight", "2.bias")
+
+
+def _brute_force_laplace(data, result) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(θ* (P,), per-pair P(chosen ≻ rejected) at θ* (n,), prior precision (P,), F + Λ (P, P)), θ = (heads, w1, b1,
+    w2, b2), with the Fisher F from a full Jacobian of the probabilities."""
     router, k, d = result._router, result.config.k, result.config.dim
     z = ((data.router_input(True) - router.input_mean) / router.input_scale).double()
     diff = data.diff().double()
-    mode = torch.cat([result.heads.mean(0).reshape(-1)] + [result.router_state[f"net.{n}"].reshape(-1)
-                                                           for n in ("0.weight", "0.bias", "2.weight", "2.bias")])
+    theta = torch.cat([result.heads.mean(0).reshape(-1)] + [result.router_state[f"net.{n}"].reshape(-1)
+                                                            for n in ROUTER_TENSORS]).double()
 
     def prob(theta):
         pi = torch.softmax(_brute_force_router(theta[k * d:], z, 3, k), -1)
         return (pi * torch.sigmoid(diff @ theta[:k * d].view(k, d).T)).sum(-1)
 
-    theta = mode.double()
     jac = torch.autograd.functional.jacobian(prob, theta)  # (n, P)
     p = prob(theta)
     prior = torch.cat([torch.ones(k * d), torch.full((theta.numel() - k * d,), 1 / 0.3**2)]).double()
-    cov = torch.linalg.inv(jac.T @ (jac / (p * (1 - p))[:, None]) + torch.diag(prior))
+    return theta, p, prior, jac.T @ (jac / (p * (1 - p))[:, None]) + torch.diag(prior)
+
+
+def test_laplace_covariance_is_the_inverse_fisher_plus_prior(routed_laplace_fit):
+    data, result = routed_laplace_fit
+    theta, p, prior, precision = _brute_force_laplace(data, result)
+    cov = torch.linalg.inv(precision)
     draws = torch.cat([result.heads.reshape(result.n_draws, -1)] + [result.router_draws[f"net.{n}"].reshape(
-        result.n_draws, -1) for n in ("0.weight", "0.bias", "2.weight", "2.bias")], 1).double()
+        result.n_draws, -1) for n in ROUTER_TENSORS], 1).double()
     assert set(result.router_draws) == {"net.0.weight", "net.0.bias", "net.2.weight", "net.2.bias"}
     assert_close(draws.mean(0), theta, atol=1e-5)  # antithetic draws: the mean is the mode
     sd = cov.diagonal().sqrt()
@@ -173,6 +185,71 @@ def test_laplace_covariance_is_the_inverse_fisher_plus_prior(routed_laplace_fit)
     log_prior = float(-0.5 * (prior * theta**2).sum() + 0.5 * prior.log().sum())
     expected = log_lik + log_prior + 0.5 * float(torch.linalg.slogdet(cov)[1])
     assert result.summary["vi"]["log_evidence"] == pytest.approx(expected, abs=1e-3)
+
+
+@pytest.mark.parametrize("sites", [
+    ("mix.heads", "mix.router.net.0.bias", "mix.router.net.0.weight", "mix.router.net.2.bias",
+     "mix.router.net.2.weight"),
+    ("mix.heads", "mix.router.net.2.bias", "mix.router.net.2.weight"),
+], ids=["every_layer", "output_layer"])
+def test_nuts_mass_matrix_is_the_laplace_covariance_of_the_sampled_sites(routed_laplace_fit, sites):
+    data, result = routed_laplace_fit
+    _, _, _, precision = _brute_force_laplace(data, result)
+    k, d, hidden, d_r = result.config.k, result.config.dim, 3, data.router_input(True).shape[1]
+    sizes = {"mix.heads": k * d, "mix.router.net.0.weight": hidden * d_r, "mix.router.net.0.bias": hidden,
+             "mix.router.net.2.weight": k * hidden, "mix.router.net.2.bias": k}
+    order = ["mix.heads"] + [f"mix.router.net.{n}" for n in ROUTER_TENSORS]  # θ's order in _brute_force_laplace
+    starts = dict(zip(order, torch.tensor([0] + [sizes[s] for s in order]).cumsum(0).tolist()))
+    idx = torch.cat([torch.arange(starts[s], starts[s] + sizes[s]) for s in sites])  # Pyro's (sorted) site order
+    model = result.config.build_model()
+    model.router.load_state_dict(result.router_state)
+    inverse_mass = laplace_inverse_mass(model, result.heads.mean(0), data.diff(), data.router_input(True))
+    # the sites' covariance with the unsampled router layers held fixed: the inverse of their precision block
+    assert_close(inverse_mass(sites), torch.linalg.inv(precision[idx][:, idx]), rtol=1e-4, atol=1e-6)
+
+
+def test_given_mass_nuts_samples_with_the_given_mass_matrix():
+    cov = torch.tensor([[1.0, 0.98, 0.0], [0.98, 1.0, 0.0], [0.0, 0.0, 4.0]])
+
+    def model():
+        pyro.sample("b", dist.Normal(0.0, 2.0))
+        pyro.sample("a", dist.MultivariateNormal(torch.zeros(2), cov[:2, :2]))
+
+    asked = []
+
+    def inverse_mass(sites):
+        asked.append(sites)
+        return cov
+
+    kernel = GivenMassNUTS(model, inverse_mass)
+    mcmc = MCMC(kernel, num_samples=600, warmup_steps=100, disable_progbar=True)
+    mcmc.run()
+    assert asked == [("a", "b")]  # one dense block, in Pyro's sorted site order: a's 2 entries, then b
+    assert_close(kernel.inverse_mass_matrix[("a", "b")], cov, atol=0)
+    draws = torch.cat([mcmc.get_samples()["a"], mcmc.get_samples()["b"][:, None]], 1)
+    assert_close(torch.cov(draws.T), cov, atol=0.25, rtol=0.15)
+    # under the exact covariance the whitened target is a standard normal: NUTS needs no small steps
+    assert kernel.step_size > 0.5
+
+
+def test_nuts_with_the_laplace_mass_matrix_samples_the_posterior_adapted_nuts_samples():
+    data = _mixture_problem()
+    common = dict(k=2, router="context", alpha=0.0, restarts=1, hidden=4, seed=1, inference="nuts")
+    given, adapted = (fit(data, nuts=NUTSSchedule(draws=300, warmup=warmup, mass=mass), **common)
+                      for mass, warmup in (("laplace", None), ("adapt", 150)))
+    assert given.summary["nuts"]["mass"] == "laplace" and adapted.summary["nuts"]["mass"] == "adapt"
+    assert given.summary["nuts"]["warmup"] == 100  # only the step size is adapted
+    assert given.summary["nuts"]["divergences"] == adapted.summary["nuts"]["divergences"] == 0
+    p_given, p_adapted = given.pointwise_log_lik(data).exp(), adapted.pointwise_log_lik(data).exp()
+    gap = (p_given.mean(0) - p_adapted.mean(0)).abs()  # Monte Carlo error of two chains: measured max 0.020, mean 0.003
+    assert float(gap.max()) <= 0.03 and float(gap.mean()) <= 0.006
+    ratio = (p_given.std(0) / p_adapted.std(0)).median()
+    assert 0.8 <= float(ratio) <= 1.25, float(ratio)
+
+
+def test_bad_nuts_mass_matrix_is_refused():
+    with pytest.raises(BadInput, match="mass must be one of"):
+        NUTSSchedule(mass="dense")
 
 
 def test_laplace_draws_are_evaluated_on_the_linearised_router(routed_laplace_fit):
@@ -286,6 +363,7 @@ def test_nuts_chains_are_exported_to_arviz_with_a_meaningful_r_hat():
     result = fit(data, k=1, router="none", inference="nuts", nuts=NUTSSchedule(draws=100, warmup=80, chains=3))
     info = result.summary["nuts"]
     assert result.n_draws == 300 and info["chains"] == 3 and info["divergences"] == 0
+    assert info["mass"] == "adapt"  # no router: the Laplace mass matrix does not apply
     assert info["max_r_hat"] < 1.05
     chains = result.heads.reshape(3, 100, -1)
     assert not torch.equal(chains[0], chains[1])  # each chain has its own seed
