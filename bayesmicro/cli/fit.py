@@ -54,6 +54,12 @@ def fit_command(
     guide: str = typer.Option("lowrank", "--guide", help="VI guide: lowrank | normal (mean field)."),
     chains: int = typer.Option(1, "--chains", help="NUTS chains, run one after another; split-R̂ is reported "
                                "with 2 or more."),
+    draws: Optional[int] = typer.Option(None, "--draws", help="Posterior draws kept (NUTS: per chain; default 400 "
+                                        "NUTS, 4,000 Laplace, 1,000 SVI)."),
+    warmup: Optional[int] = typer.Option(None, "--warmup", help="NUTS warm-up steps (default 100 with the Laplace "
+                                         "mass matrix, 300 with adapt)."),
+    nuts_mass: str = typer.Option("laplace", "--nuts-mass", help="NUTS mass matrix: laplace (the Laplace covariance, "
+                                  "fixed; routed mixtures) | adapt (Pyro's diagonal adaptation)."),
     router_posterior: str = typer.Option("laplace", "--router-posterior", help="VI on a routed mixture: laplace "
                                          "(every router layer + heads, linearised Laplace) | svi (output layer)."),
     data_format: str = typer.Option("embedded", "--format", help="embedded | comparisons (a subject,item1,item2,"
@@ -78,12 +84,18 @@ def fit_command(
     options = dict(restarts=restarts or 3, prior_scale=prior_scale, router_prior_scale=router_prior_scale,
                    inference=inference,
                    schedule=Schedule(optimizer=optimizer, epochs=epochs, batch_size=batch_size, lr=lr))
-    if inference in ("vi", "em"):  # em: the same posterior, around the EM optimum
-        options["vi"] = VISchedule(guide=guide, router_posterior=router_posterior)
     if chains < 1:
         raise BadInput(f"--chains must be ≥ 1, got {chains}")
+    if draws is not None and draws < 1:
+        raise BadInput(f"--draws must be ≥ 1, got {draws}")
+    if warmup is not None and warmup < 0:
+        raise BadInput(f"--warmup must be ≥ 0, got {warmup}")
+    if inference in ("vi", "em"):  # em: the same posterior, around the EM optimum
+        kept = {} if draws is None else {"draws": draws, "laplace_draws": draws}
+        options["vi"] = VISchedule(guide=guide, router_posterior=router_posterior, **kept)
     if inference == "nuts":
-        options["nuts"] = NUTSSchedule(chains=chains)
+        kept = {} if draws is None else {"draws": draws}
+        options["nuts"] = NUTSSchedule(chains=chains, warmup=warmup, mass=nuts_mass, **kept)
     pairs = None if data is None else _load_split(data, test_fraction, seed)
     options["alpha"] = (0.0 if data is None else 0.5) if alpha is None else alpha
     router = router or ("context" if data is None else "prompt")

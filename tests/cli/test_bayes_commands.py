@@ -120,3 +120,30 @@ def test_fit_nuts_runs_the_chains_asked_for_and_reports_r_hat(vi_run):
     assert 0.9 < fitted.summary["nuts"]["max_r_hat"] < 1.1
     bad = runner.invoke(app, ["fit", str(root / "pairs"), "--inference", "nuts", "--chains", "0"])
     assert bad.exit_code == 2 and "--chains must be ≥ 1, got 0" in bad.stderr
+
+
+def test_fit_keeps_the_draws_warmup_and_mass_matrix_asked_for(vi_run):
+    root, _ = vi_run
+    common = ["fit", str(root / "pairs"), "--k", "2", "--router", "context", "--restarts", "1"]
+    nuts = runner.invoke(app, common + ["--inference", "nuts", "--draws", "30", "--warmup", "20",
+                                        "--out", str(root / "nuts_short")])
+    assert nuts.exit_code == 0, nuts.output
+    fitted = Fit.load(root / "nuts_short")
+    assert fitted.n_draws == 30
+    assert {key: fitted.summary["nuts"][key] for key in ("draws", "warmup", "mass")} == {
+        "draws": 30, "warmup": 20, "mass": "laplace"}
+    vi = runner.invoke(app, common + ["--inference", "vi", "--draws", "50", "--out", str(root / "vi_short")])
+    assert vi.exit_code == 0, vi.output
+    assert Fit.load(root / "vi_short").n_draws == 50
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--draws", "0"], "--draws must be ≥ 1, got 0"),
+    (["--warmup", "-1"], "--warmup must be ≥ 0, got -1"),
+    (["--nuts-mass", "dense"], "mass must be one of"),
+], ids=["draws", "warmup", "mass"])
+def test_fit_rejects_bad_posterior_settings(vi_run, args, message):
+    root, _ = vi_run
+    bad = runner.invoke(app, ["fit", str(root / "pairs"), "--inference", "nuts", "--out", str(root / "bad")] + args)
+    assert bad.exit_code == 2 and message in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    assert not (root / "bad").exists()
