@@ -59,9 +59,12 @@ class NUTSSchedule:
     # supports; others fall back to "adapt"); "adapt": Pyro's diagonal adaptation. ``info["mass"]`` says which ran.
     mass: str = "laplace"
 
-    def __post_init__(self):
+    def __post_init__(self):  # checked when built, not after minutes of MAP restarts
         if self.mass not in MASS_MATRICES:
             raise BadInput(f"mass must be one of {MASS_MATRICES}, got {self.mass!r}")
+        if self.chains < 1 or self.draws < 1 or (self.warmup is not None and self.warmup < 0):
+            raise BadInput(f"NUTS needs chains ≥ 1, draws ≥ 1, warmup ≥ 0; got chains={self.chains}, "
+                           f"draws={self.draws}, warmup={self.warmup}")
 
     def warmup_steps(self, mass: str) -> int:
         return self.warmup if self.warmup is not None else (100 if mass == "laplace" else 300)
@@ -74,23 +77,22 @@ def fit_nuts(model: BTMixture, diff: torch.Tensor, router_x: torch.Tensor | None
     Returns (head draws (S = chains · draws, K, d), router draws {state key: (S, ...)}, info with the
     smallest ESS of a chain, divergences and, for several chains, the largest split-R̂ of the heads)."""
     schedule = schedule or NUTSSchedule()
-    if schedule.chains < 1:
-        raise BadInput(f"chains must be ≥ 1, got {schedule.chains}")
     n = diff.shape[0]
     for p in model.router.parameters():
         p.requires_grad_(False)
     use_laplace = schedule.mass == "laplace" and schedule.latent_router and supports_laplace(model)
+    mass = "laplace" if use_laplace else "adapt"
     inverse_mass = laplace_inverse_mass(model, init_heads, diff, router_x) if use_laplace else None
     wrapped = LatentRouterMixture(model, schedule.latent_router, schedule.router_layers)
     init = {HEADS_SITE: init_heads.detach().clone(), **wrapped.init_values}
-    warmup = schedule.warmup_steps("laplace" if use_laplace else "adapt")
+    warmup = schedule.warmup_steps(mass)
     runs = [_one_chain(wrapped, init, diff, router_x, n, seed + 1000 * chain, schedule, warmup, inverse_mass)
             for chain in range(schedule.chains)]
     samples = {site: torch.cat([run[0][site] for run in runs]) for site in runs[0][0]}
     heads_ess = [run[1].get(HEADS_SITE, {}).get("n_eff") for run in runs]
     info = {
         "draws": schedule.draws, "warmup": warmup, "chains": schedule.chains,
-        "router_layers": list(wrapped.layers), "mass": "laplace" if use_laplace else "adapt",
+        "router_layers": list(wrapped.layers), "mass": mass,
         "min_ess": float(min(e.min() for e in heads_ess)) if all(e is not None for e in heads_ess) else None,
         "divergences": int(sum(len(v) for run in runs for v in run[1].get("divergences", {}).values())),
     }

@@ -247,9 +247,15 @@ def test_nuts_with_the_laplace_mass_matrix_samples_the_posterior_adapted_nuts_sa
     assert 0.8 <= float(ratio) <= 1.25, float(ratio)
 
 
-def test_bad_nuts_mass_matrix_is_refused():
-    with pytest.raises(BadInput, match="mass must be one of"):
-        NUTSSchedule(mass="dense")
+@pytest.mark.parametrize("settings, message", [
+    (dict(mass="dense"), "mass must be one of"),
+    (dict(chains=0), "chains=0"),
+    (dict(draws=0), "draws=0"),
+    (dict(warmup=-1), "warmup=-1"),
+], ids=["mass", "chains", "draws", "warmup"])
+def test_bad_nuts_schedule_is_refused_when_built(settings, message):
+    with pytest.raises(BadInput, match=message):
+        NUTSSchedule(**settings)
 
 
 def test_laplace_draws_are_evaluated_on_the_linearised_router(routed_laplace_fit):
