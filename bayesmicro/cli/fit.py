@@ -55,13 +55,15 @@ def fit_command(
     chains: int = typer.Option(1, "--chains", help="NUTS chains, run one after another; split-R̂ is reported "
                                "with 2 or more."),
     draws: Optional[int] = typer.Option(None, "--draws", help="Posterior draws kept (NUTS: per chain; default 400 "
-                                        "NUTS, 4,000 Laplace, 1,000 SVI)."),
+                                        "NUTS, 4,000 linearised/Laplace, 1,000 SVI)."),
     warmup: Optional[int] = typer.Option(None, "--warmup", help="NUTS warm-up steps (default 100 with the Laplace "
                                          "mass matrix, 300 with adapt)."),
     nuts_mass: str = typer.Option("laplace", "--nuts-mass", help="NUTS mass matrix: laplace (the Laplace covariance, "
                                   "fixed; routed mixtures) | adapt (Pyro's diagonal adaptation)."),
-    router_posterior: str = typer.Option("laplace", "--router-posterior", help="VI on a routed mixture: laplace "
-                                         "(every router layer + heads, linearised Laplace) | svi (output layer)."),
+    router_posterior: str = typer.Option("linearised", "--router-posterior", help="VI on a routed mixture: "
+                                         "linearised (every router layer + heads, router linearised at the MAP, "
+                                         "ELBO-optimal mean) | laplace (the same, centred on the MAP) | svi (output "
+                                         "layer)."),
     data_format: str = typer.Option("embedded", "--format", help="embedded | comparisons (a subject,item1,item2,"
                                     "outcome table: per-user latent class model)."),
     item1_col: str = typer.Option("item1", "--item1-col"),

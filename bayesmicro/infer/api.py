@@ -13,7 +13,7 @@ from bayesmicro.errors import BadInput
 from bayesmicro.infer.em import EMSchedule, fit_em_once
 from bayesmicro.infer.map import Schedule, fit_map_once, initial_heads
 from bayesmicro.infer.nuts import NUTS_MAX_PAIRS, NUTSSchedule, fit_nuts
-from bayesmicro.infer.result import Fit, FitConfig
+from bayesmicro.infer.result import LINEARISED_POSTERIORS, Fit, FitConfig
 from bayesmicro.infer.vi import GUIDES, ROUTER_POSTERIORS, VISchedule, fit_vi
 from bayesmicro.models.mixture import ROUTERS
 
@@ -45,8 +45,9 @@ def fit(
     on the router network's weights (smaller: a smoother router that cannot memorise which head fits each pair).
     ``k=1`` is the single BT model. Restarts differ in their seed; the best training log-likelihood is kept.
 
-    ``inference``: ``map`` (one draw); ``vi`` (from the best MAP restart; routed mixtures: a linearised Laplace
-    posterior over the heads and every router layer, else SVI over the heads — and with ``router_posterior="svi"``
+    ``inference``: ``map`` (one draw); ``vi`` (from the best MAP restart; routed mixtures: a Gaussian over the heads
+    and every router layer with the router linearised at the MAP — Laplace covariance, ELBO-optimal mean; else SVI
+    over the heads — and with ``router_posterior="svi"``
     the router output layer, its hidden layer learned jointly; settings in ``vi``); ``nuts`` (NUTS over the heads and
     every router layer — ``nuts.router_layers=(2,)``: the output layer, the hidden one fixed at the MAP; small
     problems; ``nuts.chains`` chains); ``em`` (EM
@@ -96,7 +97,8 @@ def fit(
         else:
             draws, router_draws, extra = fit_vi(model, diff, router_x, mode_heads, seed, vi, on_step)
         router_state = {k_: v.detach().clone() for k_, v in model.router.state_dict().items()}
-        router_state.update({k_: v.mean(0) for k_, v in router_draws.items()})  # the point router: posterior mean
+        if extra.get("router_posterior") not in LINEARISED_POSTERIORS:  # those keep the MAP: their linearisation point
+            router_state.update({k_: v.mean(0) for k_, v in router_draws.items()})  # the point router: posterior mean
         result = Fit(config, draws, router_state, router_draws=router_draws)
     result.summary = {
         "train_loglik": loglik,
@@ -124,7 +126,8 @@ def refit_like(original: Fit, data: EmbeddedPairs) -> Fit:
     if cfg.inference in ("vi", "em"):  # em's posterior around its optimum is the vi one
         schedules["vi"] = VISchedule(guide=info.get("guide", "lowrank"), draws=original.n_draws,
                                      laplace_draws=original.n_draws,
-                                     router_posterior=info.get("router_posterior", "laplace"))
+                                     router_posterior=info.get("router_posterior", "laplace"),
+                                     mc_draws=info.get("mc_draws", VISchedule.mc_draws))
     elif cfg.inference == "nuts":
         defaults = NUTSSchedule()
         schedules["nuts"] = NUTSSchedule(draws=info.get("draws", defaults.draws),

@@ -130,15 +130,17 @@ def laplace_posterior(model: BTMixture, heads: torch.Tensor, diff: torch.Tensor,
     delta = torch.linalg.solve_triangular(chol.T, half, upper=True).T  # rows ~ N(0, (F + Λ)⁻¹)
     samples = (theta + torch.cat([delta, -delta])[:draws]).float()
     info = {"router_posterior": "laplace", "curvature": "fisher (GGN)", "parameters": layout.size,
-            "log_evidence": float(_log_evidence(chol, theta, curv.log_lik, curv.prior_precision))}
+            "log_evidence": laplace_log_evidence(curv, chol)}
     router_draws = {f"net.{name}": v for name, v in layout.unflatten(samples[:, layout.n_heads:]).items()}
     return samples[:, :layout.n_heads].reshape(-1, model.k, model.dim), router_draws, info
 
 
-def _log_evidence(chol: torch.Tensor, theta: torch.Tensor, log_lik: float, precision: torch.Tensor) -> torch.Tensor:
+def laplace_log_evidence(curv: LaplaceCurvature, chol: torch.Tensor) -> float:
     """Laplace log p(D) = log p(D | θ*) + log N(θ*; 0, Λ⁻¹) − ½ log det((F + Λ) / 2π), the 2π terms cancelling;
-    ``chol``: the Cholesky factor of F + Λ that the draws use."""
-    return log_lik - 0.5 * (precision * theta**2).sum() + 0.5 * precision.log().sum() - chol.diagonal().log().sum()
+    ``chol``: the Cholesky factor of F + Λ."""
+    prior = curv.prior_precision
+    return float(curv.log_lik - 0.5 * (prior * curv.theta**2).sum() + 0.5 * prior.log().sum()
+                 - chol.diagonal().log().sum())
 
 
 def _fisher(prob, theta: torch.Tensor, diff: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, float]:

@@ -17,6 +17,8 @@ from bayesmicro.models.bt import mixture_log_prob, reward_margins
 from bayesmicro.models.mixture import ROUTERS, BTMixture
 
 RUN_FORMAT = "bayesmicro.run/1"
+# router posteriors whose draws are evaluated on the router linearised at ``router_state`` (the MAP)
+LINEARISED_POSTERIORS = ("linearised", "laplace")
 CONFIG_FILE, PARAMS_FILE, SUMMARY_FILE = "config.json", "params.safetensors", "summary.json"
 
 
@@ -84,10 +86,10 @@ class Fit:
     """A fitted mixture. ``heads`` holds S draws (S = 1 for a point estimate) of shape (S, K, d).
 
     ``router_draws`` (vi/nuts on a routed mixture): S draws of router parameters {state key: (S, ...)} — the output
-    layer (SVI, NUTS) or every layer (linearised Laplace, NUTS with ``router_layers=(0, 2)``); ``router_state``
-    then holds their mean. Draws are plugged into the router (``drawn_logits``), except Laplace draws
-    (``linearised_router``): their logits are f(x; θ̄) + J(x)(θ_s − θ̄) around the mean θ̄ = the MAP
-    (``linearised_logits``), the predictive the Laplace posterior is built for.
+    layer (SVI, NUTS) or every layer (linearised VI or Laplace, NUTS with ``router_layers=(0, 2)``); ``router_state``
+    then holds their mean. Draws are plugged into the router (``drawn_logits``), except draws of the linearised
+    posteriors (``linearised_router``): their logits are f(x; θ̄) + J(x)(θ_s − θ̄) around θ̄ = ``router_state`` = the
+    MAP (``linearised_logits``), the model those posteriors are built for (for the Laplace θ̄ is also their mean).
     Draws of one fit come from a unimodal posterior approximation started at the MAP, so they share one labelling;
     align across fits with ``evaluate.alignment``.
     """
@@ -140,10 +142,11 @@ class Fit:
 
     @property
     def linearised_router(self) -> bool:
-        """Whether router draws come from the linearised Laplace (``summary[inference]["router_posterior"]``), and
-        are therefore evaluated on the router linearised at ``router_state`` rather than plugged into it."""
+        """Whether router draws come from a linearised posterior (``summary[inference]["router_posterior"]`` in
+        ``LINEARISED_POSTERIORS``), and are therefore evaluated on the router linearised at ``router_state`` rather
+        than plugged into it."""
         info = self.summary.get(self.config.inference) if isinstance(self.summary, dict) else None
-        return isinstance(info, dict) and info.get("router_posterior") == "laplace"
+        return isinstance(info, dict) and info.get("router_posterior") in LINEARISED_POSTERIORS
 
     @torch.no_grad()
     def log_weights_draws(self, data: EmbeddedPairs) -> torch.Tensor:

@@ -12,12 +12,12 @@ def test_vi_on_the_builtin_population_is_calibrated_and_loo_is_reliable():
     results, fits = compare_on_population(seed=0, inference="vi", alpha=0.0)
     routed = results["routed_mixture"]
     assert routed["ece"] <= 0.03
-    # 90 % intervals of P(chosen ≻ rejected) from the linearised Laplace over every router layer: measured 0.789 on
-    # seed 0 (0.713 with a posterior over the router output layer only). The issue asks 0.85–0.95; not reached yet.
-    assert 0.75 <= routed["coverage"] <= 0.95
+    # 90 % intervals of P(chosen ≻ rejected) from the linearised VI over every router layer: measured 0.847 on seed 0
+    # (the linearised Laplace 0.796; a posterior over the router output layer only 0.711). The issue asks 0.85–0.95.
+    assert 0.82 <= routed["coverage"] <= 0.95
     assert routed["accuracy"] >= results["oracle"]["accuracy"] - 0.02
     data, _ = make_population(seed=0)
-    # PSIS alone finds 1 of 4 500 pairs with k 0.708 on this seed (the issue asks for none: not met); reloo refits it,
-    # so no LOO term is left resting on an unreliable importance-sampling estimate
+    # PSIS alone finds 2 of 4 500 pairs with k > 0.7 on this seed (max 0.81; the issue asks for none: not met); reloo
+    # refits them, so no LOO term is left resting on an unreliable importance-sampling estimate
     result = reloo(fits["routed_mixture"], data.part("train"))
     assert result["pareto_k"]["bad"] <= 3 and result["reloo"]["unreliable"] == 0

@@ -71,22 +71,28 @@ def test_vi_predictive_probabilities_agree_with_nuts(k, router):
 
 
 @pytest.mark.slow  # ~1 min: NUTS over every router layer
-def test_laplace_predictive_probabilities_agree_with_nuts_over_every_router_layer():
+def test_linearised_posteriors_agree_with_nuts_over_every_router_layer():
     data = _mixture_problem()
     common = dict(k=2, router="context", alpha=0.0, restarts=2, hidden=4, seed=1)
     nuts = fit(data, inference="nuts", nuts=NUTSSchedule(draws=300, warmup=200, router_layers=(0, 2)), **common)
-    laplace = fit(data, inference="vi", vi=VISchedule(laplace_draws=4000), **common)
-    assert laplace.linearised_router and not nuts.linearised_router
-    assert set(nuts.router_draws) == set(laplace.router_draws) == {"net.0.weight", "net.0.bias", "net.2.weight",
-                                                                   "net.2.bias"}
-    p_nuts, p_laplace = nuts.pointwise_log_lik(data).exp(), laplace.pointwise_log_lik(data).exp()
-    assert nuts.summary["nuts"]["divergences"] == 0
-    # An approximation of a ReLU network's posterior, not the posterior: measured max gap 0.029, mean 0.011.
-    gap = (p_laplace.mean(0) - p_nuts.mean(0)).abs()
-    assert float(gap.max()) <= 0.04 and float(gap.mean()) <= 0.02
+    p_nuts = nuts.pointwise_log_lik(data).exp()
+    assert nuts.summary["nuts"]["divergences"] == 0 and not nuts.linearised_router
     informative = p_nuts.std(0) > 0.01
-    ratio = (p_laplace.std(0)[informative] / p_nuts.std(0)[informative]).median()  # measured 1.16
-    assert 0.75 <= float(ratio) <= 1.25, float(ratio)
+    mean_gaps = {}
+    for kind in ("laplace", "linearised"):
+        approx = fit(data, inference="vi", vi=VISchedule(laplace_draws=4000, router_posterior=kind), **common)
+        assert approx.linearised_router
+        assert set(nuts.router_draws) == set(approx.router_draws) == {"net.0.weight", "net.0.bias", "net.2.weight",
+                                                                      "net.2.bias"}
+        p_approx = approx.pointwise_log_lik(data).exp()
+        # Approximations of a ReLU network's posterior, not the posterior. Measured max / mean gap: Laplace 0.036 /
+        # 0.010, linearised VI 0.053 / 0.0055; sd ratio 1.14 / 1.05.
+        gap = (p_approx.mean(0) - p_nuts.mean(0)).abs()
+        assert float(gap.max()) <= 0.07 and float(gap.mean()) <= 0.015
+        ratio = (p_approx.std(0)[informative] / p_nuts.std(0)[informative]).median()
+        assert 0.75 <= float(ratio) <= 1.25, float(ratio)
+        mean_gaps[kind] = float(gap.mean())
+    assert mean_gaps["linearised"] < mean_gaps["laplace"]  # the optimal mean moves toward NUTS's
 
 
 def test_em_single_bt_equals_newton_solution():
@@ -135,7 +141,7 @@ def routed_vi_fit():
 def routed_laplace_fit():
     data, _ = make_population(PopulationSpec(n_pairs=300, dim=3, prompt_dim=2, context_dim=2, k=2,
                                              test_fraction=0.0), seed=4)
-    schedule = VISchedule(laplace_draws=20_000)
+    schedule = VISchedule(laplace_draws=20_000, router_posterior="laplace")
     return data, fit(data, k=2, router="context", inference="vi", alpha=0.0, restarts=1, hidden=3, vi=schedule)
 
 
