@@ -47,8 +47,8 @@ def fit(
 
     ``inference``: ``map`` (one draw); ``vi`` (from the best MAP restart; routed mixtures: a Gaussian over the heads
     and every router layer with the router linearised at the MAP — Laplace covariance, ELBO-optimal mean; else SVI
-    over the heads — and with ``router_posterior="svi"``
-    the router output layer, its hidden layer learned jointly; settings in ``vi``); ``nuts`` (NUTS over the heads and
+    over the heads — and with ``router_posterior="svi"`` the router output layer, its hidden layer learned
+    jointly; settings in ``vi``); ``nuts`` (NUTS over the heads and
     every router layer — ``nuts.router_layers=(2,)``: the output layer, the hidden one fixed at the MAP; small
     problems; ``nuts.chains`` chains); ``em`` (EM
     restarts instead of gradient restarts for the mode, then the same posterior as ``vi`` around the EM optimum;

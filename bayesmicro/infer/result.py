@@ -87,9 +87,10 @@ class Fit:
 
     ``router_draws`` (vi/nuts on a routed mixture): S draws of router parameters {state key: (S, ...)} — the output
     layer (SVI, NUTS) or every layer (linearised VI or Laplace, NUTS with ``router_layers=(0, 2)``); ``router_state``
-    then holds their mean. Draws are plugged into the router (``drawn_logits``), except draws of the linearised
-    posteriors (``linearised_router``): their logits are f(x; θ̄) + J(x)(θ_s − θ̄) around θ̄ = ``router_state`` = the
-    MAP (``linearised_logits``), the model those posteriors are built for (for the Laplace θ̄ is also their mean).
+    then holds their mean (for the linearised posteriors: the MAP, see below). Draws are plugged into the router
+    (``drawn_logits``), except draws of the linearised posteriors (``linearised_router``): their logits are
+    f(x; θ̄) + J(x)(θ_s − θ̄) around θ̄ = ``router_state`` = the MAP (``linearised_logits``), the model those
+    posteriors are built for (for the Laplace θ̄ is also their mean).
     Draws of one fit come from a unimodal posterior approximation started at the MAP, so they share one labelling;
     align across fits with ``evaluate.alignment``.
     """
