@@ -125,16 +125,29 @@ def laplace_posterior(model: BTMixture, heads: torch.Tensor, diff: torch.Tensor,
     the router's linearisation point (``Fit``) is exactly the mode the curvature was taken at.
     """
     curv = laplace_curvature(model, heads, diff, router_x)
-    layout, theta = curv.layout, curv.theta
     chol = torch.linalg.cholesky(curv.precision())
-    gen = torch.Generator().manual_seed(seed)
-    half = torch.randn(layout.size, (draws + 1) // 2, generator=gen, dtype=torch.float64)
-    delta = torch.linalg.solve_triangular(chol.T, half, upper=True).T  # rows ~ N(0, (F + Λ)⁻¹)
-    samples = (theta + torch.cat([delta, -delta])[:draws]).float()
-    info = {"router_posterior": "laplace", "curvature": "fisher (GGN)", "parameters": layout.size,
+    head_draws, router_draws = gaussian_draws(model, curv, chol, curv.theta, draws, seed)
+    info = {"router_posterior": "laplace", "curvature": "fisher (GGN)", "parameters": curv.layout.size,
             "log_evidence": laplace_log_evidence(curv, chol)}
+    return head_draws, router_draws, info
+
+
+def antithetic_normal(size: int, count: int, seed: int) -> torch.Tensor:
+    """(size, count) float64 standard normal columns in pairs ε, −ε (count rounded up to even)."""
+    half = torch.randn(size, (count + 1) // 2, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return torch.cat([half, -half], 1)
+
+
+def gaussian_draws(model: BTMixture, curv: LaplaceCurvature, chol: torch.Tensor, mean: torch.Tensor, draws: int,
+                   seed: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``draws`` antithetic draws m ± δ of N(mean (P,), (C Cᵀ)⁻¹), chol: C (P, P) lower, split into head draws
+    (S, K, d) and router draws {"net.<i>.<weight|bias>": (S, ...)} in ``curv``'s layout."""
+    layout = curv.layout
+    half = antithetic_normal(layout.size, draws, seed)[:, :(draws + 1) // 2]
+    delta = torch.linalg.solve_triangular(chol.T, half, upper=True).T  # rows ~ N(0, (C Cᵀ)⁻¹)
+    samples = (mean + torch.cat([delta, -delta])[:draws]).float()
     router_draws = {f"net.{name}": v for name, v in layout.unflatten(samples[:, layout.n_heads:]).items()}
-    return samples[:, :layout.n_heads].reshape(-1, model.k, model.dim), router_draws, info
+    return samples[:, :layout.n_heads].reshape(draws, model.k, model.dim), router_draws
 
 
 def laplace_log_evidence(curv: LaplaceCurvature, chol: torch.Tensor) -> float:

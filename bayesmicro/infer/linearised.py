@@ -28,7 +28,8 @@ import copy
 import torch
 from torch.func import functional_call, jvp, vjp, vmap
 
-from bayesmicro.infer.laplace import LaplaceCurvature, laplace_curvature, laplace_log_evidence
+from bayesmicro.infer.laplace import (LaplaceCurvature, antithetic_normal, gaussian_draws, laplace_curvature,
+                                      laplace_log_evidence)
 from bayesmicro.models.bt import mixture_log_prob, reward_margins
 from bayesmicro.models.mixture import BTMixture
 
@@ -60,11 +61,15 @@ class LinearisedLogJoint:
         values, grads = zip(*(self._chunk(theta[i:i + self.chunk]) for i in range(0, theta.shape[0], self.chunk)))
         return torch.cat(values), torch.cat(grads)
 
+    def router_logits(self, theta: torch.Tensor) -> torch.Tensor:
+        """(S, n, K) linearised router logits f(z; θ*) + J(z)(θ − θ*) for θ draws (S, P)."""
+        n_heads = self.curv.layout.n_heads
+        tangents = self.curv.layout.unflatten(theta[:, n_heads:] - self.curv.theta[n_heads:])
+        return self.base + vmap(lambda t: jvp(self._router, (self.center,), (t,))[1])(tangents)
+
     def _chunk(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n_heads, layout = self.curv.layout.n_heads, self.curv.layout
-        tangents = layout.unflatten(theta[:, n_heads:] - self.curv.theta[n_heads:])
-        slope = vmap(lambda t: jvp(self._router, (self.center,), (t,))[1])(tangents)  # J(z)(θ − θ*): (S, n, K)
-        logits = (self.base + slope).requires_grad_(True)
+        logits = self.router_logits(theta).detach().requires_grad_(True)
         heads = theta[:, :n_heads].reshape(-1, self.k, self.dim).clone().requires_grad_(True)
         log_lik = mixture_log_prob(torch.log_softmax(logits, -1), reward_margins(heads, self.diff)).sum(-1)
         log_lik.sum().backward()
@@ -89,9 +94,7 @@ def optimal_mean(joint: LinearisedLogJoint, chol: torch.Tensor, mc_draws: int, s
     """The mean m (P,) maximising the sample-average ELBO over ``mc_draws`` antithetic draws of N(m, (C Cᵀ)⁻¹);
     chol: C (P, P) lower. Returns (m, info: expected log joint per pair at θ* and at m, L-BFGS evaluations, and
     the whitened shift ‖Cᵀ(m − θ*)‖)."""
-    gen = torch.Generator().manual_seed(seed)
-    half = torch.randn(joint.curv.theta.numel(), max(1, mc_draws // 2), generator=gen, dtype=torch.float64)
-    noise = torch.cat([half, -half], 1)
+    noise = antithetic_normal(joint.curv.theta.numel(), max(2, mc_draws), seed)
     whitened = torch.zeros_like(joint.curv.theta, requires_grad=True)
     values = []
 
@@ -120,12 +123,7 @@ def linearised_vi_posterior(model: BTMixture, heads: torch.Tensor, diff: torch.T
     chol = torch.linalg.cholesky(curv.precision())
     joint = LinearisedLogJoint(model, curv, diff, model.router.standardize(router_x))
     mean, info = optimal_mean(joint, chol, mc_draws, seed)
-    gen = torch.Generator().manual_seed(seed + 1)
-    half = torch.randn(curv.layout.size, (draws + 1) // 2, generator=gen, dtype=torch.float64)
-    delta = torch.linalg.solve_triangular(chol.T, half, upper=True).T
-    samples = (mean + torch.cat([delta, -delta])[:draws]).float()
-    layout = curv.layout
-    router_draws = {f"net.{name}": v for name, v in layout.unflatten(samples[:, layout.n_heads:]).items()}
-    info = {"router_posterior": "linearised", "curvature": "fisher (GGN)", "parameters": layout.size,
+    head_draws, router_draws = gaussian_draws(model, curv, chol, mean, draws, seed + 1)
+    info = {"router_posterior": "linearised", "curvature": "fisher (GGN)", "parameters": curv.layout.size,
             "mc_draws": mc_draws, "log_evidence": laplace_log_evidence(curv, chol), **info}
-    return samples[:, :layout.n_heads].reshape(-1, model.k, model.dim), router_draws, info
+    return head_draws, router_draws, info

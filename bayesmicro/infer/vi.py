@@ -55,10 +55,11 @@ class VISchedule:
     # output layer). Problems too large for the Laplace curvature use "svi".
     router_posterior: str = "linearised"
     mc_draws: int = 64  # "linearised": antithetic draws averaged in the ELBO the mean maximises
-    # Draws of the linearised posteriors are cheap, and PSIS-LOO's Pareto-k needs many over 2 611 parameters: on the built-in population
-    # (seed 0) 1 000 draws gave 10 pairs with k > 0.7, 2 000 gave 5, 4 000 none (max 0.67). Seeds 1 and 2 still
-    # have 4 pairs each in (0.7, 0.76] at 4 000; 8 000 cleared seed 1 (max 0.67) but not seed 2 (2 pairs, max
-    # 0.77), at twice the cost of every prediction (router draws are evaluated one by one): the default stays 4 000.
+    # Draws of the linearised posteriors are cheap, and PSIS-LOO's Pareto-k needs many over 2 611 parameters: on the
+    # built-in population (Laplace, seed 0) 1 000 draws gave 10 pairs with k > 0.7, 2 000 gave 5, 4 000 none (max
+    # 0.67). Seeds 1 and 2 still have 4 pairs each in (0.7, 0.76] at 4 000; 8 000 cleared seed 1 (max 0.67) but not
+    # seed 2 (2 pairs, max 0.77), at twice the cost of every prediction (router draws are evaluated one by one): the
+    # default stays 4 000.
     laplace_draws: int = 4000
 
 

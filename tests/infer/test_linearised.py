@@ -3,7 +3,6 @@
 import pytest
 import torch
 from pyro.infer import MCMC, NUTS
-from torch.func import jvp, vmap
 
 from bayesmicro.data.synthetic import PopulationSpec, make_population
 from bayesmicro.infer import Fit, fit
@@ -182,8 +181,6 @@ def test_predictive_agrees_with_nuts_on_the_linearised_model(problem, posterior)
 
 def _predictive(joint: LinearisedLogJoint, theta: torch.Tensor) -> torch.Tensor:
     """(S, n) P(chosen ≻ rejected) of the linearised model at each θ (S, P)."""
-    n_heads = joint.curv.layout.n_heads
-    tangents = joint.curv.layout.unflatten(theta[:, n_heads:] - joint.curv.theta[n_heads:])
-    slope = vmap(lambda t: jvp(joint._router, (joint.center,), (t,))[1])(tangents)
-    heads = theta[:, :n_heads].reshape(-1, joint.k, joint.dim)
-    return mixture_log_prob(torch.log_softmax(joint.base + slope, -1), reward_margins(heads, joint.diff)).exp()
+    heads = theta[:, :joint.curv.layout.n_heads].reshape(-1, joint.k, joint.dim)
+    log_w = torch.log_softmax(joint.router_logits(theta), -1)
+    return mixture_log_prob(log_w, reward_margins(heads, joint.diff)).exp()
