@@ -6,6 +6,7 @@ right one.
 
 from __future__ import annotations
 
+import re
 import numpy as np
 import pyro
 import pytest
@@ -15,8 +16,11 @@ from scipy.optimize import minimize
 import bayesmicro as bm
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.data.synthetic import PopulationSpec, make_population
+from bayesmicro.errors import BadInput
 from bayesmicro.evaluate.metrics import accuracy
+from bayesmicro.infer.api import _feature_scale_blamed
 from bayesmicro.infer.map import Schedule
+from bayesmicro.infer.nuts import NUTSSchedule
 from bayesmicro.models.bt import bt_log_prob, entropy, mixture_log_prob, reward_margins, responsibilities
 from bayesmicro.models.mixture import BTMixture
 from pyro.infer import Trace_ELBO
@@ -156,3 +160,18 @@ def test_prompt_router_saturated_on_one_head(population):
     prob = saturated.predict_proba(test)
     assert_close(prob, torch.sigmoid(test.diff() @ fitted.heads[0, 0]), atol=1e-6)
     assert torch.isfinite(saturated.pointwise_log_lik(test)).all()
+
+
+@pytest.mark.parametrize("inference", ["vi", "nuts"])
+def test_curvature_beyond_float64_names_the_feature_scale(population, inference):
+    scaled = _scaled(population.subset(np.arange(300)), 1e20)
+    largest = float(scaled.part("train").diff().abs().max())
+    with pytest.raises(BadInput, match=re.escape(f"features are too large (|chosen − rejected| reaches {largest:.3g};")):
+        bm.fit(scaled, k=2, router="prompt", inference=inference, restarts=1, seed=0,
+               nuts=NUTSSchedule(draws=10, warmup=10))
+
+
+def test_a_failed_factorisation_on_ordinary_features_stays_an_internal_error():
+    with pytest.raises(torch.linalg.LinAlgError):
+        with _feature_scale_blamed("vi", torch.full((3, 2), 1e3)):
+            torch.linalg.cholesky(-torch.eye(2))

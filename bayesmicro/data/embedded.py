@@ -31,6 +31,7 @@ LABEL_KEYS = ("group", "user", "split")
 FEATURES_FILE = "features.safetensors"
 META_FILE = "pairs.json"
 FORMAT = "bayesmicro.embedded_pairs/1"
+_FLOAT32_MAX = torch.finfo(torch.float32).max
 
 
 @dataclass
@@ -187,11 +188,19 @@ def _as_matrix(value: Any, key: str, source: str) -> torch.Tensor:
 
 
 def _check_finite(value: torch.Tensor, key: str, source: str) -> None:
+    """Every entry finite, and finite in float32: the model computes in float32, where 1e39 becomes inf."""
     finite = torch.isfinite(value)
     if not bool(finite.all()):
         row, col = (~finite).nonzero()[0].tolist()
         raise BadInput(f"'{key}' row {row}, column {col}: value {value[row, col].item()} is not finite "
                        "(expected finite features)", source=source)
+    if value.dtype == torch.float64:
+        outside = value.abs() > _FLOAT32_MAX
+        if bool(outside.any()):
+            row, col = outside.nonzero()[0].tolist()
+            raise BadInput(f"'{key}' row {row}, column {col}: value {value[row, col].item():.4g} overflows float32, "
+                           f"the precision features are used in (expected |value| <= {_FLOAT32_MAX:.4g})",
+                           source=source)
 
 
 def _load_folder(path: Path) -> EmbeddedPairs:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -18,6 +19,9 @@ from bayesmicro.infer.vi import GUIDES, ROUTER_POSTERIORS, VISchedule, fit_vi
 from bayesmicro.models.mixture import ROUTERS
 
 INFERENCE_METHODS = ("map", "vi", "nuts", "em")
+# Beyond this |chosen − rejected|, the Fisher n·Δ² outgrows the unit prior precision by more than float64's ~1e16
+# condition limit, so a failed Cholesky or solve is the features' scale, not a bug.
+FACTORISABLE_FEATURE_SCALE = 1e6
 
 
 def fit(
@@ -77,7 +81,8 @@ def fit(
         model = config.build_model()
         if inference == "em":
             gen = torch.Generator().manual_seed(seed * 1000 + restart)
-            heads, info = fit_em_once(model, diff, router_x, initial_heads(k, diff, gen), em, on_step)
+            with _feature_scale_blamed(inference, diff):
+                heads, info = fit_em_once(model, diff, router_x, initial_heads(k, diff, gen), em, on_step)
             loss = -info["objective_per_pair"]
         else:
             heads, loss = fit_map_once(model, diff, router_x, seed * 1000 + restart, schedule, on_step)
@@ -92,10 +97,11 @@ def fit(
         model = config.build_model()
         model.router.load_state_dict(result.router_state)
         mode_heads = result.heads[0]
-        if inference == "nuts":
-            draws, router_draws, extra = fit_nuts(model, diff, router_x, mode_heads, seed, nuts)
-        else:
-            draws, router_draws, extra = fit_vi(model, diff, router_x, mode_heads, seed, vi, on_step)
+        with _feature_scale_blamed(inference, diff):
+            if inference == "nuts":
+                draws, router_draws, extra = fit_nuts(model, diff, router_x, mode_heads, seed, nuts)
+            else:
+                draws, router_draws, extra = fit_vi(model, diff, router_x, mode_heads, seed, vi, on_step)
         router_state = {k_: v.detach().clone() for k_, v in model.router.state_dict().items()}
         if extra.get("router_posterior") not in LINEARISED_POSTERIORS:  # those keep the MAP: their linearisation point
             router_state.update({k_: v.mean(0) for k_, v in router_draws.items()})  # the point router: posterior mean
@@ -112,6 +118,20 @@ def fit(
         result.summary[inference] = extra
         result.summary["posterior_draws"] = result.n_draws
     return result
+
+
+@contextlib.contextmanager
+def _feature_scale_blamed(inference: str, diff: torch.Tensor) -> Iterator[None]:
+    """Turn a failed factorisation on features beyond ``FACTORISABLE_FEATURE_SCALE`` into a ``BadInput``."""
+    try:
+        yield
+    except torch.linalg.LinAlgError:
+        scale = float(diff.abs().max())
+        if scale <= FACTORISABLE_FEATURE_SCALE:
+            raise
+        raise BadInput(f"inference '{inference}' cannot factor the posterior curvature in float64: the features are "
+                       f"too large (|chosen − rejected| reaches {scale:.3g}; expected values of order 1 — standardise "
+                       "the features, or fit with --inference map)") from None
 
 
 def refit_like(original: Fit, data: EmbeddedPairs) -> Fit:
