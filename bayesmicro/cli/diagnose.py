@@ -13,7 +13,7 @@ from bayesmicro._io import read_json, write_json
 from bayesmicro.cli.common import cli_errors, emit_json, stderr
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.errors import BadInput
-from bayesmicro.evaluate.arviz import head_correlation, reloo, to_inference_data
+from bayesmicro.evaluate.arviz import REDRAW_FACTOR, head_correlation, reloo, to_inference_data
 from bayesmicro.evaluate.calibration import calibration_report, reliability_plot
 from bayesmicro.infer.result import Fit
 
@@ -47,6 +47,22 @@ def _posterior_summary(fitted: Fit, pairs: EmbeddedPairs) -> dict:
             "parameters": int(len(table))}
 
 
+def _loo_line(loo: dict | None) -> str:
+    if loo is None:
+        return "LOO: needs posterior draws (fit with --inference vi or nuts)"
+    line = (f"LOO elpd {loo['elpd_loo']:.1f} ± {loo['se']:.1f}, p_loo {loo['p_loo']:.1f}, "
+            f"Pareto k > 0.7: {loo['pareto_k']['bad']} of {loo['n']}")
+    if not loo["pareto_k"]["bad"]:
+        return line
+    redraw = loo.get("redraw")
+    steps = []
+    if redraw:
+        steps.append(f"PSIS redone on {redraw['draws']:,} draws: {redraw['still_above']} still above")
+    steps.append(f"{len(loo['reloo']['refitted'])} refitted and scored exactly, {loo['reloo']['unreliable']} left "
+                 "to PSIS")
+    return f"{line} ({'; '.join(steps)})"
+
+
 @cli_errors
 def diagnose_command(
     run_dir: Path = typer.Argument(..., help="Run folder written by `bayesmicro fit --out`."),
@@ -55,11 +71,17 @@ def diagnose_command(
     max_refits: Optional[int] = typer.Option(
         None, "--max-refits", help="Refit the model without each pair whose Pareto k > 0.7 (the worst N) and score "
         "it exactly (reloo); 0: PSIS only. Default 10, and 0 for NUTS runs (each refit repeats the sampling)."),
+    redraw_factor: int = typer.Option(
+        REDRAW_FACTOR, "--redraw-factor", help="Gaussian (linearised VI / Laplace) runs: first redo PSIS for each "
+        "pair whose Pareto k > 0.7 on this many times the run's draws of the same posterior (one replay of the fit); "
+        "1: no redraw."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ) -> None:
     """PSIS-LOO on the training pairs, calibration on the held-out pairs, a reliability plot in RUN_DIR."""
     if max_refits is not None and max_refits < 0:
         raise BadInput(f"--max-refits must be ≥ 0, got {max_refits}")
+    if redraw_factor < 1:
+        raise BadInput(f"--redraw-factor must be ≥ 1, got {redraw_factor}")
     fitted = Fit.load(run_dir)
     if max_refits is None:
         max_refits = 0 if fitted.config.inference == "nuts" else 10
@@ -71,7 +93,8 @@ def diagnose_command(
     report: dict = {"run": str(run_dir), "inference": fitted.config.inference, "k": fitted.config.k,
                     "router": fitted.config.router, "evaluated_on": "test" if has_split else "all"}
     report["posterior"] = _posterior_summary(fitted, train)
-    report["loo"] = reloo(fitted, train, max_refits=max_refits) if fitted.n_draws > 1 else None
+    report["loo"] = (reloo(fitted, train, max_refits=max_refits, redraw_factor=redraw_factor)
+                     if fitted.n_draws > 1 else None)
     true_prob = None
     if truth is not None:
         true_prob = truth.prob(test)
@@ -82,13 +105,8 @@ def diagnose_command(
                             title=f"{run_dir.name}: held-out reliability")
     report["reliability_plot"] = str(plot)
     write_json(run_dir / REPORT_FILE, report)
-    loo_line = "LOO: needs posterior draws (fit with --inference vi or nuts)" if report["loo"] is None else (
-        f"LOO elpd {report['loo']['elpd_loo']:.1f} ± {report['loo']['se']:.1f}, p_loo {report['loo']['p_loo']:.1f}, "
-        f"Pareto k > 0.7: {report['loo']['pareto_k']['bad']} of {report['loo']['n']}"
-        + (f" ({len(report['loo']['reloo']['refitted'])} refitted and scored exactly, "
-           f"{report['loo']['reloo']['unreliable']} left to PSIS)" if report["loo"]["pareto_k"]["bad"] else ""))
     cal = report["calibration"]
-    stderr.print(loo_line)
+    stderr.print(_loo_line(report["loo"]))
     stderr.print(f"held-out ECE {cal['ece']:.4f}, Brier {cal['brier']:.4f}, NLL {cal['nll']:.4f}"
                  + (f", 90% coverage {cal['coverage']:.3f}" if "coverage" in cal else ""))
     stderr.print(f"reliability plot: {plot}")

@@ -134,18 +134,18 @@ def _feature_scale_blamed(inference: str, diff: torch.Tensor) -> Iterator[None]:
                        "the features, or fit with --inference map)") from None
 
 
-def refit_like(original: Fit, data: EmbeddedPairs) -> Fit:
+def refit_like(original: Fit, data: EmbeddedPairs, draws: int | None = None) -> Fit:
     """``fit`` on ``data`` with ``original``'s recorded settings: its config (K, router, inference, priors, α,
     seed), restart count and posterior (VI kind and draw count; NUTS draws, warm-up, chains, router layers and mass
     matrix) — the refits of exact leave-one-out (``evaluate.arviz.reloo``). Settings a run does not record (SVI steps,
-    learning rates, NUTS tree depth) take their defaults."""
+    learning rates, NUTS tree depth) take their defaults. ``draws``: keep that many VI / Laplace draws instead."""
     cfg = original.config
     info = original.summary.get(cfg.inference) if isinstance(original.summary, dict) else None
     info = info if isinstance(info, dict) else {}
     schedules: dict = {}
     if cfg.inference in ("vi", "em"):  # em's posterior around its optimum is the vi one
-        schedules["vi"] = VISchedule(guide=info.get("guide", "lowrank"), draws=original.n_draws,
-                                     laplace_draws=original.n_draws,
+        schedules["vi"] = VISchedule(guide=info.get("guide", "lowrank"), draws=draws or original.n_draws,
+                                     laplace_draws=draws or original.n_draws,
                                      router_posterior=info.get("router_posterior", "laplace"),
                                      mc_draws=info.get("mc_draws", VISchedule.mc_draws))
     elif cfg.inference == "nuts":

@@ -73,15 +73,23 @@ def test_diagnose_writes_the_reliability_plot(vi_run):
     assert report["loo"]["n"] == len(EmbeddedPairs.load(root / "pairs").part("train"))
     assert sum(report["loo"]["pareto_k"][key] for key in ("good", "ok", "bad")) == report["loo"]["n"]
     assert set(report["calibration"]["by_group"]) == {"g0", "g1"}
-    reloo = report["loo"]["reloo"]
-    assert len(reloo["refitted"]) == min(10, report["loo"]["pareto_k"]["bad"])
-    assert reloo["unreliable"] == report["loo"]["pareto_k"]["bad"] - len(reloo["refitted"])
+    reloo, bad = report["loo"]["reloo"], report["loo"]["pareto_k"]["bad"]
+    redraw = report["loo"].get("redraw")  # a linearised VI run: PSIS redone first for pairs with k > 0.7
+    assert (redraw is None) == (bad == 0)
+    if redraw:
+        assert redraw["draws"] == 4 * Fit.load(root / "run").n_draws and len(redraw["pairs"]) == bad
+    still_above = redraw["still_above"] if redraw else 0
+    assert len(reloo["refitted"]) == min(10, still_above)
+    assert reloo["unreliable"] == still_above - len(reloo["refitted"])
 
 
-def test_diagnose_max_refits_must_not_be_negative(vi_run):
+@pytest.mark.parametrize("option, value, message", [("--max-refits", "-1", "--max-refits must be ≥ 0, got -1"),
+                                                     ("--redraw-factor", "0", "--redraw-factor must be ≥ 1, got 0")],
+                         ids=["negative_refits", "zero_redraw_factor"])
+def test_diagnose_refit_and_redraw_counts_are_checked(vi_run, option, value, message):
     root, _ = vi_run
-    result = runner.invoke(app, ["diagnose", str(root / "run"), str(root / "pairs"), "--max-refits", "-1"])
-    assert result.exit_code == 2 and "--max-refits must be ≥ 0, got -1" in result.stderr
+    result = runner.invoke(app, ["diagnose", str(root / "run"), str(root / "pairs"), option, value])
+    assert result.exit_code == 2 and message in result.stderr
 
 
 def test_diagnose_without_data_needs_a_builtin_run(vi_run):

@@ -76,8 +76,46 @@ def test_reloo_scores_the_worst_pairs_by_refitting_without_them():
     assert result["elpd_loo"] == pytest.approx(psis["elpd_loo"] + shift, abs=1e-6)
     assert result["p_loo"] == pytest.approx(float(in_sample.sum()) - result["elpd_loo"], abs=1e-6)
     assert result["pareto_k"] == psis["pareto_k"]  # the PSIS diagnostics stay reported
+    assert "redraw" not in result  # SVI draws: nothing cheap to redraw from
     assert reloo(full, data, refit)["reloo"] == {"threshold": 0.7, "refitted": [],
                                                  "unreliable": psis["pareto_k"]["bad"]}
+
+
+def test_flagged_pairs_of_a_gaussian_posterior_get_psis_on_more_draws_of_it():
+    from bayesmicro.evaluate.arviz import _loo_result
+    from bayesmicro.infer.api import refit_like
+
+    data, _ = make_population(PopulationSpec(n_pairs=150, dim=4, prompt_dim=2, context_dim=2, k=2), seed=6)
+    data = data.part("train")
+    full = fit(data, k=2, router="context", inference="vi", alpha=0.0, restarts=1, hidden=8,
+               vi=VISchedule(laplace_draws=300, mc_draws=16))
+    assert full.linearised_router
+
+    def no_refit(pairs):
+        raise AssertionError("max_refits=0: nothing is refitted")
+
+    flagged = np.flatnonzero(np.asarray(_pareto_k(full, data)) > 0.3)
+    assert 0 < len(flagged) < len(data)
+    result = reloo(full, data, no_refit, threshold=0.3, max_refits=0, redraw_factor=3)
+    denser = refit_like(full, data, draws=900)  # the same posterior (its MAP replayed exactly), 3× the draws
+    assert denser.n_draws == 900 and all(torch.equal(denser.router_state[key], value)
+                                         for key, value in full.router_state.items())
+    _, dense_elpd, dense_k = _loo_result(to_inference_data(denser, data))
+    _, elpd, _ = _loo_result(to_inference_data(full, data))
+    redraw = result["redraw"]
+    assert redraw["draws"] == 900 and [row["pair"] for row in redraw["pairs"]] == flagged.tolist()
+    for row in redraw["pairs"]:
+        i = row["pair"]
+        assert row["pareto_k_redrawn"] == pytest.approx(dense_k[i], abs=1e-9)
+        assert row["elpd_redrawn"] == pytest.approx(dense_elpd[i], abs=1e-9)
+        assert row["elpd_psis"] == pytest.approx(elpd[i], abs=1e-9)
+    assert redraw["still_above"] == int((dense_k[flagged] > 0.3).sum())
+    assert result["reloo"] == {"threshold": 0.3, "refitted": [], "unreliable": redraw["still_above"]}
+    expected = elpd.copy()
+    expected[flagged] = dense_elpd[flagged]
+    assert result["elpd_loo"] == pytest.approx(float(expected.sum()), abs=1e-6)
+    assert result["pareto_k"] == loo(full, data)["pareto_k"]  # the counts at the run's own draws stay reported
+    assert "redraw" not in reloo(full, data, no_refit, threshold=0.3, max_refits=0, redraw_factor=1)
 
 
 @pytest.mark.parametrize("inference, router", [("vi", "none"), ("vi", "context"), ("em", "context")],

@@ -17,7 +17,9 @@ def test_vi_on_the_builtin_population_is_calibrated_and_loo_is_reliable():
     assert 0.82 <= routed["coverage"] <= 0.95
     assert routed["accuracy"] >= results["oracle"]["accuracy"] - 0.02
     data, _ = make_population(seed=0)
-    # PSIS alone finds 2 of 4 500 pairs with k > 0.7 on this seed (max 0.81; the issue asks for none: not met); reloo
-    # refits them, so no LOO term is left resting on an unreliable importance-sampling estimate
+    # At the run's 4 000 draws PSIS finds 2 of 4 500 pairs with k > 0.7 (max 0.81); on 16 000 draws of the same
+    # Gaussian posterior both are below 0.7 (measured 0.65 / 0.51), so nothing is left for exact refits
     result = reloo(fits["routed_mixture"], data.part("train"))
-    assert result["pareto_k"]["bad"] <= 3 and result["reloo"]["unreliable"] == 0
+    assert result["pareto_k"]["bad"] <= 3
+    assert result["redraw"]["draws"] == 16_000 and result["redraw"]["still_above"] == 0
+    assert result["reloo"]["refitted"] == [] and result["reloo"]["unreliable"] == 0
