@@ -19,8 +19,8 @@ from bayesmicro.infer.vi import GUIDES, ROUTER_POSTERIORS, VISchedule, fit_vi
 from bayesmicro.models.mixture import ROUTERS
 
 INFERENCE_METHODS = ("map", "vi", "nuts", "em")
-# Beyond this |chosen − rejected|, the Fisher n·Δ² outgrows the unit prior precision by more than float64's ~1e16
-# condition limit, so a failed Cholesky or solve is the features' scale, not a bug.
+# Beyond this |chosen − rejected| the Fisher (∝ n·Δ²) can outgrow the unit prior precision past float64's ~1e16
+# condition limit, so a failed Cholesky or solve there is the features' scale, not a bug.
 FACTORISABLE_FEATURE_SCALE = 1e6
 
 
