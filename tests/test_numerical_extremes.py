@@ -7,6 +7,7 @@ right one.
 from __future__ import annotations
 
 import re
+
 import numpy as np
 import pyro
 import pytest
@@ -166,7 +167,8 @@ def test_prompt_router_saturated_on_one_head(population):
 def test_curvature_beyond_float64_names_the_feature_scale(population, inference):
     scaled = _scaled(population.subset(np.arange(300)), 1e20)
     largest = float(scaled.part("train").diff().abs().max())
-    with pytest.raises(BadInput, match=re.escape(f"features are too large (|chosen − rejected| reaches {largest:.3g};")):
+    message = re.escape(f"features are too large (|chosen − rejected| reaches {largest:.3g};")
+    with pytest.raises(BadInput, match=message):
         bm.fit(scaled, k=2, router="prompt", inference=inference, restarts=1, seed=0,
                nuts=NUTSSchedule(draws=10, warmup=10))
 
