@@ -17,8 +17,10 @@ import time
 
 import torch
 
+from bayesmicro._io import write_json
 from bayesmicro.data.synthetic import PopulationSpec, make_population
 from bayesmicro.evaluate.calibration import calibration_report
+from bayesmicro.evaluate.metrics import accuracy
 from bayesmicro.infer.api import fit
 from bayesmicro.infer.vi import VISchedule
 
@@ -31,9 +33,8 @@ def run(router_posterior: str, seed: int) -> dict:
                  vi=VISchedule(router_posterior=router_posterior))
     seconds = time.perf_counter() - start
     cal = calibration_report(result.pointwise_log_lik(test).exp(), None, truth.prob(test))
-    accuracy = float((result.predict_proba(test) > 0.5).float().mean())
     info = result.summary["vi"]
-    return {"seconds": seconds, "accuracy": accuracy, "mean_shift": info.get("mean_shift"),
+    return {"seconds": seconds, "accuracy": accuracy(result.predict_proba(test)), "mean_shift": info.get("mean_shift"),
             **{key: cal[key] for key in ("coverage", "interval_width", "ece", "nll")}}
 
 
@@ -48,8 +49,7 @@ def main() -> None:
     out = {"by_seed": {str(seed): {kind: run(kind, seed) for kind in kinds} for seed in args.seeds}}
     out["seeds"] = args.seeds
     out["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    with open(args.out, "w") as f:
-        json.dump(out, f, indent=1)
+    write_json(args.out, out)  # temp file, then rename
     print(json.dumps(out, indent=1))
 
 
