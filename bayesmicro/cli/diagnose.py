@@ -34,12 +34,12 @@ def _pairs_for(run_dir: Path, data: Path | None):
     return pairs, truth
 
 
-def _posterior_summary(fitted: Fit, pairs: EmbeddedPairs) -> dict:
+def _posterior_summary(fitted: Fit, idata) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import arviz as az
 
-        table = az.summary(to_inference_data(fitted, pairs), var_names=["heads"])
+        table = az.summary(idata, var_names=["heads"])
     sd = fitted.heads.std(0) if fitted.n_draws > 1 else fitted.heads[0] * 0
     finite = [float(x) for x in table.get("ess_bulk", []) if not math.isnan(float(x))]
     return {"draws": fitted.n_draws, "heads_mean_norm": fitted.heads.mean(0).norm(dim=-1).tolist(),
@@ -92,8 +92,9 @@ def diagnose_command(
     test = pairs.part("test") if has_split else pairs
     report: dict = {"run": str(run_dir), "inference": fitted.config.inference, "k": fitted.config.k,
                     "router": fitted.config.router, "evaluated_on": "test" if has_split else "all"}
-    report["posterior"] = _posterior_summary(fitted, train)
-    report["loo"] = (reloo(fitted, train, max_refits=max_refits, redraw_factor=redraw_factor)
+    idata = to_inference_data(fitted, train)  # the pointwise log-likelihood of every draw: computed once
+    report["posterior"] = _posterior_summary(fitted, idata)
+    report["loo"] = (reloo(fitted, train, max_refits=max_refits, redraw_factor=redraw_factor, idata=idata)
                      if fitted.n_draws > 1 else None)
     true_prob = None
     if truth is not None:

@@ -106,7 +106,7 @@ def _loo_result(idata) -> tuple[dict, np.ndarray | None, np.ndarray]:
 
 def reloo(fit: Fit, data: EmbeddedPairs, refit: Callable[[EmbeddedPairs], Fit] | None = None,
           threshold: float = PARETO_K_BAD, max_refits: int = 10, redraw_factor: int = REDRAW_FACTOR,
-          redraw: Callable[[int], Fit] | None = None) -> dict:
+          redraw: Callable[[int], Fit] | None = None, idata=None) -> dict:
     """PSIS-LOO with exact refits where importance sampling is unreliable (ArviZ's and brms's ``reloo``).
 
     ``data``: the pairs the posterior was fitted to (a training part, no held-out rows). First, where the posterior is
@@ -120,7 +120,7 @@ def reloo(fit: Fit, data: EmbeddedPairs, refit: Callable[[EmbeddedPairs], Fit] |
     elpd_loo, se and p_loo use the final values; ``pareto_k`` keeps the counts at the run's draws; ``redraw`` (when
     one was made) lists each re-estimated pair (index, k and elpd_i at both draw counts) and how many stay above;
     ``reloo`` lists each refitted pair (index, k, PSIS and exact elpd_i) and ``unreliable`` counts the pairs left
-    above the threshold without a refit.
+    above the threshold without a refit. ``idata``: ``to_inference_data(fit, data)`` when the caller has it already.
     """
     from bayesmicro.infer.api import refit_like
 
@@ -129,7 +129,7 @@ def reloo(fit: Fit, data: EmbeddedPairs, refit: Callable[[EmbeddedPairs], Fit] |
     if data.split is not None and "test" in set(data.split.tolist()):
         raise ValueError("reloo needs the pairs the posterior was fitted to: pass the training part")
     refit = refit or (lambda pairs: refit_like(fit, pairs))
-    summary, pointwise, pareto_k = _loo_result(to_inference_data(fit, data))
+    summary, pointwise, pareto_k = _loo_result(to_inference_data(fit, data) if idata is None else idata)
     if pointwise is None and bool((pareto_k > threshold).any()):
         raise RuntimeError("this ArviZ version's loo result has no pointwise elpd to correct")
     final_k, final = pareto_k.copy(), None if pointwise is None else pointwise.copy()
