@@ -8,6 +8,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -40,6 +41,18 @@ def cli_errors(fn: Callable) -> Callable:
             raise typer.Exit(1) from None
 
     return wrapper
+
+
+def pairs_for_run(run_dir: Path, data: Path):
+    """(DATA as EmbeddedPairs, with the held-out split RUN_DIR was fitted with when DATA has none of its own —
+    ``data.run_split``; the line about that printed on stderr, or None)."""
+    from bayesmicro.data.embedded import EmbeddedPairs
+    from bayesmicro.data.run_split import with_run_split
+
+    pairs, note = with_run_split(EmbeddedPairs.load(data), run_dir)
+    if note:
+        stderr.print(note, markup=False, highlight=False, soft_wrap=True)
+    return pairs, note
 
 
 def emit_json(obj: Any) -> None:

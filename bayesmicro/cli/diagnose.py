@@ -10,8 +10,7 @@ from typing import Optional
 import typer
 
 from bayesmicro._io import read_json, write_json
-from bayesmicro.cli.common import cli_errors, emit_json, stderr
-from bayesmicro.data.embedded import EmbeddedPairs
+from bayesmicro.cli.common import cli_errors, emit_json, pairs_for_run, stderr
 from bayesmicro.errors import BadInput
 from bayesmicro.evaluate.arviz import REDRAW_FACTOR, head_correlation, reloo, to_inference_data
 from bayesmicro.evaluate.calibration import calibration_report, reliability_plot
@@ -23,7 +22,7 @@ PLOT_FILE, REPORT_FILE = "reliability.png", "diagnose.json"
 def _pairs_for(run_dir: Path, data: Path | None):
     """The run's pairs: DATA, or the built-in population recorded in the run's metrics.json (with its truth)."""
     if data is not None:
-        return EmbeddedPairs.load(data), None
+        return pairs_for_run(run_dir, data)[0], None
     metrics = run_dir / "metrics.json"
     population = read_json(metrics).get("population") if metrics.exists() else None
     if not population:
@@ -35,16 +34,20 @@ def _pairs_for(run_dir: Path, data: Path | None):
 
 
 def _posterior_summary(fitted: Fit, idata) -> dict:
+    """Head norms and sds, and ArviZ's smallest bulk ESS over the head weights (None for a point estimate)."""
+    sd = fitted.heads.std(0) if fitted.n_draws > 1 else fitted.heads[0] * 0
+    summary = {"draws": fitted.n_draws, "heads_mean_norm": fitted.heads.mean(0).norm(dim=-1).tolist(),
+               "heads_mean_sd": sd.mean(-1).tolist(), "min_ess_bulk": None,
+               "parameters": fitted.config.k * fitted.config.dim}
+    if idata is None:
+        return summary
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import arviz as az
 
         table = az.summary(idata, var_names=["heads"])
-    sd = fitted.heads.std(0) if fitted.n_draws > 1 else fitted.heads[0] * 0
     finite = [float(x) for x in table.get("ess_bulk", []) if not math.isnan(float(x))]
-    return {"draws": fitted.n_draws, "heads_mean_norm": fitted.heads.mean(0).norm(dim=-1).tolist(),
-            "heads_mean_sd": sd.mean(-1).tolist(), "min_ess_bulk": min(finite) if finite else None,
-            "parameters": int(len(table))}
+    return {**summary, "min_ess_bulk": min(finite) if finite else None, "parameters": int(len(table))}
 
 
 def _loo_line(loo: dict | None) -> str:
@@ -92,10 +95,11 @@ def diagnose_command(
     test = pairs.part("test") if has_split else pairs
     report: dict = {"run": str(run_dir), "inference": fitted.config.inference, "k": fitted.config.k,
                     "router": fitted.config.router, "evaluated_on": "test" if has_split else "all"}
-    idata = to_inference_data(fitted, train)  # the pointwise log-likelihood of every draw: computed once
+    # the pointwise log-likelihood of every draw, computed once; a point estimate has no posterior to summarise
+    idata = to_inference_data(fitted, train) if fitted.n_draws > 1 else None
     report["posterior"] = _posterior_summary(fitted, idata)
     report["loo"] = (reloo(fitted, train, max_refits=max_refits, redraw_factor=redraw_factor, idata=idata)
-                     if fitted.n_draws > 1 else None)
+                     if idata is not None else None)
     true_prob = None
     if truth is not None:
         true_prob = truth.prob(test)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
-from bayesmicro.cli.common import cli_errors, emit_json, print_table
-from bayesmicro.data.embedded import EmbeddedPairs
+from bayesmicro.cli.common import cli_errors, emit_json, pairs_for_run, print_table, stderr
+from bayesmicro.errors import BadInput
 from bayesmicro.evaluate.metrics import score
 from bayesmicro.infer.result import Fit
 
@@ -16,15 +16,22 @@ from bayesmicro.infer.result import Fit
 def eval_command(
     run_dir: Path = typer.Argument(..., help="Run folder written by `bayesmicro fit --out`."),
     data: Path = typer.Argument(..., help="Embedded pairs (folder or .npz)."),
-    split: str = typer.Option("test", "--split", help="test | train | all (test/train need a split column)."),
+    split: str = typer.Option("test", "--split", help="test | train | all. DATA without a split column: the split "
+                              "`fit` drew for the run (split.json), or all pairs when it drew none."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Accuracy (decision rule P(chosen ≻ rejected) > ½), NLL and Brier score, overall and per group."""
+    if split not in ("test", "train", "all"):
+        raise BadInput(f"--split must be test, train or all, got {split!r}")
     fitted = Fit.load(run_dir)
-    pairs = EmbeddedPairs.load(data)
-    if split != "all":
+    pairs, note = pairs_for_run(run_dir, data)
+    evaluated_on = split if pairs.split is not None else "all"
+    if evaluated_on != "all":
         pairs = pairs.part(split)
-    result = score(fitted.predict_proba(pairs), pairs.group)
-    print_table(f"{data} ({split})", {"model": result}, ("accuracy", "nll", "brier", "n"))
+    elif split != "all" and note is None:
+        stderr.print(f"{data} has no split column and {run_dir} recorded none: scoring all {len(pairs)} pairs",
+                     markup=False, highlight=False, soft_wrap=True)
+    result = {**score(fitted.predict_proba(pairs), pairs.group), "evaluated_on": evaluated_on}
+    print_table(f"{data} ({evaluated_on})", {"model": result}, ("accuracy", "nll", "brier", "n"))
     if as_json:
         emit_json(result)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -12,6 +13,7 @@ from bayesmicro._io import atomic_dir, write_json
 from bayesmicro.cli.fit_comparisons import fit_comparisons
 from bayesmicro.cli.common import cli_errors, emit_json, print_table, progress, set_threads
 from bayesmicro.data.embedded import EmbeddedPairs
+from bayesmicro.data.run_split import write_run_split
 from bayesmicro.errors import BadInput
 from bayesmicro.evaluate.calibration import ece
 from bayesmicro.evaluate.compare import compare_on_population
@@ -30,7 +32,8 @@ def model_key(k: int, router: str) -> str:
 def fit_command(
     data: Optional[Path] = typer.Argument(None, help="Embedded pairs: a folder from `bayesmicro embed` or an .npz. "
                                           "Omit to run the built-in synthetic comparison."),
-    k: str = typer.Option("3", "--k", help="Number of BT heads, or 'auto' (choose K = 1..--k-max by PSIS-LOO)."),
+    k: str = typer.Option("3", "--k", help="Number of BT heads, or 'auto' (choose K = 1..--k-max by the ELPD of "
+                          "held-out training pairs; the test pairs play no part)."),
     router: Optional[str] = typer.Option(None, "--router", help="none | prompt | context "
                                          "(default: prompt with DATA, context on the built-in population)."),
     seed: int = typer.Option(0, "--seed"),
@@ -98,7 +101,7 @@ def fit_command(
     if inference == "nuts":
         kept = {} if draws is None else {"draws": draws}
         options["nuts"] = NUTSSchedule(chains=chains, warmup=warmup, mass=nuts_mass, **kept)
-    pairs = None if data is None else _load_split(data, test_fraction, seed)
+    pairs, drew_split = (None, False) if data is None else _load_split(data, test_fraction, seed)
     options["alpha"] = (0.0 if data is None else 0.5) if alpha is None else alpha
     router = router or ("context" if data is None else "prompt")
     k, k_choice = _resolve_k(k, k_max, pairs, router, seed, prior_scale, options["alpha"])
@@ -115,6 +118,8 @@ def fit_command(
         results["out"] = str(out)
         with atomic_dir(out) as tmp:
             main_fit.write_into(tmp)
+            if drew_split:
+                write_run_split(tmp, pairs, test_fraction, seed)
             write_json(tmp / "metrics.json", results)
     rows = {name: value for name, value in results.items() if isinstance(value, dict) and "accuracy" in value}
     print_table("held-out pairs", rows, ("accuracy", "nll", "brier", "ece", "n"))
@@ -122,11 +127,14 @@ def fit_command(
         emit_json(results)
 
 
-def _load_split(data: Path, test_fraction: float, seed: int) -> EmbeddedPairs:
+def _load_split(data: Path, test_fraction: float, seed: int) -> tuple[EmbeddedPairs, bool]:
+    """DATA with its own split, or with a random held-out ``test_fraction``; and whether that split was drawn."""
     pairs = EmbeddedPairs.load(data)
     if not 0.0 <= test_fraction < 1.0:
         raise BadInput(f"--test-fraction must be in [0, 1), got {test_fraction}")
-    return pairs.with_split(test_fraction, seed) if test_fraction > 0 else pairs
+    if pairs.split is not None or test_fraction == 0:
+        return pairs, False
+    return pairs.with_split(test_fraction, seed), True
 
 
 def _resolve_k(k: str, k_max: int, pairs: EmbeddedPairs | None, router: str, seed: int, prior_scale: float,
@@ -143,6 +151,8 @@ def _resolve_k(k: str, k_max: int, pairs: EmbeddedPairs | None, router: str, see
     from bayesmicro.evaluate.arviz import auto_k
 
     source = make_population(seed=seed)[0] if pairs is None else pairs
+    if source.split is not None:  # choose K without the pairs the run is scored on
+        source = replace(source.part("train"), split=None)
     return auto_k(source, k_max=k_max, router=router, seed=seed, prior_scale=prior_scale, alpha=alpha)
 
 

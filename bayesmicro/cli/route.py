@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from bayesmicro.cli.common import cli_errors, emit_json, parse_floats, print_table, set_threads
+from bayesmicro.cli.common import cli_errors, emit_json, pairs_for_run, parse_floats, print_table, set_threads
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.errors import BadInput
 from bayesmicro.evaluate.metrics import score
@@ -29,7 +29,8 @@ def route_command(
     tau: float = typer.Option(1e-3, "--tau", help="Hedge temperature τ (paper: 1e-3 HelpSteer2, 1e-4 RPR)."),
     seed: int = typer.Option(0, "--seed"),
     by: str = typer.Option("group", "--by", help="group | user: the unit that gets B labelled pairs."),
-    test_fraction: float = typer.Option(0.25, "--test-fraction", help="Held-out share when DATA has no split."),
+    test_fraction: float = typer.Option(0.25, "--test-fraction", help="Held-out share when DATA has no split "
+                                        "column and the run recorded none (split.json from `fit`)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
     threads: Optional[int] = typer.Option(None, "--threads"),
     active: bool = typer.Option(False, "--active", help="Ask each group's (user's) B pairs by active queries on "
@@ -49,7 +50,7 @@ def route_command(
     if budget < 1 or any(b < 1 for b in curve_budgets):
         raise BadInput("budgets must be ≥ 1 labelled pairs per group")
     fit = Fit.load(run_dir)
-    pairs = EmbeddedPairs.load(data)
+    pairs, _ = pairs_for_run(run_dir, data)
     if pairs.context is None:
         raise BadInput("routing needs a 'context' matrix in DATA", source=str(data))
     if getattr(pairs, by) is None:

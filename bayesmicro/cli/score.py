@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 
 from bayesmicro._io import write_bytes_atomic
-from bayesmicro.cli.common import cli_errors, emit_json, parse_floats, stderr
+from bayesmicro.cli.common import cli_errors, emit_json, pairs_for_run, parse_floats, stderr
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.errors import BadInput
 from bayesmicro.infer.result import Fit
@@ -22,7 +22,7 @@ def score_rows(fitted: Fit, pairs: EmbeddedPairs, quantiles: tuple[float, ...], 
     without router input, per-head) reward mean/sd/quantiles of the chosen and the rejected response."""
     proba = fitted.prefer_proba(pairs, level)
     columns: dict[str, list] = {"pair": list(range(len(pairs)))}
-    for key in ("group", "user"):
+    for key in ("group", "user", "split"):
         if getattr(pairs, key) is not None:
             columns[key] = getattr(pairs, key).tolist()
     columns.update({"prob_mean": proba.mean.tolist(), "prob_sd": proba.sd.tolist(),
@@ -75,7 +75,7 @@ def score_command(
     if not 0.0 < level < 1.0:
         raise BadInput(f"--level must be in (0, 1), got {level}")
     fitted = Fit.load(run_dir)
-    pairs = EmbeddedPairs.load(data)
+    pairs, _ = pairs_for_run(run_dir, data)
     fitted.check_compatible(pairs)
     columns = score_rows(fitted, pairs, levels, level)
     if out is not None:

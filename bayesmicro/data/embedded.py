@@ -14,6 +14,7 @@ provenance). Loading never unpickles.
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
 import zipfile
 from dataclasses import dataclass, field, replace
@@ -117,11 +118,25 @@ class EmbeddedPairs:
         """Keep an existing split; otherwise assign a random held-out fraction."""
         if self.split is not None:
             return self
-        rng = np.random.default_rng(seed)
-        split = np.full(len(self), "train", dtype=object)
         n_test = int(round(test_fraction * len(self)))
-        split[rng.permutation(len(self))[:n_test]] = "test"
+        return self.with_test_pairs(np.random.default_rng(seed).permutation(len(self))[:n_test])
+
+    def with_test_pairs(self, index) -> "EmbeddedPairs":
+        """These pairs with ``split`` "test" at the row ``index`` (ints) and "train" elsewhere."""
+        split = np.full(len(self), "train", dtype=object)
+        split[np.asarray(index, dtype=np.int64)] = "test"
         return replace(self, split=split.astype(str))
+
+    def fingerprint(self) -> str:
+        """sha256 of the feature matrices (as float32, with their shapes): tells whether two files hold the same
+        pairs in the same order, whatever their labels."""
+        digest = hashlib.sha256()
+        for key in FEATURE_KEYS:
+            value = getattr(self, key)
+            digest.update(f"{key}:{None if value is None else tuple(value.shape)};".encode())
+            if value is not None:
+                digest.update(value.float().contiguous().numpy().tobytes())
+        return digest.hexdigest()
 
     # -- disk ---------------------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> Path:

@@ -1,8 +1,13 @@
+import json
+
 import numpy as np
 import pytest
 
+from typer.testing import CliRunner
+
+from bayesmicro.cli.app import app
 from bayesmicro.data.synthetic import PopulationSpec, make_population
-from tests.cli.helpers import assert_bad_input, run_cli
+from tests.cli.helpers import Result, assert_bad_input, run_cli
 
 
 def test_default_run_shows_the_single_bt_gap_and_routed_recovery(tmp_path):
@@ -80,3 +85,65 @@ def test_eval_rejects_a_tampered_run(tmp_path):
     assert run_cli("fit", data, "--k", "2", "--out", tmp_path / "run").code == 0
     (tmp_path / "run" / "params.safetensors").write_bytes(b"\x80\x04not a safetensors file")
     assert_bad_input(run_cli("eval", tmp_path / "run", data), "params.safetensors")
+
+
+def _npz_without_split(path, n=300, seed=0):
+    data, _ = make_population(PopulationSpec(n_pairs=n, dim=6, prompt_dim=4, context_dim=3), seed=seed)
+    np.savez(path, chosen=data.chosen.numpy(), rejected=data.rejected.numpy(), prompt=data.prompt.numpy(),
+             group=data.group)
+    return path
+
+
+def _in_process(*args) -> Result:
+    """The CLI in this process (these tests call it often; a subprocess spends ~3 s importing torch)."""
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    return Result(result.exit_code, result.stdout, result.stderr)
+
+
+def test_the_split_fit_draws_is_the_one_eval_score_and_diagnose_use(tmp_path):
+    data = _npz_without_split(tmp_path / "f.npz")
+    fitted = _in_process("fit", data, "--k", "2", "--out", tmp_path / "run", "--json")
+    assert fitted.code == 0, fitted.stderr
+    held_out = fitted.json()["routed_mixture"]
+    assert held_out["n"] == 60 and (tmp_path / "run" / "split.json").exists()
+    evaluated = _in_process("eval", tmp_path / "run", data, "--json")
+    assert "60 of 300 pairs held out" in evaluated.stderr
+    assert evaluated.json()["evaluated_on"] == "test" and evaluated.json()["n"] == 60
+    assert evaluated.json()["accuracy"] == pytest.approx(held_out["accuracy"])
+    assert evaluated.json()["nll"] == pytest.approx(held_out["nll"])
+    assert _in_process("eval", tmp_path / "run", data, "--split", "train", "--json").json()["n"] == 240
+    rows = _in_process("score", tmp_path / "run", data).stdout.splitlines()
+    assert sum(json.loads(row)["split"] == "test" for row in rows) == 60
+    diagnosed = _in_process("diagnose", tmp_path / "run", data, "--json").json()
+    assert diagnosed["evaluated_on"] == "test" and diagnosed["calibration"]["n"] == 60
+
+
+def test_other_data_without_a_split_is_scored_whole_and_said_so(tmp_path):
+    assert _in_process("fit", _npz_without_split(tmp_path / "f.npz"), "--k", "2", "--out", tmp_path / "run").code == 0
+    other = _npz_without_split(tmp_path / "other.npz", seed=1)
+    evaluated = _in_process("eval", tmp_path / "run", other, "--json")
+    assert "is not the data" in evaluated.stderr
+    assert evaluated.json()["evaluated_on"] == "all" and evaluated.json()["n"] == 300
+    assert _in_process("fit", other, "--k", "2", "--test-fraction", "0", "--out", tmp_path / "run2").code == 0
+    assert not (tmp_path / "run2" / "split.json").exists()
+    whole = _in_process("eval", tmp_path / "run2", other, "--json")
+    assert "recorded none: scoring all 300 pairs" in whole.stderr and whole.json()["evaluated_on"] == "all"
+
+
+def test_k_auto_chooses_on_training_pairs_only(tmp_path):
+    data, _ = make_population(PopulationSpec(n_pairs=800, dim=6, prompt_dim=4, context_dim=3, k=2), seed=0)
+    data.save(tmp_path / "pairs")
+    result = run_cli("fit", tmp_path / "pairs", "--k", "auto", "--k-max", "3", "--router", "context",
+                     "--alpha", "0", "--json")
+    assert result.code == 0, result.stderr
+    choice = result.json()["k_auto"]
+    assert choice["k"] == 2, choice["compare"]
+    n_train = int((data.split == "train").sum())
+    assert choice["holdout_pairs"] == round(0.3 * n_train)
+
+
+def test_a_damaged_split_file_is_one_line_and_exit_2(tmp_path):
+    data = _npz_without_split(tmp_path / "f.npz")
+    assert _in_process("fit", data, "--k", "1", "--out", tmp_path / "run").code == 0
+    (tmp_path / "run" / "split.json").write_text('{"format": "bayesmicro.run_split/1", "n": 300, "test": [300]}')
+    assert_bad_input(run_cli("eval", tmp_path / "run", data), "split.json", "expected an integer 'n'")
