@@ -75,14 +75,7 @@ def embed_hh(data: str | Path = DEFAULT_DATA, *, limit: int | None = None, model
 
 def with_subset_context(data: EmbeddedPairs) -> EmbeddedPairs:
     """The pairs with ``context`` = one-hot of their subset (``group``), columns in sorted subset order."""
-    if data.group is None:
-        raise ValueError("the HH suite needs the subset of every pair in 'group'")
-    subsets = sorted(set(data.group.tolist()))
-    onehot = torch.zeros(len(data), len(subsets))
-    onehot[torch.arange(len(data)), torch.as_tensor([subsets.index(g) for g in data.group.tolist()])] = 1.0
-    from dataclasses import replace
-
-    return replace(data, context=onehot)
+    return data.with_label_context("group")
 
 
 def subset_scores(prob: torch.Tensor, group: np.ndarray) -> dict[str, dict[str, float]]:

@@ -21,7 +21,8 @@ from bayesmicro.routing.route import METHODS, budget_curve, route_predict
 @cli_errors
 def route_command(
     run_dir: Path = typer.Argument(..., help="Run folder written by `bayesmicro fit --out`."),
-    data: Path = typer.Argument(..., help="Embedded pairs with a 'context' matrix and 'group' labels."),
+    data: Path = typer.Argument(..., help="Embedded pairs with 'group' (or 'user') labels and a 'context' matrix "
+                                "(or --context-from)."),
     method: str = typer.Option("hedge", "--method", help="hedge | posterior | amortized | hyre "
                                "(comma-separated for several)."),
     budget: int = typer.Option(50, "--budget", help="Labelled training pairs per group."),
@@ -29,6 +30,8 @@ def route_command(
     tau: float = typer.Option(1e-3, "--tau", help="Hedge temperature τ (paper: 1e-3 HelpSteer2, 1e-4 RPR)."),
     seed: int = typer.Option(0, "--seed"),
     by: str = typer.Option("group", "--by", help="group | user: the unit that gets B labelled pairs."),
+    context_from: Optional[str] = typer.Option(None, "--context-from", help="group | user: the context stage 2 "
+                                               "routes on is the one-hot of this label (replaces DATA's context)."),
     test_fraction: float = typer.Option(0.25, "--test-fraction", help="Held-out share when DATA has no split "
                                         "column and the run recorded none (split.json from `fit`)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
@@ -51,8 +54,13 @@ def route_command(
         raise BadInput("budgets must be ≥ 1 labelled pairs per group")
     fit = Fit.load(run_dir)
     pairs, _ = pairs_for_run(run_dir, data)
+    if context_from is not None:
+        if context_from not in ("group", "user"):
+            raise BadInput(f"--context-from must be 'group' or 'user', got {context_from!r}")
+        pairs = pairs.with_label_context(context_from)
     if pairs.context is None:
-        raise BadInput("routing needs a 'context' matrix in DATA", source=str(data))
+        raise BadInput("routing needs a 'context' matrix in DATA (or --context-from group|user: the one-hot of "
+                       "that label)", source=str(data))
     if getattr(pairs, by) is None:
         raise BadInput(f"routing needs a '{by}' label for every pair in DATA", source=str(data))
     fit.check_compatible(pairs)

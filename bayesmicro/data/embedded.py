@@ -127,6 +127,17 @@ class EmbeddedPairs:
         split[np.asarray(index, dtype=np.int64)] = "test"
         return replace(self, split=split.astype(str))
 
+    def with_label_context(self, key: str = "group") -> "EmbeddedPairs":
+        """These pairs with ``context`` = the one-hot (n, L) of their ``key`` label ("group" or "user"), columns
+        in sorted label order — e.g. the attribute or subset a stage-2 router is told."""
+        labels = getattr(self, key) if key in ("group", "user") else None
+        if labels is None:
+            raise BadInput(f"a context from '{key}' needs a 'group' or 'user' label for every pair", source=self.source)
+        values, index = np.unique(labels, return_inverse=True)
+        onehot = torch.zeros(len(self), len(values))
+        onehot[torch.arange(len(self)), torch.from_numpy(index.reshape(-1))] = 1.0
+        return replace(self, context=onehot)
+
     def fingerprint(self) -> str:
         """sha256 of the feature matrices (as float32, with their shapes): tells whether two files hold the same
         pairs in the same order, whatever their labels."""

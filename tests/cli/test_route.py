@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 from typer.testing import CliRunner
 
@@ -29,3 +30,19 @@ def test_route_rejects_unknown_method(tmp_path):
     data.save(tmp_path / "pairs")
     result = CliRunner().invoke(app, ["route", str(tmp_path / "run"), str(tmp_path / "pairs"), "--method", "magic"])
     assert result.exit_code == 2 and "--method must be among" in result.output
+
+
+def test_context_from_group_routes_on_the_one_hot_of_the_group(tmp_path):
+    data, heads, _ = _reversed_population(n=400)
+    _stage1(heads).save(tmp_path / "run")
+    replace(data, context=None).save(tmp_path / "no_context")
+    data.with_label_context("group").save(tmp_path / "one_hot")
+    args = ["--method", "hedge,posterior", "--budget", "20", "--json"]
+    missing = CliRunner().invoke(app, ["route", str(tmp_path / "run"), str(tmp_path / "no_context"), *args])
+    assert missing.exit_code == 2 and "--context-from group" in missing.stderr
+    derived = CliRunner().invoke(app, ["route", str(tmp_path / "run"), str(tmp_path / "no_context"),
+                                       "--context-from", "group", *args])
+    given = CliRunner().invoke(app, ["route", str(tmp_path / "run"), str(tmp_path / "one_hot"), *args])
+    assert derived.exit_code == 0, derived.output
+    assert json.loads(derived.stdout) == json.loads(given.stdout)
+    assert json.loads(derived.stdout)["after"]["posterior"]["accuracy"] > 0.8

@@ -79,3 +79,11 @@ def test_with_split_keeps_existing_and_assigns_fraction():
 def test_missing_folder_is_bad_input(tmp_path):
     with pytest.raises(BadInput, match="not found"):
         EmbeddedPairs.load(tmp_path / "nope")
+
+
+def test_label_context_is_the_one_hot_of_the_sorted_labels():
+    data = small_pairs(n=6, group=np.array(["b", "a", "c", "a", "b", "c"]))
+    assert data.with_label_context("group").context.tolist() == [
+        [0, 1, 0], [1, 0, 0], [0, 0, 1], [1, 0, 0], [0, 1, 0], [0, 0, 1]]
+    with pytest.raises(BadInput, match="'user' label"):
+        data.with_label_context("user")
