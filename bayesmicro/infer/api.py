@@ -67,45 +67,16 @@ def fit(
         raise BadInput(f"guide must be one of {GUIDES}, got {vi.guide!r}")
     if vi.router_posterior not in ROUTER_POSTERIORS:
         raise BadInput(f"router_posterior must be one of {ROUTER_POSTERIORS}, got {vi.router_posterior!r}")
-    schedule = schedule or Schedule()
-    router_x = train.router_input(config.uses_context) if router != "none" and k > 1 else None
-    start = time.perf_counter()
-    best = None
-    history = []
     if inference == "nuts" and len(train) > NUTS_MAX_PAIRS:
         raise BadInput(f"NUTS is for small problems (≤ {NUTS_MAX_PAIRS} training pairs, got {len(train)}); "
                        "use --inference vi")
-    for restart in range(1 if k == 1 else restarts):
-        if inference == "em":  # EM keeps the router's initial weights, drawn from the global RNG: seed it first
-            torch.manual_seed(seed * 1000 + restart)
-        model = config.build_model()
-        if inference == "em":
-            gen = torch.Generator().manual_seed(seed * 1000 + restart)
-            with _feature_scale_blamed(inference, diff):
-                heads, info = fit_em_once(model, diff, router_x, initial_heads(k, diff, gen), em, on_step)
-            loss = -info["objective_per_pair"]
-        else:
-            heads, loss = fit_map_once(model, diff, router_x, seed * 1000 + restart, schedule, on_step)
-        candidate = Fit(config, heads.unsqueeze(0), {k_: v.detach().clone() for k_, v in model.router.state_dict().items()})
-        loglik = float(candidate.log_lik_from(diff, router_x).sum())
-        history.append({"restart": restart, "train_loglik": loglik, "loss_per_pair": loss})
-        if best is None or loglik > best[0]:
-            best = (loglik, candidate)
-    loglik, result = best
+    router_x = train.router_input(config.uses_context) if router != "none" and k > 1 else None
+    start = time.perf_counter()
+    loglik, result, history = _best_mode(config, diff, router_x, restarts, inference, seed, schedule or Schedule(),
+                                         em, on_step)
     extra = {}
     if inference in ("vi", "nuts") or (inference == "em" and (em or EMSchedule()).posterior):
-        model = config.build_model()
-        model.router.load_state_dict(result.router_state)
-        mode_heads = result.heads[0]
-        with _feature_scale_blamed(inference, diff):
-            if inference == "nuts":
-                draws, router_draws, extra = fit_nuts(model, diff, router_x, mode_heads, seed, nuts)
-            else:
-                draws, router_draws, extra = fit_vi(model, diff, router_x, mode_heads, seed, vi, on_step)
-        router_state = {k_: v.detach().clone() for k_, v in model.router.state_dict().items()}
-        if extra.get("router_posterior") not in LINEARISED_POSTERIORS:  # those keep the MAP: their linearisation point
-            router_state.update({k_: v.mean(0) for k_, v in router_draws.items()})  # the point router: posterior mean
-        result = Fit(config, draws, router_state, router_draws=router_draws)
+        result, extra = _posterior_around(result, diff, router_x, inference, seed, vi, nuts, on_step)
     result.summary = {
         "train_loglik": loglik,
         "train_pairs": len(train),
@@ -118,6 +89,49 @@ def fit(
         result.summary[inference] = extra
         result.summary["posterior_draws"] = result.n_draws
     return result
+
+
+def _best_mode(config: FitConfig, diff: torch.Tensor, router_x: torch.Tensor | None, restarts: int, inference: str,
+               seed: int, schedule: Schedule, em: EMSchedule | None,
+               on_step: Callable[[], None] | None) -> tuple[float, Fit, list[dict]]:
+    """The MAP (``inference="em"``: EM) restart with the best training log-likelihood: (that log-likelihood, its
+    one-draw Fit, a record per restart). diff: (n, d); router_x: (n, d_r) or None."""
+    best, history = None, []
+    for restart in range(1 if config.k == 1 else restarts):
+        if inference == "em":  # EM keeps the router's initial weights, drawn from the global RNG: seed it first
+            torch.manual_seed(seed * 1000 + restart)
+        model = config.build_model()
+        if inference == "em":
+            gen = torch.Generator().manual_seed(seed * 1000 + restart)
+            with _feature_scale_blamed(inference, diff):
+                heads, info = fit_em_once(model, diff, router_x, initial_heads(config.k, diff, gen), em, on_step)
+            loss = -info["objective_per_pair"]
+        else:
+            heads, loss = fit_map_once(model, diff, router_x, seed * 1000 + restart, schedule, on_step)
+        router_state = {k_: v.detach().clone() for k_, v in model.router.state_dict().items()}
+        candidate = Fit(config, heads.unsqueeze(0), router_state)
+        loglik = float(candidate.log_lik_from(diff, router_x).sum())
+        history.append({"restart": restart, "train_loglik": loglik, "loss_per_pair": loss})
+        if best is None or loglik > best[0]:
+            best = (loglik, candidate)
+    return best[0], best[1], history
+
+
+def _posterior_around(mode: Fit, diff: torch.Tensor, router_x: torch.Tensor | None, inference: str, seed: int,
+                      vi: VISchedule, nuts: NUTSSchedule | None,
+                      on_step: Callable[[], None] | None) -> tuple[Fit, dict]:
+    """Posterior draws started from the one-draw ``mode`` (NUTS, else the VI ``vi`` selects), and the method's info."""
+    model = mode.config.build_model()
+    model.router.load_state_dict(mode.router_state)
+    with _feature_scale_blamed(inference, diff):
+        if inference == "nuts":
+            draws, router_draws, extra = fit_nuts(model, diff, router_x, mode.heads[0], seed, nuts)
+        else:
+            draws, router_draws, extra = fit_vi(model, diff, router_x, mode.heads[0], seed, vi, on_step)
+    router_state = {k_: v.detach().clone() for k_, v in model.router.state_dict().items()}
+    if extra.get("router_posterior") not in LINEARISED_POSTERIORS:  # those keep the MAP: their linearisation point
+        router_state.update({k_: v.mean(0) for k_, v in router_draws.items()})  # the point router: posterior mean
+    return Fit(mode.config, draws, router_state, router_draws=router_draws), extra
 
 
 @contextlib.contextmanager
