@@ -12,7 +12,8 @@ from bayesmicro.cli.common import cli_errors, emit_json, stderr
 @cli_errors
 def export_command(
     run_dir: str = typer.Argument(..., help="Run folder (the --out of `bayesmicro fit`)."),
-    backbone: str = typer.Option(..., "--backbone", help="Hub id or folder of the backbone the features came from."),
+    backbone: Optional[str] = typer.Option(None, "--backbone", help="Hub id or folder of the backbone the features "
+                                           "came from (default: the one the run records from `bayesmicro embed`)."),
     out: str = typer.Option(..., "--out", help="Folder to write (AutoModelForSequenceClassification loads it)."),
     context: Optional[str] = typer.Option(None, "--context", help="Route for this context text."),
     weights: Optional[str] = typer.Option(None, "--weights", help="'static': the static mixture weights."),

@@ -42,16 +42,34 @@ def mixture_weights(fit: Fit, embedder: Any = None, context: str | None = None, 
         return router.log_weights(x.float(), 1)[0].exp()
 
 
-def export_reward_model(run_dir: str | os.PathLike, backbone: str, out: str | os.PathLike, *,
+def recorded_backbone(fit: Fit, run_dir, revision: str | None) -> tuple[str, str | None]:
+    """(where to load the backbone the run's features came from, its hub revision) from the run's summary."""
+    from bayesmicro.embed.backbone import DEFAULT_MODEL, default_model_path
+
+    settings = fit.summary.get("embedding") or {}
+    if not settings.get("model"):
+        raise BadInput("the run does not record the backbone its features came from (they were not made by "
+                       "`bayesmicro embed`): give --backbone", source=str(run_dir))
+    model, recorded = settings["model"], settings.get("revision")
+    if model == DEFAULT_MODEL:
+        return default_model_path(), revision
+    hub_revision = recorded if recorded and not str(recorded).startswith("sha256:") else None  # folders: a hash
+    return model, revision or hub_revision
+
+
+def export_reward_model(run_dir: str | os.PathLike, backbone: str | None, out: str | os.PathLike, *,
                         context: str | None = None, weights: str | None = None, prompt: str = "",
                         revision: str | None = None, local_files_only: bool = False) -> dict[str, Any]:
     """Write ``out``: a sequence-classification model (``num_labels=1``) = ``backbone`` + score head Σ_k π_k w̄_k.
-    Exactly one of ``context`` (text) and ``weights='static'``. Returns a JSON-able description."""
+    Exactly one of ``context`` (text) and ``weights='static'``; ``backbone`` None: the one the run's features
+    record (``bayesmicro embed`` writes it). Returns a JSON-able description."""
     if (context is None) == (weights is None):
         raise BadInput("give exactly one of --context TEXT and --weights static")
     if weights is not None and weights != "static":
         raise BadInput(f"--weights must be 'static', got {weights!r}")
     fit = Fit.load(run_dir)
+    if backbone is None:
+        backbone, revision = recorded_backbone(fit, run_dir, revision)
     pooling = (fit.summary.get("embedding") or {}).get("pooling", "last")
     if pooling != "last":
         raise BadInput(f"the run's features use '{pooling}' pooling; a sequence-classification head scores the "

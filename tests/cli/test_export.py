@@ -85,3 +85,16 @@ def test_export_with_a_different_backbone_exits_2(run_dirs, tmp_path):
                                       "static", "--out", str(tmp_path / "rm")])
     assert result.exit_code == 2 and "hidden size is 48, the run's features have 32 columns" in result.output
     assert not (tmp_path / "rm").exists()
+
+
+def test_the_backbone_defaults_to_the_one_the_run_records(run_dirs, tiny_llama, tmp_path):
+    report = run_export(run_dirs["prompt"], "--context", "be concise", "--out", tmp_path / "rm")
+    given = run_export(run_dirs["prompt"], "--backbone", tiny_llama, "--context", "be concise", "--out",
+                       tmp_path / "rm2")
+    assert report["backbone"] == str(tiny_llama) and report["mixture_weights"] == given["mixture_weights"]
+    unrecorded = Fit.load(run_dirs["prompt"])
+    unrecorded.summary.pop("embedding")
+    unrecorded.save(tmp_path / "bare")
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "bare"), "--weights", "static", "--out",
+                                      str(tmp_path / "rm3")])
+    assert result.exit_code == 2 and "give --backbone" in result.stderr and not (tmp_path / "rm3").exists()
