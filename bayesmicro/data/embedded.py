@@ -130,9 +130,11 @@ class EmbeddedPairs:
     def with_label_context(self, key: str = "group") -> "EmbeddedPairs":
         """These pairs with ``context`` = the one-hot (n, L) of their ``key`` label ("group" or "user"), columns
         in sorted label order — e.g. the attribute or subset a stage-2 router is told."""
-        labels = getattr(self, key) if key in ("group", "user") else None
+        if key not in ("group", "user"):
+            raise BadInput(f"a label context comes from 'group' or 'user', got {key!r}")
+        labels = getattr(self, key)
         if labels is None:
-            raise BadInput(f"a context from '{key}' needs a 'group' or 'user' label for every pair", source=self.source)
+            raise BadInput(f"a context from '{key}' needs a '{key}' label for every pair", source=self.source)
         values, index = np.unique(labels, return_inverse=True)
         onehot = torch.zeros(len(self), len(values))
         onehot[torch.arange(len(self)), torch.from_numpy(index.reshape(-1))] = 1.0
