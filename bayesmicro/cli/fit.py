@@ -11,9 +11,9 @@ import typer
 
 from bayesmicro._io import atomic_dir, write_json
 from bayesmicro.cli.fit_comparisons import fit_comparisons
-from bayesmicro.cli.common import cli_errors, emit_json, print_table, progress, set_threads
+from bayesmicro.cli.common import cli_errors, emit_json, print_table, progress, set_threads, stderr
 from bayesmicro.data.embedded import EmbeddedPairs
-from bayesmicro.data.run_split import write_run_split
+from bayesmicro.data.run_split import SPLIT_FILE, write_run_split
 from bayesmicro.errors import BadInput
 from bayesmicro.evaluate.calibration import ece
 from bayesmicro.evaluate.compare import compare_on_population
@@ -121,6 +121,12 @@ def fit_command(
             if drew_split:
                 write_run_split(tmp, pairs, test_fraction, seed)
             write_json(tmp / "metrics.json", results)
+    if drew_split:
+        n_test = int((pairs.split == "test").sum())
+        kept = f"; recorded in {out / SPLIT_FILE}" if out is not None else ""
+        stderr.print(f"{data} has no split column: held out {n_test} of {len(pairs)} pairs at random "
+                     f"(--test-fraction {test_fraction}, --seed {seed}){kept}", markup=False, highlight=False,
+                     soft_wrap=True)
     rows = {name: value for name, value in results.items() if isinstance(value, dict) and "accuracy" in value}
     print_table("held-out pairs", rows, ("accuracy", "nll", "brier", "ece", "n"))
     if as_json:

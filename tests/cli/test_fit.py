@@ -106,6 +106,7 @@ def test_the_split_fit_draws_is_the_one_eval_score_and_diagnose_use(tmp_path):
     assert fitted.code == 0, fitted.stderr
     held_out = fitted.json()["routed_mixture"]
     assert held_out["n"] == 60 and (tmp_path / "run" / "split.json").exists()
+    assert "held out 60 of 300 pairs at random" in fitted.stderr
     evaluated = _in_process("eval", tmp_path / "run", data, "--json")
     assert "60 of 300 pairs held out" in evaluated.stderr
     assert evaluated.json()["evaluated_on"] == "test" and evaluated.json()["n"] == 60
