@@ -44,8 +44,9 @@ def fit_command(
     alpha: Optional[float] = typer.Option(None, "--alpha", help="Router-entropy regulariser α (default: the "
                                           "paper's 0.5 with DATA; 0 on the built-in population, see README)."),
     prior_scale: float = typer.Option(1.0, "--prior-scale", help="sd of the Gaussian prior on head weights."),
-    router_prior_scale: float = typer.Option(0.3, "--router-prior-scale", help="sd of the Gaussian prior on the "
-                                             "router network's weights (smaller: smoother routing)."),
+    router_prior_scale: str = typer.Option("0.3", "--router-prior-scale", help="sd of the Gaussian prior on the "
+                                           "router network's weights (smaller: smoother routing), or 'auto' (the "
+                                           "best held-out ELPD of 0.03, 0.1, 0.3, 1 on training pairs)."),
     inference: str = typer.Option("map", "--inference", help="map | vi | nuts | em"),
     optimizer: str = typer.Option("auto", "--optimizer", help="auto | lbfgs | adam"),
     epochs: int = typer.Option(20, "--epochs", help="AdamW epochs (minibatch optimizer)."),
@@ -86,7 +87,9 @@ def fit_command(
         return
     if data_format != "embedded":
         raise BadInput(f"--format must be 'embedded' or 'comparisons', got {data_format!r}")
-    options = dict(restarts=restarts or 3, prior_scale=prior_scale, router_prior_scale=router_prior_scale,
+    auto_scale = router_prior_scale.strip().lower() == "auto"
+    options = dict(restarts=restarts or 3, prior_scale=prior_scale,
+                   router_prior_scale=0.3 if auto_scale else _number(router_prior_scale, "--router-prior-scale"),
                    inference=inference,
                    schedule=Schedule(optimizer=optimizer, epochs=epochs, batch_size=batch_size, lr=lr))
     if chains < 1:
@@ -104,8 +107,15 @@ def fit_command(
     pairs, drew_split = (None, False) if data is None else _load_split(data, test_fraction, seed)
     options["alpha"] = (0.0 if data is None else 0.5) if alpha is None else alpha
     router = router or ("context" if data is None else "prompt")
-    k, k_choice = _resolve_k(k, k_max, pairs, router, seed, prior_scale, options["alpha"])
     set_threads(threads)
+    k, k_choice = _resolve_k(k, k_max, pairs, router, seed, prior_scale, options["alpha"])
+    scale_choice = None
+    if auto_scale and router != "none" and k > 1:
+        from bayesmicro.evaluate.arviz import auto_router_prior_scale
+
+        options["router_prior_scale"], scale_choice = auto_router_prior_scale(
+            _selection_pairs(pairs, seed), k=k, router=router, seed=seed, prior_scale=prior_scale,
+            alpha=options["alpha"])
     with progress("fitting", None, not as_json) as step:
         if pairs is None:
             results, fits = compare_on_population(seed=seed, k=k, router=router, on_step=step, **options)
@@ -114,6 +124,8 @@ def fit_command(
             results, main_fit = _fit_and_score(pairs, k, router, seed, step, options)
     if k_choice is not None:
         results["k_auto"] = k_choice
+    if scale_choice is not None:
+        results["router_prior_scale_auto"] = scale_choice
     if out is not None:
         results["out"] = str(out)
         with atomic_dir(out) as tmp:
@@ -153,13 +165,26 @@ def _resolve_k(k: str, k_max: int, pairs: EmbeddedPairs | None, router: str, see
             raise BadInput(f"--k expects a positive integer or 'auto', got {k!r}") from None
     if k_max < 1:
         raise BadInput(f"--k-max must be ≥ 1, got {k_max}")
-    from bayesmicro.data.synthetic import make_population
     from bayesmicro.evaluate.arviz import auto_k
 
+    return auto_k(_selection_pairs(pairs, seed), k_max=k_max, router=router, seed=seed, prior_scale=prior_scale,
+                  alpha=alpha)
+
+
+def _selection_pairs(pairs: EmbeddedPairs | None, seed: int) -> EmbeddedPairs:
+    """The pairs a setting is chosen on (``auto``): the training pairs only, so the run's held-out figures stay
+    held out. ``pairs`` None: the built-in population."""
+    from bayesmicro.data.synthetic import make_population
+
     source = make_population(seed=seed)[0] if pairs is None else pairs
-    if source.split is not None:  # choose K without the pairs the run is scored on
-        source = replace(source.part("train"), split=None)
-    return auto_k(source, k_max=k_max, router=router, seed=seed, prior_scale=prior_scale, alpha=alpha)
+    return source if source.split is None else replace(source.part("train"), split=None)
+
+
+def _number(text: str, flag: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise BadInput(f"{flag} expects a number or 'auto', got {text!r}") from None
 
 
 def _fit_and_score(pairs: EmbeddedPairs, k: int, router: str, seed: int, step, options: dict):

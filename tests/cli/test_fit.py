@@ -51,7 +51,9 @@ def test_npz_fit_then_eval(tmp_path):
     ({}, ("--k", "1000"), ("k = 1000 is larger than the number of training pairs",)),
     ({}, ("--router", "context"), ("router 'context' needs a 'context'",)),
     ({}, ("--router", "sideways"), ("router must be one of",)),
-], ids=["missing_column", "nan_features", "dimension_mismatch", "k_too_large", "no_context", "bad_router"])
+    ({}, ("--router-prior-scale", "wide"), ("--router-prior-scale expects a number or 'auto', got 'wide'",)),
+], ids=["missing_column", "nan_features", "dimension_mismatch", "k_too_large", "no_context", "bad_router",
+        "bad_router_prior_scale"])
 def test_bad_input_exits_2_with_one_line_and_no_run_folder(tmp_path, overrides, args, fragments):
     arrays = {k: v for k, v in overrides.items() if v is not None}
     path = _npz(tmp_path / "bad.npz", **arrays)
@@ -148,3 +150,15 @@ def test_a_damaged_split_file_is_one_line_and_exit_2(tmp_path):
     assert _in_process("fit", data, "--k", "1", "--out", tmp_path / "run").code == 0
     (tmp_path / "run" / "split.json").write_text('{"format": "bayesmicro.run_split/1", "n": 300, "test": [300]}')
     assert_bad_input(run_cli("eval", tmp_path / "run", data), "split.json", "expected an integer 'n'")
+
+
+def test_router_prior_scale_auto_chooses_on_training_pairs_and_fits_with_the_choice(tmp_path):
+    data = _npz_without_split(tmp_path / "f.npz", n=400)
+    result = _in_process("fit", data, "--k", "2", "--router-prior-scale", "auto", "--restarts", "1", "--out",
+                         tmp_path / "run", "--json")
+    assert result.code == 0, result.stderr
+    choice = result.json()["router_prior_scale_auto"]
+    assert choice["holdout_pairs"] == round(0.3 * 320)
+    assert choice["compare"][f"scale={choice['router_prior_scale']}"]["rank"] == 0
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["router_prior_scale"] == choice["router_prior_scale"]

@@ -1,12 +1,14 @@
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
 from bayesmicro.data.synthetic import PopulationSpec, make_population
-from bayesmicro.evaluate.arviz import (auto_k, compare, head_correlation, holdout_compare, loo,
-                                       merge_correlated_heads, reloo, to_inference_data)
+from bayesmicro.evaluate.arviz import (ROUTER_PRIOR_SCALES, auto_k, auto_router_prior_scale, compare,
+                                       head_correlation, holdout_compare, loo, merge_correlated_heads, reloo,
+                                       to_inference_data)
 from bayesmicro.infer import Fit, fit
 from bayesmicro.infer.vi import VISchedule
 from tests.common import assert_close
@@ -233,3 +235,16 @@ def test_arviz_1_tables_are_read_in_the_0x_convention(monkeypatch):
     summary = adapter.loo_summary(None)
     assert (summary["elpd_loo"], summary["p_loo"]) == (-12.25, 1.5)
     assert summary["pareto_k"] == {"good": 1, "ok": 1, "bad": 1, "max": 0.8}
+
+
+@pytest.mark.parametrize("router, smooth", [("prompt", True), ("context", False)],
+                         ids=["noise_prompt_wants_a_smooth_router", "deciding_context_wants_a_sharp_one"])
+def test_auto_router_prior_scale_follows_what_the_router_input_carries(router, smooth):
+    data, _ = make_population(PopulationSpec(n_pairs=1200, dim=6, prompt_dim=24, k=2, test_fraction=0.3), seed=0)
+    if router == "prompt":  # the prompt says nothing about the head: any structure a router finds is memorised
+        data = replace(data, prompt=torch.randn(len(data), 24, generator=torch.Generator().manual_seed(1)))
+    scale, info = auto_router_prior_scale(data, k=2, router=router, alpha=0.0, restarts=1, hidden=32)
+    table = info["compare"]
+    assert set(table) == {f"scale={s}" for s in ROUTER_PRIOR_SCALES} and info["holdout_pairs"] == 360
+    assert table[f"scale={scale}"]["elpd_diff"] == 0.0
+    assert (scale <= 0.1) if smooth else (scale >= 0.3), table
