@@ -108,7 +108,8 @@ def fit_command(
     options["alpha"] = (0.0 if data is None else 0.5) if alpha is None else alpha
     router = router or ("context" if data is None else "prompt")
     set_threads(threads)
-    k, k_choice = _resolve_k(k, k_max, pairs, router, seed, prior_scale, options["alpha"])
+    k, k_choice = _resolve_k(k, k_max, pairs, router, seed, prior_scale, options["alpha"],
+                             options["router_prior_scale"])
     scale_choice = None
     if auto_scale and router != "none" and k > 1:
         from bayesmicro.evaluate.arviz import auto_router_prior_scale
@@ -156,8 +157,9 @@ def _load_split(data: Path, test_fraction: float, seed: int) -> tuple[EmbeddedPa
 
 
 def _resolve_k(k: str, k_max: int, pairs: EmbeddedPairs | None, router: str, seed: int, prior_scale: float,
-               alpha: float) -> tuple[int, dict | None]:
-    """``--k`` as an integer, or chosen by held-out ELPD over K = 1..k_max for ``auto``."""
+               alpha: float, router_prior_scale: float) -> tuple[int, dict | None]:
+    """``--k`` as an integer, or chosen by held-out ELPD over K = 1..k_max for ``auto`` (with
+    ``--router-prior-scale auto``: at the default 0.3, the scale being chosen afterwards for that K)."""
     if k.strip().lower() != "auto":
         try:
             return int(k), None
@@ -168,7 +170,7 @@ def _resolve_k(k: str, k_max: int, pairs: EmbeddedPairs | None, router: str, see
     from bayesmicro.evaluate.arviz import auto_k
 
     return auto_k(_selection_pairs(pairs, seed), k_max=k_max, router=router, seed=seed, prior_scale=prior_scale,
-                  alpha=alpha)
+                  alpha=alpha, router_prior_scale=router_prior_scale)
 
 
 def _selection_pairs(pairs: EmbeddedPairs | None, seed: int) -> EmbeddedPairs:

@@ -265,7 +265,7 @@ def holdout_compare(fits: dict[str, Fit], test: EmbeddedPairs) -> dict[str, dict
 
 def auto_k(data: EmbeddedPairs, k_max: int = 5, router: str = "context", criterion: str = "holdout",
            seed: int = 0, restarts: int = 2, prior_scale: float = 1.0, alpha: float = 0.0,
-           holdout_fraction: float = 0.3, hidden: int = 128) -> tuple[int, dict]:
+           holdout_fraction: float = 0.3, hidden: int = 128, router_prior_scale: float = 0.3) -> tuple[int, dict]:
     """Choose K = 1..k_max for ``data``; rule: the smallest K whose elpd is within max(4, dse) of the best.
 
     ``criterion``:
@@ -282,7 +282,8 @@ def auto_k(data: EmbeddedPairs, k_max: int = 5, router: str = "context", criteri
         raise ValueError(f"criterion must be holdout or loo, got {criterion!r}")
     train, test = _holdout_parts(data, holdout_fraction, seed)
     ks = list(range(1, k_max + 1))
-    common = dict(router=router, alpha=alpha, restarts=restarts, seed=seed, prior_scale=prior_scale, hidden=hidden)
+    common = dict(router=router, alpha=alpha, restarts=restarts, seed=seed, prior_scale=prior_scale, hidden=hidden,
+                  router_prior_scale=router_prior_scale)
     if criterion == "loo":
         schedule = VISchedule(steps=300, particles=1, draws=200, laplace_draws=1000)
         k, _, info = choose_k(lambda k: fit(train, k=k, inference="vi", vi=schedule, **common), train, k_max=k_max)
