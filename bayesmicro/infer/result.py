@@ -265,7 +265,13 @@ class Fit:
         if not path.is_dir():
             raise BadInput("not a run folder (expected the --out folder of `bayesmicro fit`)", source=str(path))
         raw = read_json(path / CONFIG_FILE)
-        if not isinstance(raw, dict) or raw.pop("format", None) != RUN_FORMAT:
+        found = raw.pop("format", None) if isinstance(raw, dict) else None
+        if found != RUN_FORMAT:
+            from bayesmicro.infer.latent_class_result import LATENT_CLASS_FORMAT
+
+            if found == LATENT_CLASS_FORMAT:
+                raise BadInput("a per-user latent-class run (`fit --format comparisons`), not reward heads on "
+                               "embedded pairs: load it with bayesmicro.load", source=str(path))
             raise BadInput(f"'{CONFIG_FILE}' is not a bayesmicro run config ({RUN_FORMAT})", source=str(path))
         try:
             config = FitConfig(**raw)

@@ -129,6 +129,8 @@ def test_fit_cli_run_on_cems_loads_back(tmp_path):
     assert_close(loaded.class_sizes().sum(), torch.tensor(301.0), atol=1e-9)
     again = bayesmicro.load(loaded.save(tmp_path / "copy"))
     assert torch.equal(again.predict_proba(cems), loaded.predict_proba(cems))
+    scored = CliRunner().invoke(app, ["eval", str(tmp_path / "run"), str(cems)])  # a command for reward-head runs
+    assert scored.exit_code == 2 and "a per-user latent-class run" in scored.stderr
 
 
 def test_old_latent_class_folder_and_missing_folder(tmp_path):
