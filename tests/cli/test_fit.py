@@ -162,3 +162,17 @@ def test_router_prior_scale_auto_chooses_on_training_pairs_and_fits_with_the_cho
     assert choice["compare"][f"scale={choice['router_prior_scale']}"]["rank"] == 0
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["router_prior_scale"] == choice["router_prior_scale"]
+
+
+@pytest.mark.parametrize("scale, hinted", [("1.0", True), ("0.03", False)], ids=["weak_prior", "strong_prior"])
+def test_a_router_that_memorises_noise_prompts_gets_a_hint(tmp_path, scale, hinted):
+    data, _ = make_population(PopulationSpec(n_pairs=400, dim=6, prompt_dim=4, context_dim=3, k=2), seed=0)
+    noise = np.random.default_rng(1).standard_normal((400, 64)).astype(np.float32)  # says nothing about the head
+    np.savez(tmp_path / "noise.npz", chosen=data.chosen.numpy(), rejected=data.rejected.numpy(), prompt=noise,
+             split=data.split)
+    result = _in_process("fit", tmp_path / "noise.npz", "--k", "2", "--router-prior-scale", scale, "--restarts", "1",
+                         "--json")
+    assert result.code == 0, result.stderr
+    row = result.json()["routed_mixture"]
+    assert (row["nll"] - row["train_nll"] > 0.1) == hinted
+    assert ("router may be memorising" in result.stderr) == hinted
