@@ -96,19 +96,8 @@ def fit_command(
     options = dict(restarts=restarts or 3, prior_scale=prior_scale,
                    router_prior_scale=0.3 if auto_scale else _number(router_prior_scale, "--router-prior-scale"),
                    inference=inference,
-                   schedule=Schedule(optimizer=optimizer, epochs=epochs, batch_size=batch_size, lr=lr))
-    if chains < 1:
-        raise BadInput(f"--chains must be ≥ 1, got {chains}")
-    if draws is not None and draws < 1:
-        raise BadInput(f"--draws must be ≥ 1, got {draws}")
-    if warmup is not None and warmup < 0:
-        raise BadInput(f"--warmup must be ≥ 0, got {warmup}")
-    if inference in ("vi", "em"):  # em: the same posterior, around the EM optimum
-        kept = {} if draws is None else {"draws": draws, "laplace_draws": draws}
-        options["vi"] = VISchedule(guide=guide, router_posterior=router_posterior, **kept)
-    if inference == "nuts":
-        kept = {} if draws is None else {"draws": draws}
-        options["nuts"] = NUTSSchedule(chains=chains, warmup=warmup, mass=nuts_mass, **kept)
+                   schedule=Schedule(optimizer=optimizer, epochs=epochs, batch_size=batch_size, lr=lr),
+                   **_posterior_schedules(inference, draws, chains, warmup, nuts_mass, guide, router_posterior))
     pairs, drew_split = (None, False) if data is None else _load_split(data, test_fraction, seed)
     options["alpha"] = (0.0 if data is None else 0.5) if alpha is None else alpha
     router = router or ("context" if data is None else "prompt")
@@ -141,17 +130,34 @@ def fit_command(
                 write_run_split(tmp, pairs, test_fraction, seed)
             write_json(tmp / "metrics.json", results)
     if drew_split:
-        n_test = int((pairs.split == "test").sum())
         kept = f"; recorded in {out / SPLIT_FILE}" if out is not None else ""
-        stderr.print(f"{data} has no split column: held out {n_test} of {len(pairs)} pairs at random "
-                     f"(--test-fraction {test_fraction}, --seed {seed}){kept}", markup=False, highlight=False,
-                     soft_wrap=True)
+        stderr.print(f"{data} has no split column: held out {int((pairs.split == 'test').sum())} of {len(pairs)} "
+                     f"pairs at random (--test-fraction {test_fraction}, --seed {seed}){kept}", markup=False,
+                     highlight=False, soft_wrap=True)
     rows = {name: value for name, value in results.items() if isinstance(value, dict) and "accuracy" in value}
     print_table("held-out pairs", rows, ("accuracy", "nll", "brier", "ece", "n"))
     if hint:
         stderr.print(hint, markup=False, highlight=False, soft_wrap=True)
     if as_json:
         emit_json(results)
+
+
+def _posterior_schedules(inference: str, draws: int | None, chains: int, warmup: int | None, nuts_mass: str,
+                         guide: str, router_posterior: str) -> dict:
+    """The ``vi`` / ``nuts`` settings of ``fit()`` from the CLI's posterior flags, checked."""
+    if chains < 1:
+        raise BadInput(f"--chains must be ≥ 1, got {chains}")
+    if draws is not None and draws < 1:
+        raise BadInput(f"--draws must be ≥ 1, got {draws}")
+    if warmup is not None and warmup < 0:
+        raise BadInput(f"--warmup must be ≥ 0, got {warmup}")
+    if inference in ("vi", "em"):  # em: the same posterior, around the EM optimum
+        kept = {} if draws is None else {"draws": draws, "laplace_draws": draws}
+        return {"vi": VISchedule(guide=guide, router_posterior=router_posterior, **kept)}
+    if inference == "nuts":
+        kept = {} if draws is None else {"draws": draws}
+        return {"nuts": NUTSSchedule(chains=chains, warmup=warmup, mass=nuts_mass, **kept)}
+    return {}
 
 
 def _load_split(data: Path, test_fraction: float, seed: int) -> tuple[EmbeddedPairs, bool]:
