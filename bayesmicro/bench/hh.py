@@ -73,11 +73,6 @@ def embed_hh(data: str | Path = DEFAULT_DATA, *, limit: int | None = None, model
     return embedded, stats
 
 
-def with_subset_context(data: EmbeddedPairs) -> EmbeddedPairs:
-    """The pairs with ``context`` = one-hot of their subset (``group``), columns in sorted subset order."""
-    return data.with_label_context("group")
-
-
 def subset_scores(prob: torch.Tensor, group: np.ndarray) -> dict[str, dict[str, float]]:
     """{subset: {accuracy, nll, ece, n}} and "all" for held-out predictions ``prob`` (n,) with subsets ``group``."""
     out = {}
@@ -254,7 +249,7 @@ def run(seeds: int = 5, out_dir: Path | str = "benchmarks/results/hh", *, data: 
         embed_stats = {"seconds": 0.0, "pairs": len(embedded), "source": embedded.source,
                        "embedding": embedded.meta.get("embedding")}
     torch.set_num_threads(1)  # after embedding (which uses torch's default threads): the fits are small
-    pairs = with_subset_context(embedded)
+    pairs = embedded.with_label_context("group")  # stage 2's context: the one-hot of the subset
     per_seed = [run_seed(pairs, seed, k=k, budgets=tuple(budgets), test_fraction=test_fraction, restarts=restarts,
                          routing=tuple(routing)) for seed in range(seeds)]
     summary = summarise(per_seed, tuple(budgets), tuple(routing))
@@ -388,6 +383,6 @@ def _figures(results: dict[str, Any]) -> dict[str, Any]:
     return {"budget_curves": fig, "head_specialisation": fig2}
 
 
-__all__ = ["run", "run_seed", "embed_hh", "with_subset_context", "subset_scores", "head_accuracy", "summarise",
+__all__ = ["run", "run_seed", "embed_hh", "subset_scores", "head_accuracy", "summarise",
            "stage2_scores", "done_when", "mean_head_accuracy", "subset_probe", "posterior_top_weight",
            "STAGE1_RECIPES", "STAGE2_BASE"]

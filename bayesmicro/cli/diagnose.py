@@ -47,7 +47,7 @@ def _posterior_summary(fitted: Fit, idata) -> dict:
 
         table = az.summary(idata, var_names=["heads"])
     finite = [float(x) for x in table.get("ess_bulk", []) if not math.isnan(float(x))]
-    return {**summary, "min_ess_bulk": min(finite) if finite else None, "parameters": int(len(table))}
+    return {**summary, "min_ess_bulk": min(finite) if finite else None}
 
 
 def _loo_line(loo: dict | None) -> str:

@@ -126,9 +126,9 @@ def test_subset_scores_ece_is_the_calibration_module_s():
     assert scores["y"]["nll"] == pytest.approx(float(-torch.log(prob[3:]).mean()))
 
 
-def test_with_subset_context_is_a_one_hot_of_the_subset():
+def test_the_suites_context_is_a_one_hot_of_the_subset():
     data = _conflicting_subsets(n=20)
-    ctx = hh.with_subset_context(data).context
+    ctx = data.with_label_context("group").context
     assert ctx.shape == (20, 2) and torch.equal(ctx.sum(1), torch.ones(20))
     assert torch.equal(ctx[:, 0].bool(), torch.from_numpy(data.group == "a"))
 
