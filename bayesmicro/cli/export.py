@@ -15,7 +15,8 @@ def export_command(
     backbone: Optional[str] = typer.Option(None, "--backbone", help="Hub id or folder of the backbone the features "
                                            "came from (default: the one the run records from `bayesmicro embed`)."),
     out: str = typer.Option(..., "--out", help="Folder to write (AutoModelForSequenceClassification loads it)."),
-    context: Optional[str] = typer.Option(None, "--context", help="Route for this context text."),
+    context: Optional[str] = typer.Option(None, "--context", help="Route for this context text (a run routed on "
+                                         "users or groups: one of their labels)."),
     weights: Optional[str] = typer.Option(None, "--weights", help="'static': the static mixture weights."),
     prompt: str = typer.Option("", "--prompt", help="Prompt text for a context-routed run's router input."),
     revision: Optional[str] = typer.Option(None, "--revision", help="Backbone revision on the hub."),

@@ -22,11 +22,15 @@ from bayesmicro.infer.api import fit
 from bayesmicro.infer.map import Schedule
 from bayesmicro.infer.nuts import NUTSSchedule
 from bayesmicro.infer.vi import VISchedule
+from bayesmicro.models.mixture import LABEL_ROUTERS
 
 
 # held-out minus training NLL (nats per pair) above which `fit` suggests a stronger router prior. Measured: 0.30 for
 # the default prior on all HH-RLHF pairs (K = 3, α = 0.5: memorising), 0.04 there with the sd `auto` picks (0.03)
 MEMORISATION_GAP = 0.1
+# sd of the router's weights across held-out pairs below which `fit` says the router routes nothing. Measured: 1e-7
+# (prompts that do not say whose preference a pair is), 1e-8 (HH with router prior sd 0.03); 0.09-0.39 routing
+STATIC_ROUTER_SD = 0.01
 
 
 def model_key(k: int, router: str) -> str:
@@ -39,8 +43,10 @@ def fit_command(
                                           "Omit to run the built-in synthetic comparison."),
     k: str = typer.Option("3", "--k", help="Number of BT heads, or 'auto' (choose K = 1..--k-max by the ELPD of "
                           "held-out training pairs; the test pairs play no part)."),
-    router: Optional[str] = typer.Option(None, "--router", help="none | prompt | context "
-                                         "(default: prompt with DATA, context on the built-in population)."),
+    router: Optional[str] = typer.Option(None, "--router", help="none | prompt | context | user | group: what the "
+                                         "router reads — user/group: the one-hot of each pair's label, i.e. each "
+                                         "user's (group's) own weights (default: prompt with DATA, context on the "
+                                         "built-in population)."),
     seed: int = typer.Option(0, "--seed"),
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder to write (config, params, metrics)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
@@ -99,8 +105,8 @@ def fit_command(
                    schedule=Schedule(optimizer=optimizer, epochs=epochs, batch_size=batch_size, lr=lr),
                    **_posterior_schedules(inference, draws, chains, warmup, nuts_mass, guide, router_posterior))
     pairs, drew_split = (None, False) if data is None else _load_split(data, test_fraction, seed)
-    options["alpha"] = (0.0 if data is None else 0.5) if alpha is None else alpha
     router = router or ("context" if data is None else "prompt")
+    options["alpha"] = (0.0 if data is None or router in LABEL_ROUTERS else 0.5) if alpha is None else alpha
     set_threads(threads)
     k, k_choice = _resolve_k(k, k_max, pairs, router, seed, prior_scale, options["alpha"],
                              options["router_prior_scale"])
@@ -121,7 +127,8 @@ def fit_command(
         results["k_auto"] = k_choice
     if scale_choice is not None:
         results["router_prior_scale_auto"] = scale_choice
-    hint = None if auto_scale else _memorisation_hint(results, router, k)
+    hint = _static_router_hint(results, main_fit, pairs) if pairs is not None else None
+    hint = hint or (None if auto_scale else _memorisation_hint(results, router, k))
     if out is not None:
         results["out"] = str(out)
         with atomic_dir(out) as tmp:
@@ -214,13 +221,32 @@ def _fit_and_score(pairs: EmbeddedPairs, k: int, router: str, seed: int, step, o
                "evaluated_on": "test" if held_out is not pairs else "train"}
     results[key]["ece"] = ece(proba)
     results[key]["train_nll"] = -main_fit.summary["train_loglik"] / main_fit.summary["train_pairs"]
+    if main_fit.config.router != "none" and k > 1:
+        results[key]["router_weight_sd"] = float(main_fit.log_weights(held_out).exp().std(0).max())
     return results, main_fit
 
 
+def _static_router_hint(results: dict, main_fit, pairs: EmbeddedPairs) -> str | None:
+    """A line for stderr when a router that reads an input gives every held-out pair the same weights: the fit is
+    then a static mixture, which on independent pairs predicts little better than one BT."""
+    config = main_fit.config
+    sd = results.get(model_key(config.k, config.router), {}).get("router_weight_sd")
+    if sd is None or sd > STATIC_ROUTER_SD:
+        return None
+    labels = [key for key in ("user", "group") if getattr(pairs, key) is not None and key != config.router]
+    remedy = f"; if preferences differ by {' or '.join(labels)}, route on it: --router {'|'.join(labels)}" \
+        if labels else ""
+    return (f"the router gives every held-out pair the same weights (sd of π {sd:.1g}): this is a static mixture; "
+            f"its input ({config.router}), under the prior sd {config.router_prior_scale:g} and α = "
+            f"{config.alpha:g}, does not tell the heads apart{remedy}")
+
+
 def _memorisation_hint(results: dict, router: str, k: int) -> str | None:
-    """A line for stderr when a routed mixture's held-out NLL sits far above its training NLL (the MAP's)."""
+    """A line for stderr when a routed mixture's held-out NLL sits far above its training NLL (the MAP's). Not for a
+    label router: it has no per-pair input to memorise with, and held-out users it has not seen are expected to be
+    predicted worse."""
     row = results.get(model_key(k, router), {})
-    if router == "none" or k == 1 or results.get("evaluated_on") != "test" or "train_nll" not in row:
+    if router in ("none", *LABEL_ROUTERS) or k == 1 or results.get("evaluated_on") != "test" or "train_nll" not in row:
         return None
     gap = row["nll"] - row["train_nll"]
     if gap <= MEMORISATION_GAP:

@@ -29,7 +29,8 @@ def route_command(
     budgets: Optional[str] = typer.Option(None, "--budgets", help="Budget curve, e.g. 10,25,50,100."),
     tau: float = typer.Option(1e-3, "--tau", help="Hedge temperature τ (paper: 1e-3 HelpSteer2, 1e-4 RPR)."),
     seed: int = typer.Option(0, "--seed"),
-    by: str = typer.Option("group", "--by", help="group | user: the unit that gets B labelled pairs."),
+    by: Optional[str] = typer.Option(None, "--by", help="group | user: the unit that gets B labelled pairs "
+                                     "(default: group when DATA has group labels, else user)."),
     context_from: Optional[str] = typer.Option(None, "--context-from", help="group | user: the context stage 2 "
                                                "routes on is the one-hot of this label (replaces DATA's context)."),
     test_fraction: float = typer.Option(0.25, "--test-fraction", help="Held-out share when DATA has no split "
@@ -47,7 +48,7 @@ def route_command(
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
         raise BadInput(f"--method must be among {METHODS}, got {method!r}")
-    if by not in ("group", "user"):
+    if by not in (None, "group", "user"):
         raise BadInput(f"--by must be 'group' or 'user', got {by!r}")
     curve_budgets = [int(b) for b in parse_floats(budgets, "--budgets")] if budgets else []
     if budget < 1 or any(b < 1 for b in curve_budgets):
@@ -58,11 +59,11 @@ def route_command(
         if context_from not in ("group", "user"):
             raise BadInput(f"--context-from must be 'group' or 'user', got {context_from!r}")
         pairs = pairs.with_label_context(context_from)
+    pairs = fit.with_label_context(pairs)  # a run routed on a label: stage 2 reads the same one-hot
     if pairs.context is None:
         raise BadInput("routing needs a 'context' matrix in DATA (or --context-from group|user: the one-hot of "
                        "that label)", source=str(data))
-    if getattr(pairs, by) is None:
-        raise BadInput(f"routing needs a '{by}' label for every pair in DATA", source=str(data))
+    by = _routing_unit(pairs, by, data)
     fit.check_compatible(pairs)
     pairs = pairs.with_split(test_fraction, seed)
     set_threads(threads)
@@ -83,6 +84,17 @@ def route_command(
     print_table(f"held-out pairs, B = {budget} per {by}", rows, ("accuracy", "nll", "brier", "n"))
     if as_json:
         emit_json(results)
+
+
+def _routing_unit(pairs: EmbeddedPairs, by: str | None, data: Path) -> str:
+    """The label stage 2 routes per: ``by`` if given, else 'group' when DATA has it, else 'user'."""
+    if by is None:
+        by = "group" if pairs.group is not None or pairs.user is None else "user"
+    if getattr(pairs, by) is None:
+        other = "user" if by == "group" else "group"
+        hint = f" (it has '{other}' labels: --by {other})" if getattr(pairs, other) is not None else ""
+        raise BadInput(f"routing needs a '{by}' label for every pair in DATA{hint}", source=str(data))
+    return by
 
 
 def _selector(fit: Fit, train: EmbeddedPairs, largest: int, by: str, seed: int, active: bool, acquisition: str,

@@ -28,7 +28,7 @@ def score_rows(fitted: Fit, pairs: EmbeddedPairs, quantiles: tuple[float, ...], 
     columns.update({"prob_mean": proba.mean.tolist(), "prob_sd": proba.sd.tolist(),
                     "prob_lower": proba.lower.tolist(), "prob_upper": proba.upper.tolist(),
                     "risk_averse": proba.risk_averse.tolist()})
-    router_x = pairs.router_input(fitted.config.uses_context) if fitted.config.router != "none" else None
+    router_x = fitted.router_input(pairs)
     for side in ("chosen", "rejected"):
         rewards = fitted.reward_summary(getattr(pairs, side), router_x, quantiles)
         columns[f"{side}_reward_mean"] = rewards.mixture_mean.tolist()

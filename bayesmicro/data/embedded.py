@@ -17,6 +17,7 @@ import copy
 import hashlib
 import os
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -127,18 +128,30 @@ class EmbeddedPairs:
         split[np.asarray(index, dtype=np.int64)] = "test"
         return replace(self, split=split.astype(str))
 
-    def with_label_context(self, key: str = "group") -> "EmbeddedPairs":
-        """These pairs with ``context`` = the one-hot (n, L) of their ``key`` label ("group" or "user"), columns
-        in sorted label order — e.g. the attribute or subset a stage-2 router is told."""
+    def with_label_context(self, key: str = "group", levels: Sequence[str] | None = None) -> "EmbeddedPairs":
+        """These pairs with ``context`` = the one-hot (n, L) of their ``key`` label ("group" or "user") — e.g. the
+        attribute or subset a stage-2 router is told. Columns: ``levels`` in their order (a label outside them gets
+        an all-zero row: one the coding has not seen), or the sorted labels of these pairs (``label_levels``)."""
+        labels = self._labels(key)
+        levels = self.label_levels(key) if levels is None else [str(v) for v in levels]
+        column = {level: j for j, level in enumerate(levels)}
+        index = np.asarray([column.get(str(label), -1) for label in labels.tolist()], dtype=np.int64)
+        onehot = torch.zeros(len(self), len(levels))
+        known = torch.from_numpy(np.flatnonzero(index >= 0))
+        onehot[known, torch.from_numpy(index[index >= 0])] = 1.0
+        return replace(self, context=onehot)
+
+    def label_levels(self, key: str) -> list[str]:
+        """The distinct ``key`` labels ("group" or "user") of these pairs, as sorted strings."""
+        return sorted({str(label) for label in self._labels(key).tolist()})
+
+    def _labels(self, key: str) -> np.ndarray:
         if key not in ("group", "user"):
             raise BadInput(f"a label context comes from 'group' or 'user', got {key!r}")
         labels = getattr(self, key)
         if labels is None:
             raise BadInput(f"a context from '{key}' needs a '{key}' label for every pair", source=self.source)
-        values, index = np.unique(labels, return_inverse=True)
-        onehot = torch.zeros(len(self), len(values))
-        onehot[torch.arange(len(self)), torch.from_numpy(index.reshape(-1))] = 1.0
-        return replace(self, context=onehot)
+        return labels
 
     def fingerprint(self) -> str:
         """sha256 of the feature matrices (as float32, with their shapes): tells whether two files hold the same

@@ -16,7 +16,7 @@ from bayesmicro.infer.map import Schedule, fit_map_once, initial_heads
 from bayesmicro.infer.nuts import NUTS_MAX_PAIRS, NUTSSchedule, fit_nuts
 from bayesmicro.infer.result import LINEARISED_POSTERIORS, Fit, FitConfig
 from bayesmicro.infer.vi import GUIDES, ROUTER_POSTERIORS, VISchedule, fit_vi
-from bayesmicro.models.mixture import ROUTERS
+from bayesmicro.models.mixture import LABEL_ROUTERS, ROUTERS
 
 INFERENCE_METHODS = ("map", "vi", "nuts", "em")
 # Beyond this |chosen − rejected| the Fisher (∝ n·Δ²) can outgrow the unit prior precision past float64's ~1e16
@@ -30,7 +30,7 @@ def fit(
     router: str = "prompt",
     inference: str = "map",
     *,
-    alpha: float = 0.5,
+    alpha: float | None = None,
     prior_scale: float = 1.0,
     router_prior_scale: float = 0.3,
     hidden: int = 128,
@@ -44,10 +44,14 @@ def fit(
 ) -> Fit:
     """Fit a mixture of ``k`` BT heads on the training part of ``data`` (all pairs when there is no split).
 
-    ``router``: ``none`` (static weights), ``prompt`` (paper stage 1) or ``context`` (router on [prompt; context]).
+    ``router``: ``none`` (static weights), ``prompt`` (paper stage 1), ``context`` (router on [prompt; context]),
+    or ``user`` / ``group`` (router on the one-hot of each pair's label, coded by the training pairs' labels and
+    kept in the run: each user's or group's own mixture weights; a label the run has not seen reads zeros).
     ``prior_scale``: sd of the Gaussian prior on the head weights; ``router_prior_scale``: sd of the Gaussian prior
     on the router network's weights (smaller: a smoother router that cannot memorise which head fits each pair).
-    ``k=1`` is the single BT model. Restarts differ in their seed; the best training log-likelihood is kept.
+    ``alpha``: the paper's router-entropy regulariser (default 0.5; 0 for the label routers, where it would hold
+    every user's weights at uniform). ``k=1`` is the single BT model. Restarts differ in their seed; the best
+    training log-likelihood is kept.
 
     ``inference``: ``map`` (one draw); ``vi`` (from the best MAP restart; routed mixtures: a Gaussian over the heads
     and every router layer with the router linearised at the MAP — Laplace covariance, ELBO-optimal mean; else SVI
@@ -58,8 +62,10 @@ def fit(
     restarts instead of gradient restarts for the mode, then the same posterior as ``vi`` around the EM optimum;
     ``em.posterior=False``: the optimum alone).
     """
+    if alpha is None:
+        alpha = 0.0 if router in LABEL_ROUTERS else 0.5
     config, train, diff = _checked_config(data, k, router, inference, alpha, prior_scale, hidden, seed,
-                                   router_prior_scale)
+                                          router_prior_scale)
     if restarts < 1:
         raise BadInput(f"restarts must be ≥ 1, got {restarts}")
     vi = vi or VISchedule()
@@ -70,7 +76,7 @@ def fit(
     if inference == "nuts" and len(train) > NUTS_MAX_PAIRS:
         raise BadInput(f"NUTS is for small problems (≤ {NUTS_MAX_PAIRS} training pairs, got {len(train)}); "
                        "use --inference vi")
-    router_x = train.router_input(config.uses_context) if router != "none" and k > 1 else None
+    router_x = config.router_input(train)
     start = time.perf_counter()
     loglik, result, history = _best_mode(config, diff, router_x, restarts, inference, seed, schedule or Schedule(),
                                          em, on_step)
@@ -200,9 +206,14 @@ def _checked_config(data, k, router, inference, alpha, prior_scale, hidden, seed
     if router == "context" and data.context is None:
         raise BadInput("router 'context' needs a 'context' feature matrix, and these pairs have none",
                        source=data.source)
+    if router in LABEL_ROUTERS and getattr(data, router) is None:
+        raise BadInput(f"router '{router}' reads each pair's '{router}' label, and these pairs have none",
+                       source=data.source)
     router = router if k > 1 else "none"  # a single head has nothing to route
-    router_dim = 0 if router == "none" else data.prompt_dim + (data.context_dim if router == "context" else 0)
+    levels = tuple(train.label_levels(router)) if router in LABEL_ROUTERS else None
+    router_dim = (0 if router == "none" else len(levels) if levels is not None
+                  else data.prompt_dim + (data.context_dim if router == "context" else 0))
     config = FitConfig(k=k, router=router, dim=data.dim, router_dim=router_dim, hidden=hidden,
                        prior_scale=prior_scale, alpha=alpha, inference=inference, seed=seed,
-                       router_prior_scale=router_prior_scale)
+                       router_prior_scale=router_prior_scale, router_levels=levels)
     return config, train, diff

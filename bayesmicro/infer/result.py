@@ -14,7 +14,7 @@ from bayesmicro._io import atomic_dir, read_json, read_tensors, write_json, writ
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.errors import BadInput
 from bayesmicro.models.bt import mixture_log_prob, reward_margins
-from bayesmicro.models.mixture import ROUTERS, BTMixture
+from bayesmicro.models.mixture import LABEL_ROUTERS, ROUTERS, BTMixture
 
 RUN_FORMAT = "bayesmicro.run/1"
 # router posteriors whose draws are evaluated on the router linearised at ``router_state`` (the MAP)
@@ -36,10 +36,24 @@ class FitConfig:
     inference: str = "map"
     seed: int = 0
     router_prior_scale: float = 0.3  # sd of the Gaussian prior on the router network's weights
+    router_levels: tuple[str, ...] | None = None  # router "user" / "group": the labels its one-hot input codes
 
     @property
     def uses_context(self) -> bool:
         return self.router == "context"
+
+    @property
+    def label_router(self) -> bool:
+        return self.router in LABEL_ROUTERS
+
+    def router_input(self, data: EmbeddedPairs) -> torch.Tensor | None:
+        """(n, router_dim) what this model's router reads from ``data``: the prompt embedding, [prompt; context],
+        or the one-hot of the pair's label in ``router_levels`` (a label outside them: zeros); None for none."""
+        if self.router == "none" or self.k == 1:
+            return None
+        if self.label_router:
+            return data.with_label_context(self.router, self.router_levels).context
+        return data.router_input(self.uses_context)
 
     def build_model(self) -> BTMixture:
         return BTMixture(self.dim, self.k, self.router, self.router_dim, hidden=self.hidden,
@@ -111,11 +125,21 @@ class Fit:
     def n_draws(self) -> int:
         return self.heads.shape[0]
 
+    def with_label_context(self, data: EmbeddedPairs) -> EmbeddedPairs:
+        """For a run routed on a label (router "user" / "group") and pairs without a context matrix: the pairs
+        with that label's one-hot in the run's coding as context (what stage-2 routing reads); else ``data``."""
+        if not self.config.label_router or data.context is not None:
+            return data
+        return data.with_label_context(self.config.router, self.config.router_levels)
+
     def check_compatible(self, data: EmbeddedPairs) -> None:
+        if self.config.label_router and getattr(data, self.config.router) is None:
+            raise BadInput(f"the run routes on each pair's '{self.config.router}' label, and these pairs have none",
+                           source=data.source)
         if data.dim != self.config.dim:
             raise BadInput(f"response features have {data.dim} columns, the run expects {self.config.dim}",
                            source=data.source)
-        if self._router.reads_input:
+        if self._router.reads_input and not self.config.label_router:
             got = data.prompt_dim + (data.context_dim if self.config.uses_context else 0)
             if self.config.uses_context and data.context is None:
                 raise BadInput("the run routes on context, and these pairs have no 'context' matrix",
@@ -127,9 +151,12 @@ class Fit:
     @torch.no_grad()
     def log_weights(self, data: EmbeddedPairs) -> torch.Tensor:
         """(n, K) log π(x) from the router."""
+        return self._router.log_weights(self.router_input(data), len(data))
+
+    def router_input(self, data: EmbeddedPairs) -> torch.Tensor | None:
+        """(n, d_r) what the router reads from ``data`` (None for static weights), checked against the run."""
         self.check_compatible(data)
-        x = data.router_input(self.config.uses_context) if self._router.reads_input else None
-        return self._router.log_weights(x, len(data))
+        return self.config.router_input(data)
 
     @torch.no_grad()
     def _log_weights_from(self, router_input: torch.Tensor | None, n: int) -> torch.Tensor:
@@ -152,9 +179,7 @@ class Fit:
     @torch.no_grad()
     def log_weights_draws(self, data: EmbeddedPairs) -> torch.Tensor:
         """(S_r, n, K) log π(x) per router draw (S_r = S with a latent router output layer, else 1)."""
-        self.check_compatible(data)
-        x = data.router_input(self.config.uses_context) if self._router.reads_input else None
-        return self._log_weights_from(x, len(data))
+        return self._log_weights_from(self.router_input(data), len(data))
 
     @torch.no_grad()
     def margins(self, data: EmbeddedPairs) -> torch.Tensor:
@@ -273,6 +298,8 @@ class Fit:
                 raise BadInput("a per-user latent-class run (`fit --format comparisons`), not reward heads on "
                                "embedded pairs: load it with bayesmicro.load", source=str(path))
             raise BadInput(f"'{CONFIG_FILE}' is not a bayesmicro run config ({RUN_FORMAT})", source=str(path))
+        if isinstance(raw.get("router_levels"), list):
+            raw["router_levels"] = tuple(raw["router_levels"])
         try:
             config = FitConfig(**raw)
         except TypeError as exc:
@@ -357,3 +384,8 @@ def _check_config_values(config: FitConfig, path: Path) -> None:
         raise bad("router", f"one of {ROUTERS}")
     if not isinstance(config.inference, str):
         raise bad("inference", "a method name")
+    levels = config.router_levels
+    if config.label_router != (levels is not None) or (levels is not None and (
+            not all(isinstance(v, str) for v in levels) or len(levels) != config.router_dim)):
+        raise bad("router_levels", f"router_dim = {config.router_dim} label names for router 'user' / 'group', "
+                                   "null for the other routers")

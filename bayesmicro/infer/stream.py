@@ -36,7 +36,7 @@ from bayesmicro._io import atomic_dir, read_json, read_tensors, write_json, writ
 from bayesmicro.data.shards import Block, ShardStore
 from bayesmicro.errors import BadInput
 from bayesmicro.infer.result import Fit, FitConfig
-from bayesmicro.models.mixture import MIN_INPUT_SCALE, ROUTERS
+from bayesmicro.models.mixture import LABEL_ROUTERS, MIN_INPUT_SCALE, ROUTERS
 
 LATEST_FILE, STATE_TENSORS, STATE_JSON = "latest.json", "state.safetensors", "state.json"
 CHECKPOINT_FORMAT = "bayesmicro.stream_checkpoint/1"
@@ -292,6 +292,8 @@ def fit_stream(
 def _config(store: ShardStore, k, router, alpha, prior_scale, hidden, seed) -> FitConfig:
     if router not in ROUTERS:
         raise BadInput(f"router must be one of {ROUTERS}, got {router!r}")
+    if router in LABEL_ROUTERS:
+        raise BadInput(f"router {router!r} reads labels, which a shard store does not keep: fit in memory (fit())")
     if k < 1:
         raise BadInput(f"k must be ≥ 1, got {k}")
     if prior_scale <= 0:

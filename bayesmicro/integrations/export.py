@@ -26,7 +26,8 @@ PAD_TOKEN = "<|bayesmicro_pad|>"
 def mixture_weights(fit: Fit, embedder: Any = None, context: str | None = None, prompt: str = "") -> torch.Tensor:
     """(K,) π for the export. ``context`` None: the static weights (router ``none``: its learned weights; a routed
     run: the router at the mean training input). Otherwise the router on e(context) (prompt router; the context is
-    the prompt, e.g. a system prompt or user criterion) or on [e(prompt); c(context)] (context router)."""
+    the prompt, e.g. a system prompt or user criterion), on [e(prompt); c(context)] (context router), or on the
+    one-hot of the label ``context`` names (``user`` / ``group`` router)."""
     router = fit.config.build_model().router
     router.load_state_dict(fit.router_state)
     router.eval()
@@ -35,7 +36,13 @@ def mixture_weights(fit: Fit, embedder: Any = None, context: str | None = None, 
             return router.log_weights(None, 1)[0].exp()
         if context is None:
             return router.log_weights(router.input_mean[None], 1)[0].exp()
-        if fit.config.uses_context:
+        if fit.config.label_router:
+            levels = fit.config.router_levels
+            if context not in levels:
+                raise BadInput(f"--context {context!r} is not one of the {len(levels)} {fit.config.router} labels "
+                               f"the run was fitted on (e.g. {', '.join(map(repr, levels[:3]))})")
+            x = torch.nn.functional.one_hot(torch.tensor(levels.index(context)), len(levels))[None].float()
+        elif fit.config.uses_context:
             x = torch.cat([embedder.embed_prompts([prompt]), embedder.embed_texts([context])], dim=1)
         else:
             x = embedder.embed_prompts([context])
@@ -91,7 +98,7 @@ def export_reward_model(run_dir: str | os.PathLike, backbone: str | None, out: s
                        f"{fit.config.dim} columns (a different backbone?)", source=backbone)
 
     embedder = None
-    if context is not None and fit.config.router != "none":
+    if context is not None and fit.config.router in ("prompt", "context"):
         from bayesmicro.integrations.trl import make_embedder
 
         embedder = make_embedder({"model": backbone, "revision": revision, "pooling": "last",

@@ -4,7 +4,8 @@ to newly generated completions.
 ``reward = reward_function(run_dir, embedding=settings)`` returns a callable with TRL's ``reward_funcs`` signature
 ``(prompts, completions, **kwargs) -> list[float]``. For every completion it embeds (prompt, completion) with the
 backbone, pooling and chat template the run was fitted on, weights the heads with the router,
-π(x) = router(e(x)) (or with ``[e(x); context]`` for a context-routed run, reading ``kwargs["context"]``), or with a
+π(x) = router(e(x)) (or with ``[e(x); context]`` for a context-routed run, reading ``kwargs["context"]``; a run
+routed on labels reads ``kwargs["user"]`` or ``kwargs["group"]``), or with a
 user's own weights when ``kwargs["user"]`` names a user in ``user_log_weights``, and returns per completion either the
 posterior mean of Σ_k π_k w_kᵀh or its ``quantile``-th posterior quantile (risk-averse: e.g. 0.1). For a MAP run
 (one draw) the quantile equals the mean.
@@ -16,6 +17,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from bayesmicro.data.embedded import EmbeddedPairs
@@ -69,25 +71,31 @@ class MixtureReward:
         prompt_text = [_as_text(p, "prompt") for p in prompts]
         completion_text = [_as_text(c, "completion") for c in completions]
         return self.rewards(prompt_text, completion_text, context=kwargs.get("context"),
-                            user=kwargs.get("user")).tolist()
+                            user=kwargs.get("user"), group=kwargs.get("group")).tolist()
 
     @torch.no_grad()
     def draws(self, prompts: list[str], completions: list[str], context: Sequence[str] | None = None,
-              user: Sequence[Any] | None = None) -> torch.Tensor:
+              user: Sequence[Any] | None = None, group: Sequence[Any] | None = None) -> torch.Tensor:
         """(S, n) mixture reward Σ_k π_k w_kᵀh(x, a) of every completion under every posterior draw."""
         n = len(prompts)
         features = self.embedder.embed_responses(prompts, completions).float()
         config = self.fit.config
-        router_reads = config.router != "none"
+        router_reads = config.router in ("prompt", "context")
         prompt_x = self.embedder.embed_prompts(prompts).float() if router_reads else torch.zeros(n, 1)
         context_x = None
         if config.uses_context:
             if context is None:
                 raise BadInput("this run routes on context: pass a 'context' column (one string per prompt)")
             context_x = _embed_texts(self.embedder, [str(c) for c in context]).float()
+        labels = {}
+        if config.label_router:
+            given = user if config.router == "user" else group
+            if given is None:
+                raise BadInput(f"this run routes on each prompt's {config.router}: pass a '{config.router}' column")
+            labels[config.router] = np.asarray([str(v) for v in given])
         # rejected = 0: the "margin" of each head is then its reward w_kᵀh of the completion itself
         data = EmbeddedPairs(chosen=features, rejected=torch.zeros_like(features), prompt=prompt_x,
-                             context=context_x, source="<completions>")
+                             context=context_x, source="<completions>", **labels)
         log_w = self.fit.log_weights(data)
         if user is not None and self.user_log_weights:
             for i, u in enumerate(user):
@@ -97,9 +105,9 @@ class MixtureReward:
         return (log_w.exp() * rewards).sum(-1)
 
     def rewards(self, prompts: list[str], completions: list[str], context: Sequence[str] | None = None,
-                user: Sequence[Any] | None = None) -> torch.Tensor:
+                user: Sequence[Any] | None = None, group: Sequence[Any] | None = None) -> torch.Tensor:
         """(n,) posterior mean, or the ``quantile`` over draws, of each completion's mixture reward."""
-        draws = self.draws(prompts, completions, context, user)
+        draws = self.draws(prompts, completions, context, user, group)
         if self.quantile is None:
             return draws.mean(0)
         return torch.quantile(draws, self.quantile, dim=0)

@@ -16,14 +16,16 @@ from torch import nn
 
 from bayesmicro.models.bt import entropy, mixture_log_prob, reward_margins
 
-RouterKind = Literal["none", "prompt", "context"]
-ROUTERS: tuple[str, ...] = ("none", "prompt", "context")
+RouterKind = Literal["none", "prompt", "context", "user", "group"]
+ROUTERS: tuple[str, ...] = ("none", "prompt", "context", "user", "group")
+LABEL_ROUTERS: tuple[str, ...] = ("user", "group")  # the router reads the one-hot of each pair's label
 MIN_INPUT_SCALE = 1e-6  # floor of the router's input sd: columns at it are constant on the training data
 
 
 class Router(PyroModule):
     """π(x) = softmax(f(x)). ``none``: static logits shared by all pairs (MaxMin-style baseline);
-    ``prompt`` / ``context``: one hidden layer (paper: 128 units) on standardised router input."""
+    ``prompt`` / ``context`` / ``user`` / ``group``: one hidden layer (paper: 128 units) on standardised router input
+    (the prompt embedding; [prompt; context]; the one-hot of the pair's user or group label)."""
 
     def __init__(self, kind: str, k: int, input_dim: int = 0, hidden: int = 128):
         super().__init__()

@@ -23,7 +23,7 @@ from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.errors import BadInput
 from bayesmicro.infer.result import Fit
 from bayesmicro.models.bt import bt_log_prob, mixture_log_prob
-from bayesmicro.models.mixture import Router
+from bayesmicro.models.mixture import LABEL_ROUTERS, Router
 
 
 def budget_subset(data: EmbeddedPairs, budget: int, seed: int = 0, by: str = "group") -> EmbeddedPairs:
@@ -65,7 +65,8 @@ class HedgeRouter:
 def context_router_from(fit: Fit, data: EmbeddedPairs, hidden: int | None = None) -> Router:
     """A router on [prompt; context] whose output equals the stage-1 router's at the start.
 
-    Stage-1 ``prompt`` router: first layer's prompt columns and the output layer copied, context columns zero.
+    Stage-1 ``prompt`` router: first layer's prompt columns and the output layer copied, context columns zero
+    (``user`` / ``group`` router: its columns are the context's, which must be that label's one-hot).
     Stage-1 ``none`` router (static weights): a fresh net whose output bias holds the static logits. Stage-1
     ``context`` router: copied whole.
     """
@@ -85,19 +86,22 @@ def context_router_from(fit: Fit, data: EmbeddedPairs, hidden: int | None = None
             router.load_state_dict(stage1.state_dict())
             return router
         first, last = router.net[0], router.net[2]
-        if stage1.kind == "prompt":
-            if stage1.input_mean.shape[0] != d_p:
-                raise BadInput(f"stage-1 router reads {stage1.input_mean.shape[0]} prompt features, the pairs have "
-                               f"{d_p}", source=data.source)
+        if stage1.kind in ("prompt", *LABEL_ROUTERS):
+            # a label router read the one-hot context stage 2 is given (``Fit.with_label_context``)
+            cols = slice(0, d_p) if stage1.kind == "prompt" else slice(d_p, d_p + d_c)
+            reads = "prompt" if stage1.kind == "prompt" else f"'{stage1.kind}' one-hot"
+            if stage1.input_mean.shape[0] != cols.stop - cols.start:
+                raise BadInput(f"stage-1 router reads {stage1.input_mean.shape[0]} {reads} features, the pairs have "
+                               f"{cols.stop - cols.start}", source=data.source)
             s_first, s_last = stage1.net[0], stage1.net[2]
             router.net[0] = first = nn.Linear(d_p + d_c, s_first.out_features)
             router.net[2] = last = nn.Linear(s_first.out_features, k)
             first.weight.zero_()
-            first.weight[:, :d_p] = s_first.weight
+            first.weight[:, cols] = s_first.weight
             first.bias.copy_(s_first.bias)
             last.load_state_dict(s_last.state_dict())
-            router.input_mean[:d_p] = stage1.input_mean
-            router.input_scale[:d_p] = stage1.input_scale
+            router.input_mean[cols] = stage1.input_mean
+            router.input_scale[cols] = stage1.input_scale
         else:  # static stage-1 weights
             last.weight.zero_()
             last.bias.copy_(torch.log_softmax(stage1.logits, -1))

@@ -176,3 +176,51 @@ def test_a_router_that_memorises_noise_prompts_gets_a_hint(tmp_path, scale, hint
     row = result.json()["routed_mixture"]
     assert (row["nll"] - row["train_nll"] > 0.1) == hinted
     assert ("router may be memorising" in result.stderr) == hinted
+
+
+def _reversed_groups_npz(path, prompt=None):
+    """Two groups with reversed preferences; prompts (noise by default) say nothing about the group."""
+    from tests.routing.test_routing import _reversed_population
+
+    data, _, _ = _reversed_population(n=400)
+    np.savez(path, chosen=data.chosen.numpy(), rejected=data.rejected.numpy(),
+             prompt=data.prompt.numpy() if prompt is None else prompt, group=data.group)
+    return path
+
+
+def test_a_router_on_group_labels_runs_through_eval_score_and_route(tmp_path):
+    data = _reversed_groups_npz(tmp_path / "f.npz")
+    fitted = _in_process("fit", data, "--k", "2", "--router", "group", "--restarts", "1", "--out", tmp_path / "run",
+                         "--json")
+    assert fitted.code == 0, fitted.stderr
+    row = fitted.json()["routed_mixture"]
+    assert row["accuracy"] > 0.8 and row["router_weight_sd"] > 0.3
+    assert "same weights" not in fitted.stderr and "memorising" not in fitted.stderr
+    evaluated = _in_process("eval", tmp_path / "run", data, "--json")
+    assert evaluated.json()["accuracy"] == pytest.approx(row["accuracy"])
+    assert _in_process("score", tmp_path / "run", data).code == 0
+    routed = _in_process("route", tmp_path / "run", data, "--method", "posterior,hedge", "--budget", "20", "--json")
+    assert routed.code == 0, routed.stderr
+    assert routed.json()["by"] == "group" and routed.json()["after"]["posterior"]["accuracy"] > 0.8
+
+
+def test_a_router_whose_input_says_nothing_gets_a_hint_naming_the_label(tmp_path):
+    data = _reversed_groups_npz(tmp_path / "f.npz", prompt=np.ones((400, 3), dtype=np.float32))
+    result = _in_process("fit", data, "--k", "2", "--restarts", "1", "--json")
+    assert result.code == 0, result.stderr
+    assert result.json()["routed_mixture"]["router_weight_sd"] < 0.01
+    assert "gives every held-out pair the same weights" in result.stderr and "--router group" in result.stderr
+
+
+def test_route_routes_per_user_when_the_data_has_only_users(tmp_path):
+    with np.load(_reversed_groups_npz(tmp_path / "g.npz")) as arrays:
+        np.savez(tmp_path / "f.npz", **{k: v for k, v in arrays.items() if k != "group"}, user=arrays["group"])
+    data = tmp_path / "f.npz"
+    assert _in_process("fit", data, "--k", "2", "--router", "user", "--restarts", "1", "--out",
+                       tmp_path / "run").code == 0
+    routed = _in_process("route", tmp_path / "run", data, "--method", "posterior", "--budget", "10", "--json")
+    assert routed.code == 0, routed.stderr
+    assert routed.json()["by"] == "user"
+    missing = _in_process("route", tmp_path / "run", data, "--by", "group", "--method", "posterior")
+    assert missing.code == 2 and missing.stdout == ""
+    assert "routing needs a 'group' label" in missing.stderr and "(it has 'user' labels: --by user)" in missing.stderr

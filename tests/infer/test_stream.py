@@ -146,6 +146,8 @@ def test_bad_arguments_are_bad_input(tmp_path):
     store = write_shards(small_pairs(n=20, d_c=None), tmp_path / "s", rows_per_shard=20)
     with pytest.raises(BadInput, match="router 'context' needs a 'context'"):
         fit_stream(store, k=2, router="context")
+    with pytest.raises(BadInput, match="router 'user' reads labels, which a shard store does not keep"):
+        fit_stream(store, k=2, router="user")
     with pytest.raises(BadInput, match="batch_size must be ≥ 1"):
         fit_stream(store, k=2, schedule=StreamSchedule(batch_size=0))
     with pytest.raises(BadInput, match="router_dtype must be one of"):

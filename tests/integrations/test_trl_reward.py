@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import numpy as np
 import pytest
 import torch
 
+from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.errors import BadInput
+from bayesmicro.infer.api import fit
 from bayesmicro.infer.result import Fit
 from bayesmicro.integrations.trl import MixtureReward, reward_function
 from tests.common import assert_close
@@ -83,6 +88,21 @@ def test_context_routed_run_reads_the_context_column(run_dirs, embedder):
     assert_close(reward(PROMPTS, COMPLETIONS, context=contexts),
                  by_hand(run, embedder, PROMPTS, COMPLETIONS, contexts)[0], atol=1e-5)
     with pytest.raises(BadInput, match="routes on context: pass a 'context' column"):
+        reward(PROMPTS, COMPLETIONS)
+
+
+def test_user_routed_run_reads_the_user_column(embedded, embedder, tmp_path):
+    users = np.array(["ann", "bo"] * 20)
+    run = fit(replace(embedded, user=users), k=2, router="user", restarts=1)
+    run.summary["embedding"] = embedded.meta["embedding"]
+    reward = reward_function(run.save(tmp_path / "user_run"), embedder=embedder)
+    asked = ["bo", "ann", "cy"] * 2  # cy: a user the run has not seen (zeros in its coding)
+    h = embedder.embed_responses(PROMPTS, COMPLETIONS)
+    pairs = EmbeddedPairs(chosen=h, rejected=torch.zeros_like(h), prompt=torch.zeros(6, 1), user=np.array(asked))
+    pi = run.log_weights(pairs).exp()
+    assert_close(reward(PROMPTS, COMPLETIONS, user=asked), torch.einsum("nk,kd,nd->n", pi, run.heads[0], h),
+                 atol=1e-5)
+    with pytest.raises(BadInput, match="routes on each prompt's user: pass a 'user' column"):
         reward(PROMPTS, COMPLETIONS)
 
 
