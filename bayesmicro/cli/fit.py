@@ -20,6 +20,7 @@ from bayesmicro.evaluate.compare import compare_on_population
 from bayesmicro.evaluate.metrics import score
 from bayesmicro.infer.api import fit
 from bayesmicro.infer.map import Schedule
+from bayesmicro.infer.result import Fit
 from bayesmicro.infer.nuts import NUTSSchedule
 from bayesmicro.infer.vi import VISchedule
 from bayesmicro.models.mixture import LABEL_ROUTERS
@@ -221,12 +222,12 @@ def _fit_and_score(pairs: EmbeddedPairs, k: int, router: str, seed: int, step, o
                "evaluated_on": "test" if held_out is not pairs else "train"}
     results[key]["ece"] = ece(proba)
     results[key]["train_nll"] = -main_fit.summary["train_loglik"] / main_fit.summary["train_pairs"]
-    if main_fit.config.router != "none" and k > 1:
+    if main_fit.config.router != "none" and k > 1 and len(held_out) > 1:
         results[key]["router_weight_sd"] = float(main_fit.log_weights(held_out).exp().std(0).max())
     return results, main_fit
 
 
-def _static_router_hint(results: dict, main_fit, pairs: EmbeddedPairs) -> str | None:
+def _static_router_hint(results: dict, main_fit: Fit, pairs: EmbeddedPairs) -> str | None:
     """A line for stderr when a router that reads an input gives every held-out pair the same weights: the fit is
     then a static mixture, which on independent pairs predicts little better than one BT."""
     config = main_fit.config
