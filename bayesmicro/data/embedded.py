@@ -129,17 +129,22 @@ class EmbeddedPairs:
         return replace(self, split=split.astype(str))
 
     def with_label_context(self, key: str = "group", levels: Sequence[str] | None = None) -> "EmbeddedPairs":
-        """These pairs with ``context`` = the one-hot (n, L) of their ``key`` label ("group" or "user") — e.g. the
-        attribute or subset a stage-2 router is told. Columns: ``levels`` in their order (a label outside them gets
-        an all-zero row: one the coding has not seen), or the sorted labels of these pairs (``label_levels``)."""
+        """These pairs with ``context`` = ``label_onehot(key, levels)`` — e.g. the attribute or subset a stage-2
+        router is told."""
+        return replace(self, context=self.label_onehot(key, levels))
+
+    def label_onehot(self, key: str, levels: Sequence[str] | None = None) -> torch.Tensor:
+        """(n, L) one-hot of each pair's ``key`` label ("group" or "user"). Columns: ``levels`` in their order (a
+        label outside them gets an all-zero row: one the coding has not seen), or the sorted labels of these pairs
+        (``label_levels``)."""
         labels = self._labels(key)
         levels = self.label_levels(key) if levels is None else [str(v) for v in levels]
         column = {level: j for j, level in enumerate(levels)}
         index = np.asarray([column.get(str(label), -1) for label in labels.tolist()], dtype=np.int64)
         onehot = torch.zeros(len(self), len(levels))
-        known = torch.from_numpy(np.flatnonzero(index >= 0))
-        onehot[known, torch.from_numpy(index[index >= 0])] = 1.0
-        return replace(self, context=onehot)
+        known = np.flatnonzero(index >= 0)
+        onehot[torch.from_numpy(known), torch.from_numpy(index[known])] = 1.0
+        return onehot
 
     def label_levels(self, key: str) -> list[str]:
         """The distinct ``key`` labels ("group" or "user") of these pairs, as sorted strings."""

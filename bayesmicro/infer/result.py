@@ -52,7 +52,7 @@ class FitConfig:
         if self.router == "none" or self.k == 1:
             return None
         if self.label_router:
-            return data.with_label_context(self.router, self.router_levels).context
+            return data.label_onehot(self.router, self.router_levels)  # no copy of the pairs (and no re-validation)
         return data.router_input(self.uses_context)
 
     def build_model(self) -> BTMixture:
