@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import math
 import warnings
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import typer
 
 from bayesmicro._io import read_json, write_json
@@ -45,9 +45,10 @@ def _posterior_summary(fitted: Fit, idata) -> dict:
         warnings.simplefilter("ignore")
         import arviz as az
 
-        table = az.summary(idata, var_names=["heads"])
-    finite = [float(x) for x in table.get("ess_bulk", []) if not math.isnan(float(x))]
-    return {**summary, "min_ess_bulk": min(finite) if finite else None}
+        # az.ess, not az.summary: the summary's R-hat needs two chains and logs a warning on VI's one
+        ess = np.asarray(az.ess(idata, var_names=["heads"], method="bulk")["heads"], dtype=float)
+    finite = ess[np.isfinite(ess)]
+    return {**summary, "min_ess_bulk": float(finite.min()) if finite.size else None}
 
 
 def _loo_line(loo: dict | None) -> str:

@@ -15,7 +15,7 @@ from bayesmicro.evaluate.metrics import score
 from bayesmicro.infer.result import Fit
 from bayesmicro.routing.active import STRATEGIES, active_orders, prefix_subset
 from bayesmicro.routing.hedge import budget_subset
-from bayesmicro.routing.route import METHODS, budget_curve, route_predict
+from bayesmicro.routing.route import METHODS, budget_curve, check_routable, route_predict
 
 
 @cli_errors
@@ -54,6 +54,7 @@ def route_command(
     if budget < 1 or any(b < 1 for b in curve_budgets):
         raise BadInput("budgets must be ≥ 1 labelled pairs per group")
     fit = Fit.load(run_dir)
+    check_routable(fit, source=str(run_dir))
     pairs, _ = pairs_for_run(run_dir, data)
     if context_from is not None:
         if context_from not in ("group", "user"):

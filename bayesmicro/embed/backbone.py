@@ -53,9 +53,14 @@ def resolve(model: str | None, revision: str | None) -> ModelRef:
         if not (path / "config.json").is_file():
             raise BadInput("model folder has no config.json (expected a transformers model folder)", source=str(path))
         return ModelRef(str(path.resolve()), str(path.resolve()), True, revision or folder_fingerprint(path))
-    if model.count("/") > 1 or model.startswith((".", "~")):
-        raise BadInput("model folder not found (expected a hub id like 'org/name' or a local folder)", source=model)
+    check_hub_id(model)
     return ModelRef(model, model, False, hub_commit(model, revision) or revision or "main")
+
+
+def check_hub_id(model: str) -> None:
+    """A ``model`` argument that is no existing folder must look like a hub id; a path gets 'not found'."""
+    if not Path(model).expanduser().exists() and (model.count("/") > 1 or model.startswith((".", "~", "/"))):
+        raise BadInput("model folder not found (expected a hub id like 'org/name' or a local folder)", source=model)
 
 
 def folder_fingerprint(path: Path) -> str:

@@ -16,6 +16,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from bayesmicro._io import atomic_dir, write_json
+from bayesmicro.embed.backbone import check_hub_id
 from bayesmicro.errors import BadInput
 from bayesmicro.infer.result import Fit
 
@@ -81,6 +82,7 @@ def export_reward_model(run_dir: str | os.PathLike, backbone: str | None, out: s
     if pooling != "last":
         raise BadInput(f"the run's features use '{pooling}' pooling; a sequence-classification head scores the "
                        "last token, so only 'last' pooling exports exactly", source=str(run_dir))
+    check_hub_id(backbone)
     kwargs = {"revision": revision, "local_files_only": local_files_only}
     try:
         tokenizer = AutoTokenizer.from_pretrained(backbone, **kwargs)

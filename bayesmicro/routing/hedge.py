@@ -26,6 +26,13 @@ from bayesmicro.models.bt import bt_log_prob, mixture_log_prob
 from bayesmicro.models.mixture import LABEL_ROUTERS, Router
 
 
+def check_routable(fit: Fit, source: str | None = None) -> None:
+    """Stage 2 re-weights the run's heads: a one-head run has nothing to re-weight."""
+    if fit.config.k < 2:
+        raise BadInput("the run has one head (K = 1): stage-2 routing re-weights heads and needs K ≥ 2 "
+                       "(fit with --k 2 or more)", source=source)
+
+
 def budget_subset(data: EmbeddedPairs, budget: int, seed: int = 0, by: str = "group") -> EmbeddedPairs:
     """At most ``budget`` random pairs of every ``group`` (or ``user``) of ``data``: the labelled pairs of stage 2."""
     labels = getattr(data, by)
@@ -113,6 +120,7 @@ def hedge_route(fit: Fit, labelled: EmbeddedPairs, *, tau: float = 1e-3, epochs:
     """Paper Algorithm 1 on the ``labelled`` pairs (e.g. ``budget_subset(train, B)``); heads stay frozen."""
     if tau <= 0:
         raise BadInput(f"tau must be > 0, got {tau}")
+    check_routable(fit)
     fit.check_compatible(labelled)
     router = context_router_from(fit, labelled, hidden)
     x = labelled.router_input(True)

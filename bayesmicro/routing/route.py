@@ -12,7 +12,7 @@ from bayesmicro.errors import BadInput
 from bayesmicro.infer.result import Fit
 from bayesmicro.models.bt import mixture_log_prob
 from bayesmicro.routing.amortized import amortized_route
-from bayesmicro.routing.hedge import budget_subset, hedge_route
+from bayesmicro.routing.hedge import budget_subset, check_routable, hedge_route
 from bayesmicro.routing.posterior import hyre_weights, predict_with_posterior, weight_posterior
 
 METHODS = ("hedge", "posterior", "amortized", "hyre")
@@ -29,6 +29,7 @@ def route_predict(fit: Fit, labelled: EmbeddedPairs, test: EmbeddedPairs, method
     """
     if method not in METHODS:
         raise BadInput(f"method must be one of {METHODS}, got {method!r}")
+    check_routable(fit)
     if method == "hedge":
         return hedge_route(fit, labelled, tau=tau, seed=seed).predict_proba(test)
     if method == "amortized":

@@ -79,6 +79,16 @@ def test_export_bad_options_exit_2(run_dirs, tiny_llama, tmp_path, args, message
     assert not (tmp_path / "rm").exists()
 
 
+def test_export_with_a_missing_backbone_folder_exits_2(run_dirs, tmp_path):
+    missing = tmp_path / "no_such_backbone"
+    result = CliRunner().invoke(app, ["export", str(run_dirs["prompt"]), "--backbone", str(missing), "--weights",
+                                      "static", "--out", str(tmp_path / "rm")])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"error: {missing}: model folder not found (expected a hub id like 'org/name' " \
+                                    "or a local folder)"
+    assert not (tmp_path / "rm").exists()
+
+
 def test_export_with_a_different_backbone_exits_2(run_dirs, tmp_path):
     other = build_tiny_llama(tmp_path / "wide", hidden=48)
     result = CliRunner().invoke(app, ["export", str(run_dirs["prompt"]), "--backbone", str(other), "--weights",

@@ -32,6 +32,15 @@ def test_route_rejects_unknown_method(tmp_path):
     assert result.exit_code == 2 and "--method must be among" in result.output
 
 
+def test_route_refuses_a_one_head_run_before_reading_data(tmp_path):
+    _, heads, _ = _reversed_population(n=40)
+    _stage1(heads[:1], router="none").save(tmp_path / "run")
+    result = CliRunner().invoke(app, ["route", str(tmp_path / "run"), str(tmp_path / "no_such_pairs")])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (f"error: {tmp_path / 'run'}: the run has one head (K = 1): stage-2 routing "
+                                     "re-weights heads and needs K ≥ 2 (fit with --k 2 or more)")
+
+
 def test_context_from_group_routes_on_the_one_hot_of_the_group(tmp_path):
     data, heads, _ = _reversed_population(n=400)
     _stage1(heads).save(tmp_path / "run")

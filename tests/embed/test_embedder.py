@@ -189,3 +189,12 @@ def test_cache_root_from_environment_and_fp16_range(monkeypatch, tmp_path):
     wide = EmbeddingCache(None, {"model": "m"}, storage_dtype="float32")
     wide.put(["k2"], torch.tensor([[1e6, 0.0]]))
     assert wide.get(["k2"])[0, 0].item() == 1e6
+
+
+@pytest.mark.parametrize("model", ["/no/such/folder", "./missing", "~/missing-model", "org/name/extra"],
+                         ids=["absolute", "relative", "home", "three-parts"])
+def test_a_missing_model_folder_is_named_before_any_hub_lookup(model):
+    from bayesmicro.embed.backbone import resolve
+
+    with pytest.raises(BadInput, match=f"^{model}: model folder not found"):
+        resolve(model, None)

@@ -186,6 +186,14 @@ def test_bad_inputs_are_named():
         context_router_from(fit, no_context)
 
 
+@pytest.mark.parametrize("method", ["hedge", "posterior", "hyre", "amortized"], ids=str)
+def test_a_one_head_run_is_refused_by_every_method(method):
+    data, heads, _ = _reversed_population(n=40)
+    one_head = _stage1(heads[:1], router="none")
+    with pytest.raises(BadInput, match=r"one head \(K = 1\).*needs K ≥ 2"):
+        route_predict(one_head, data, data, method)
+
+
 def test_online_posterior_matches_batch_and_has_small_regret():
     from bayesmicro.routing.posterior import OnlinePosterior
 
