@@ -190,7 +190,10 @@ class EmbeddedPairs:
             return _load_folder(path)
         if path.suffix.lower() == ".npz":
             return _load_npz(path)
-        raise BadInput("expected an embedded-pairs folder or an .npz file", source=str(path))
+        suffixes = [s.lower() for s in path.suffixes if s.lower() != ".gz"]
+        hint = (" (a table of text pairs? embed it first: bayesmicro embed FILE --out DIR)"
+                if suffixes and suffixes[-1] in (".csv", ".jsonl", ".json", ".parquet") else "")
+        raise BadInput(f"expected an embedded-pairs folder or an .npz file{hint}", source=str(path))
 
     # -- checks -------------------------------------------------------------------------------------------------
     def _check(self) -> None:
