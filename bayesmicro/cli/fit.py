@@ -144,10 +144,30 @@ def fit_command(
                      highlight=False, soft_wrap=True)
     rows = {name: value for name, value in results.items() if isinstance(value, dict) and "accuracy" in value}
     print_table("held-out pairs", rows, ("accuracy", "nll", "brier", "ece", "n"))
+    for line in _auto_choice_lines(k_choice, scale_choice):
+        stderr.print(line, markup=False, highlight=False, soft_wrap=True)
     if hint:
         stderr.print(hint, markup=False, highlight=False, soft_wrap=True)
     if as_json:
         emit_json(results)
+
+
+def _auto_choice_lines(k_choice: dict | None, scale_choice: dict | None) -> list[str]:
+    """What ``--k auto`` and ``--router-prior-scale auto`` chose, and on what (JSON: ``k_auto`` and
+    ``router_prior_scale_auto``)."""
+    lines = []
+    if k_choice is not None and k_choice.get("criterion") == "holdout":
+        table = k_choice["compare"]
+        best = min(table, key=lambda name: table[name]["rank"])
+        own = table[f"k={k_choice['k']}"]
+        behind = "" if best == f"k={k_choice['k']}" else (
+            f" ({best.replace('k=', 'K = ')}: {own['elpd_diff']:.1f} ± {own['dse']:.1f} nats better)")
+        lines.append(f"--k auto: K = {k_choice['k']}, the smallest K whose ELPD on {k_choice['holdout_pairs']} "
+                     f"held-out training pairs is within max(4, dse) nats of the best{behind}")
+    if scale_choice is not None:
+        lines.append(f"--router-prior-scale auto: sd {scale_choice['router_prior_scale']} (largest held-out ELPD on "
+                     f"{scale_choice['holdout_pairs']} of the training pairs)")
+    return lines
 
 
 def _posterior_schedules(inference: str, draws: int | None, chains: int, warmup: int | None, nuts_mass: str,

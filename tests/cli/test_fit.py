@@ -143,6 +143,8 @@ def test_k_auto_chooses_on_training_pairs_only(tmp_path):
     assert choice["k"] == 2, choice["compare"]
     n_train = int((data.split == "train").sum())
     assert choice["holdout_pairs"] == round(0.3 * n_train)
+    assert f"--k auto: K = 2, the smallest K whose ELPD on {choice['holdout_pairs']} held-out training pairs is " \
+           "within max(4, dse) nats of the best" in result.stderr
 
 
 def test_a_damaged_split_file_is_one_line_and_exit_2(tmp_path):
@@ -160,6 +162,8 @@ def test_router_prior_scale_auto_chooses_on_training_pairs_and_fits_with_the_cho
     choice = result.json()["router_prior_scale_auto"]
     assert choice["holdout_pairs"] == round(0.3 * 320)
     assert choice["compare"][f"scale={choice['router_prior_scale']}"]["rank"] == 0
+    assert f"--router-prior-scale auto: sd {choice['router_prior_scale']} (largest held-out ELPD on 96 of the " \
+           "training pairs)" in result.stderr
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["router_prior_scale"] == choice["router_prior_scale"]
 
@@ -224,3 +228,12 @@ def test_route_routes_per_user_when_the_data_has_only_users(tmp_path):
     missing = _in_process("route", tmp_path / "run", data, "--by", "group", "--method", "posterior")
     assert missing.code == 2 and missing.stdout == ""
     assert "routing needs a 'group' label" in missing.stderr and "(it has 'user' labels: --by user)" in missing.stderr
+
+
+def test_k_auto_line_names_the_better_k_it_passed_over():
+    from bayesmicro.cli.fit import _auto_choice_lines
+
+    table = {"k=1": {"rank": 1, "elpd_diff": 3.04, "dse": 1.62}, "k=2": {"rank": 0, "elpd_diff": 0.0, "dse": 0.0}}
+    lines = _auto_choice_lines({"k": 1, "criterion": "holdout", "holdout_pairs": 112, "compare": table}, None)
+    assert lines == ["--k auto: K = 1, the smallest K whose ELPD on 112 held-out training pairs is within max(4, dse) "
+                     "nats of the best (K = 2: 3.0 ± 1.6 nats better)"]
