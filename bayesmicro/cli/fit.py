@@ -11,6 +11,7 @@ import typer
 
 from bayesmicro._io import atomic_dir, write_json
 from bayesmicro.cli.fit_comparisons import fit_comparisons
+from bayesmicro.cli.fit_streamed import fit_streamed, is_shard_store
 from bayesmicro.cli.common import cli_errors, emit_json, print_table, progress, set_threads, stderr
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.data.run_split import SPLIT_FILE, write_run_split
@@ -40,8 +41,9 @@ def model_key(k: int, router: str) -> str:
 
 @cli_errors
 def fit_command(
-    data: Optional[Path] = typer.Argument(None, help="Embedded pairs: a folder from `bayesmicro embed` or an .npz. "
-                                          "Omit to run the built-in synthetic comparison."),
+    data: Optional[Path] = typer.Argument(None, help="Embedded pairs: a folder from `bayesmicro embed` or an .npz; "
+                                          "or a shard store (bayesmicro.write_shards): a streamed fit. Omit to run "
+                                          "the built-in synthetic comparison."),
     k: str = typer.Option("3", "--k", help="Number of BT heads, or 'auto' (choose K = 1..--k-max by the ELPD of "
                           "held-out training pairs; the test pairs play no part)."),
     router: Optional[str] = typer.Option(None, "--router", help="none | prompt | context | user | group: what the "
@@ -61,9 +63,15 @@ def fit_command(
                                            "best held-out ELPD of 0.03, 0.1, 0.3, 1 on training pairs)."),
     inference: str = typer.Option("map", "--inference", help="map | vi | nuts | em"),
     optimizer: str = typer.Option("auto", "--optimizer", help="auto | lbfgs | adam"),
-    epochs: int = typer.Option(20, "--epochs", help="AdamW epochs (minibatch optimizer)."),
-    batch_size: int = typer.Option(512, "--batch-size"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="AdamW epochs (minibatch optimizer; default 20, "
+                                         "1 for a shard store)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Default 512; 8,192 for a shard store."),
     lr: float = typer.Option(2e-3, "--lr"),
+    device: str = typer.Option("cpu", "--device", help="cpu | cuda[:i]: where a shard store's streamed fit runs "
+                               "(in-memory fits run on the CPU)."),
+    checkpoint_dir: Optional[Path] = typer.Option(None, "--checkpoint-dir", help="Shard store: checkpoint here "
+                                                  "every --checkpoint-every steps and resume from the newest."),
+    checkpoint_every: int = typer.Option(100, "--checkpoint-every", help="Steps between checkpoints."),
     test_fraction: float = typer.Option(0.2, "--test-fraction", help="Held-out share when DATA has no split."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads (default: 1 for small fits)."),
     k_max: int = typer.Option(5, "--k-max", help="Largest K tried by --k auto."),
@@ -99,11 +107,26 @@ def fit_command(
         return
     if data_format != "embedded":
         raise BadInput(f"--format must be 'embedded' or 'comparisons', got {data_format!r}")
+    if data is not None and is_shard_store(data):
+        _refuse_for_a_store(inference=inference, router_prior_scale=router_prior_scale, restarts=restarts,
+                            optimizer=optimizer)
+        schedule = {"lr": lr, "checkpoint_every": checkpoint_every if checkpoint_dir is not None else 0,
+                    **({} if epochs is None else {"epochs": epochs}),
+                    **({} if batch_size is None else {"batch_size": batch_size})}
+        fit_streamed(data, k=k, router=router or "prompt", alpha=0.5 if alpha is None else alpha,
+                     prior_scale=prior_scale, router_prior_scale=_number(router_prior_scale, "--router-prior-scale"),
+                     seed=seed, schedule=schedule, device=device, checkpoint_dir=checkpoint_dir, out=out,
+                     as_json=as_json, threads=threads)
+        return
+    if device != "cpu" or checkpoint_dir is not None:
+        raise BadInput("--device and --checkpoint-dir are for a shard store's streamed fit (DATA written by "
+                       "bayesmicro.write_shards); in-memory fits run on the CPU")
     auto_scale = router_prior_scale.strip().lower() == "auto"
     options = dict(restarts=restarts or 3, prior_scale=prior_scale,
                    router_prior_scale=0.3 if auto_scale else _number(router_prior_scale, "--router-prior-scale"),
                    inference=inference,
-                   schedule=Schedule(optimizer=optimizer, epochs=epochs, batch_size=batch_size, lr=lr),
+                   schedule=Schedule(optimizer=optimizer, epochs=20 if epochs is None else epochs,
+                                     batch_size=512 if batch_size is None else batch_size, lr=lr),
                    **_posterior_schedules(inference, draws, chains, warmup, nuts_mass, guide, router_posterior))
     pairs, drew_split = (None, False) if data is None else _load_split(data, test_fraction, seed)
     router = router or ("context" if data is None else "prompt")
@@ -150,6 +173,16 @@ def fit_command(
         stderr.print(hint, markup=False, highlight=False, soft_wrap=True)
     if as_json:
         emit_json(results)
+
+
+def _refuse_for_a_store(*, inference: str, router_prior_scale: str, restarts: int | None, optimizer: str) -> None:
+    """A shard store gets one streamed AdamW MAP fit: name the option that asks for something else."""
+    refused = {"--inference": inference != "map", "--router-prior-scale auto": router_prior_scale.strip() == "auto",
+               "--restarts": restarts is not None, "--optimizer": optimizer not in ("auto", "adam")}
+    for flag, given in refused.items():
+        if given:
+            raise BadInput(f"{flag}: a shard store gets one streamed MAP fit (AdamW over minibatches); load the "
+                           "pairs in memory (an embedded-pairs folder or .npz) for this")
 
 
 def _auto_choice_lines(k_choice: dict | None, scale_choice: dict | None) -> list[str]:

@@ -209,6 +209,7 @@ def fit_stream(
     *,
     alpha: float = 0.5,
     prior_scale: float = 1.0,
+    router_prior_scale: float = 0.3,
     hidden: int = 128,
     seed: int = 0,
     schedule: StreamSchedule | None = None,
@@ -219,17 +220,20 @@ def fit_stream(
 ) -> Fit:
     """MAP fit of a ``k``-head mixture streamed from a shard store; returns the usual ``Fit`` (on the CPU).
 
-    ``router``: none / prompt / context (as ``bayesmicro.fit``). ``device``: ``cpu`` or ``cuda[:i]`` — parameters,
+    ``router``: none / prompt / context (as ``bayesmicro.fit``); ``router_prior_scale``: sd of the Gaussian prior on
+    the router network's weights. Every pair in the store is fitted (write held-out pairs elsewhere). ``device``: ``cpu`` or ``cuda[:i]`` — parameters,
     Pyro sites and batches live there. ``checkpoint_dir``: where checkpoints go; with ``resume`` a run continues from
     the newest one there. ``on_step(step, loss)`` is called after every optimiser step.
     """
     store = store if isinstance(store, ShardStore) else ShardStore(store)
     schedule = schedule or StreamSchedule()
     schedule.check()
+    if not (str(device) == "cpu" or str(device).startswith("cuda")):
+        raise BadInput(f"--device must be cpu or cuda[:i], got {str(device)!r}")
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise BadInput("--device cuda: CUDA is not available on this machine")
-    config = _config(store, k, router, alpha, prior_scale, hidden, seed)
+    config = _config(store, k, router, alpha, prior_scale, router_prior_scale, hidden, seed)
     use_router = config.router != "none"
     keys = ("chosen", "rejected") + (("prompt",) + (("context",) if config.uses_context else ()) if use_router else ())
     blocks = store.blocks(schedule.batch_size)
@@ -281,7 +285,8 @@ def fit_stream(
     heads = elbo.guide.median()["heads"].detach().to("cpu").clone()
     router_state = {name: v.detach().to("cpu").clone() for name, v in model.router.state_dict().items()}
     steps_run = position["step"] - start_step
-    return Fit(config, heads.unsqueeze(0), router_state, summary={
+    embedding = {"embedding": store.meta["embedding"]} if store.meta.get("embedding") else {}
+    return Fit(config, heads.unsqueeze(0), router_state, summary={**embedding,
         "train_pairs": n, "steps": position["step"], "epochs": schedule.epochs, "batch_size": schedule.batch_size,
         "loss_per_pair": position["epoch_loss"], "fit_seconds": seconds, "device": str(device),
         "pairs_per_second": steps_run * n / steps_per_epoch / seconds if seconds > 0 and steps_run else None,
@@ -289,22 +294,26 @@ def fit_stream(
     })
 
 
-def _config(store: ShardStore, k, router, alpha, prior_scale, hidden, seed) -> FitConfig:
+def _config(store: ShardStore, k, router, alpha, prior_scale, router_prior_scale, hidden, seed) -> FitConfig:
     if router not in ROUTERS:
         raise BadInput(f"router must be one of {ROUTERS}, got {router!r}")
     if router in LABEL_ROUTERS:
         raise BadInput(f"router {router!r} reads labels, which a shard store does not keep: fit in memory (fit())")
     if k < 1:
         raise BadInput(f"k must be ≥ 1, got {k}")
-    if prior_scale <= 0:
-        raise BadInput(f"prior_scale must be > 0, got {prior_scale}")
+    for name, value in (("prior_scale", prior_scale), ("router_prior_scale", router_prior_scale)):
+        if not (math.isfinite(value) and value > 0):
+            raise BadInput(f"{name} must be a finite number > 0, got {value}")
+    if not (math.isfinite(alpha) and alpha >= 0):
+        raise BadInput(f"alpha must be a finite number ≥ 0, got {alpha}")
     if router == "context" and not store.has_context:
         raise BadInput("router 'context' needs a 'context' feature matrix, and this store has none",
                        source=str(store.path))
     router = router if k > 1 else "none"
     router_dim = 0 if router == "none" else store.prompt_dim + (store.context_dim if router == "context" else 0)
     return FitConfig(k=k, router=router, dim=store.dim, router_dim=router_dim, hidden=hidden,
-                     prior_scale=prior_scale, alpha=alpha, inference="map", seed=seed)
+                     prior_scale=prior_scale, alpha=alpha, router_prior_scale=router_prior_scale, inference="map",
+                     seed=seed)
 
 
 def _build(store: ShardStore, config: FitConfig, seed: int, schedule: StreamSchedule, device: torch.device):

@@ -34,7 +34,7 @@ def population():
 def test_block_losses_average_to_the_full_data_loss(tmp_path):
     """Plate size N with subsample B: every minibatch loss is an unbiased (here: exactly averaging) estimate."""
     store = write_shards(small_pairs(n=60, d=5, d_p=3, d_c=None, seed=1), tmp_path / "s", rows_per_shard=20)
-    config = _config(store, 3, "prompt", 0.5, 1.0, 16, 0)
+    config = _config(store, 3, "prompt", 0.5, 1.0, 0.3, 16, 0)
     _, elbo, _ = _build(store, config, 0, StreamSchedule(), torch.device("cpu"))
     staging = Staging(torch.device("cpu"), True, False)
     blocks = store.blocks(10)
@@ -157,7 +157,7 @@ def test_bad_arguments_are_bad_input(tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_fit_keeps_everything_on_the_gpu(tmp_path):
     store = write_shards(small_pairs(n=200, d=6, d_p=4, d_c=None, seed=3), tmp_path / "s", rows_per_shard=50)
-    config = _config(store, 3, "prompt", 0.5, 1.0, 16, 0)
+    config = _config(store, 3, "prompt", 0.5, 1.0, 0.3, 16, 0)
     device = torch.device("cuda")
     with torch.device(device):
         model, elbo, opt = _build(store, config, 0, StreamSchedule(), device)
