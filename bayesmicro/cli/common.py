@@ -18,7 +18,8 @@ from rich.table import Table
 
 from bayesmicro.errors import BadInput
 
-stderr = Console(stderr=True)
+# plain text: paths such as runs/[exp1] print as written (no rich markup), and long lines are not wrapped
+stderr = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
 
 
 def cli_errors(fn: Callable) -> Callable:
@@ -51,7 +52,7 @@ def pairs_for_run(run_dir: Path, data: Path):
 
     pairs, note = with_run_split(EmbeddedPairs.load(data), run_dir)
     if note:
-        stderr.print(note, markup=False, highlight=False, soft_wrap=True)
+        stderr.print(note)
     return pairs, note
 
 

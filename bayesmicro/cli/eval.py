@@ -29,8 +29,7 @@ def eval_command(
     if evaluated_on != "all":
         pairs = pairs.part(split)
     elif split != "all" and note is None:
-        stderr.print(f"{data} has no split column and {run_dir} recorded none: scoring all {len(pairs)} pairs",
-                     markup=False, highlight=False, soft_wrap=True)
+        stderr.print(f"{data} has no split column and {run_dir} recorded none: scoring all {len(pairs)} pairs")
     result = {**score(fitted.predict_proba(pairs), pairs.group), "evaluated_on": evaluated_on}
     print_table(f"{data} ({evaluated_on})", {"model": result}, ("accuracy", "nll", "brier", "n"))
     if as_json:

@@ -11,7 +11,7 @@ import typer
 
 from bayesmicro._io import atomic_dir, write_json
 from bayesmicro.cli.fit_comparisons import fit_comparisons
-from bayesmicro.cli.fit_streamed import fit_streamed, is_shard_store
+from bayesmicro.cli.fit_streamed import fit_streamed, is_shard_store, refuse_for_a_store
 from bayesmicro.cli.common import cli_errors, emit_json, print_table, progress, set_threads, stderr
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.data.run_split import SPLIT_FILE, write_run_split
@@ -108,8 +108,8 @@ def fit_command(
     if data_format != "embedded":
         raise BadInput(f"--format must be 'embedded' or 'comparisons', got {data_format!r}")
     if data is not None and is_shard_store(data):
-        _refuse_for_a_store(inference=inference, router_prior_scale=router_prior_scale, restarts=restarts,
-                            optimizer=optimizer)
+        refuse_for_a_store(inference=inference, router_prior_scale=router_prior_scale, restarts=restarts,
+                           optimizer=optimizer)
         schedule = {"lr": lr, "checkpoint_every": checkpoint_every if checkpoint_dir is not None else 0,
                     **({} if epochs is None else {"epochs": epochs}),
                     **({} if batch_size is None else {"batch_size": batch_size})}
@@ -163,26 +163,15 @@ def fit_command(
     if drew_split:
         kept = f"; recorded in {out / SPLIT_FILE}" if out is not None else ""
         stderr.print(f"{data} has no split column: held out {int((pairs.split == 'test').sum())} of {len(pairs)} "
-                     f"pairs at random (--test-fraction {test_fraction}, --seed {seed}){kept}", markup=False,
-                     highlight=False, soft_wrap=True)
+                     f"pairs at random (--test-fraction {test_fraction}, --seed {seed}){kept}")
     rows = {name: value for name, value in results.items() if isinstance(value, dict) and "accuracy" in value}
     print_table("held-out pairs", rows, ("accuracy", "nll", "brier", "ece", "n"))
     for line in _auto_choice_lines(k_choice, scale_choice):
-        stderr.print(line, markup=False, highlight=False, soft_wrap=True)
+        stderr.print(line)
     if hint:
-        stderr.print(hint, markup=False, highlight=False, soft_wrap=True)
+        stderr.print(hint)
     if as_json:
         emit_json(results)
-
-
-def _refuse_for_a_store(*, inference: str, router_prior_scale: str, restarts: int | None, optimizer: str) -> None:
-    """A shard store gets one streamed AdamW MAP fit: name the option that asks for something else."""
-    refused = {"--inference": inference != "map", "--router-prior-scale auto": router_prior_scale.strip() == "auto",
-               "--restarts": restarts is not None, "--optimizer": optimizer not in ("auto", "adam")}
-    for flag, given in refused.items():
-        if given:
-            raise BadInput(f"{flag}: a shard store gets one streamed MAP fit (AdamW over minibatches); load the "
-                           "pairs in memory (an embedded-pairs folder or .npz) for this")
 
 
 def _auto_choice_lines(k_choice: dict | None, scale_choice: dict | None) -> list[str]:

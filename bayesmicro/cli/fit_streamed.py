@@ -15,6 +15,16 @@ def is_shard_store(path: Path) -> bool:
     return path.is_dir() and (path / MANIFEST_FILE).is_file()
 
 
+def refuse_for_a_store(*, inference: str, router_prior_scale: str, restarts: int | None, optimizer: str) -> None:
+    """A shard store gets one streamed AdamW MAP fit: name the option that asks for something else."""
+    refused = {"--inference": inference != "map", "--router-prior-scale auto": router_prior_scale.strip() == "auto",
+               "--restarts": restarts is not None, "--optimizer": optimizer not in ("auto", "adam")}
+    for flag, given in refused.items():
+        if given:
+            raise BadInput(f"{flag}: a shard store gets one streamed MAP fit (AdamW over minibatches); load the "
+                           "pairs in memory (an embedded-pairs folder or .npz) for this")
+
+
 def fit_streamed(store_path: Path, *, k: str, router: str, alpha: float, prior_scale: float,
                  router_prior_scale: float, seed: int, schedule: dict, device: str, checkpoint_dir: Path | None,
                  out: Path | None, as_json: bool, threads: int | None) -> dict:
@@ -41,8 +51,7 @@ def fit_streamed(store_path: Path, *, k: str, router: str, alpha: float, prior_s
     rate = f", {s['pairs_per_second']:,.0f} pairs/s" if s["pairs_per_second"] else ""
     stderr.print(f"streamed {s['train_pairs']:,} pairs × {s['epochs']} epoch(s) on {s['device']} in "
                  f"{s['fit_seconds']:.1f} s{rate}; MAP objective per pair {s['loss_per_pair']:.4f}. A shard store "
-                 "holds no held-out pairs: score some with `bayesmicro eval RUN DATA`", markup=False, highlight=False,
-                 soft_wrap=True)
+                 "holds no held-out pairs: score some with `bayesmicro eval RUN DATA`")
     if as_json:
         emit_json(report)
     return report

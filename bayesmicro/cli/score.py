@@ -40,8 +40,10 @@ def score_rows(fitted: Fit, pairs: EmbeddedPairs, quantiles: tuple[float, ...], 
 
 def _write_rows(columns: dict[str, list], out: Path) -> None:
     if out.suffix == ".parquet":
+        import datasets
         from datasets import Dataset
 
+        datasets.disable_progress_bars()  # stderr keeps our one line
         fd, tmp = tempfile.mkstemp(dir=out.parent if str(out.parent) else ".", suffix=".parquet.tmp")
         os.close(fd)
         try:
@@ -78,6 +80,10 @@ def score_command(
     pairs, _ = pairs_for_run(run_dir, data)
     fitted.check_compatible(pairs)
     columns = score_rows(fitted, pairs, levels, level)
+    if fitted.n_draws == 1:
+        stderr.print(f"{run_dir} is a point estimate (one draw, inference '{fitted.config.inference}'): intervals, "
+                     "sds and quantiles collapse to the mean; fit with --inference vi, em or nuts for posterior "
+                     "uncertainty")
     if out is not None:
         _write_rows(columns, out)
         stderr.print(f"wrote {len(pairs)} rows to {out}")

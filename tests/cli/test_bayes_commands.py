@@ -51,6 +51,19 @@ def test_score_writes_one_row_per_pair(vi_run):
     assert len(lines) == 500 and json.loads(lines[3])["pair"] == 3
 
 
+def test_score_of_a_point_estimate_says_its_intervals_are_points(vi_run, tmp_path):
+    root, _ = vi_run
+    fitted = runner.invoke(app, ["fit", str(root / "pairs"), "--k", "2", "--router", "context", "--restarts", "1",
+                                 "--out", str(tmp_path / "map")])
+    assert fitted.exit_code == 0, fitted.output
+    for run, says in ((tmp_path / "map", True), (root / "run", False)):
+        result = runner.invoke(app, ["score", str(run), str(root / "pairs"), "--out", str(tmp_path / "s.parquet")])
+        assert result.exit_code == 0, result.output
+        assert ("is a point estimate (one draw, inference 'map')" in result.stderr) == says
+        assert result.stderr.strip().splitlines()[-1] == f"wrote 500 rows to {tmp_path / 's.parquet'}"
+        assert "parquet from Arrow" not in result.stderr  # no datasets progress bar
+
+
 @pytest.mark.parametrize("args, message", [
     (["--quantiles", "0.5,x"], "--quantiles"),
     (["--quantiles", "1.5"], "--quantiles"),

@@ -237,3 +237,12 @@ def test_k_auto_line_names_the_better_k_it_passed_over():
     lines = _auto_choice_lines({"k": 1, "criterion": "holdout", "holdout_pairs": 112, "compare": table}, None)
     assert lines == ["--k auto: K = 1, the smallest K whose ELPD on 112 held-out training pairs is within max(4, dse) "
                      "nats of the best (K = 2: 3.0 ± 1.6 nats better)"]
+
+
+def test_stderr_prints_paths_as_written_on_one_line(tmp_path):
+    folder = tmp_path / ("[exp1] " + "long-name-" * 8)  # rich markup would eat "[exp1]"; 80 columns would wrap
+    folder.mkdir()
+    data = _npz_without_split(folder / "f.npz")
+    result = _in_process("fit", data, "--k", "1")
+    assert result.code == 0, result.stderr
+    assert f"{data} has no split column: held out 60 of 300 pairs at random" in result.stderr.splitlines()[0]
