@@ -29,7 +29,7 @@ def fit_streamed(store_path: Path, *, k: str, router: str, alpha: float, prior_s
                  router_prior_scale: float, seed: int, schedule: dict, device: str, checkpoint_dir: Path | None,
                  out: Path | None, as_json: bool, threads: int | None) -> dict:
     """Minibatch AdamW over every pair of the store (``StreamSchedule`` fields in ``schedule``, defaults for those
-    not given); writes a run folder like any ``fit`` and reports the training loss — a store has no held-out pairs."""
+    not given); writes a run folder like any ``fit`` and reports the MAP objective — a store has no held-out pairs."""
     try:
         k = int(k)
     except ValueError:

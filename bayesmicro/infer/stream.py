@@ -221,9 +221,10 @@ def fit_stream(
     """MAP fit of a ``k``-head mixture streamed from a shard store; returns the usual ``Fit`` (on the CPU).
 
     ``router``: none / prompt / context (as ``bayesmicro.fit``); ``router_prior_scale``: sd of the Gaussian prior on
-    the router network's weights. Every pair in the store is fitted (write held-out pairs elsewhere). ``device``: ``cpu`` or ``cuda[:i]`` — parameters,
-    Pyro sites and batches live there. ``checkpoint_dir``: where checkpoints go; with ``resume`` a run continues from
-    the newest one there. ``on_step(step, loss)`` is called after every optimiser step.
+    the router network's weights. Every pair in the store is fitted (write held-out pairs elsewhere). ``device``:
+    ``cpu`` or ``cuda[:i]`` — parameters, Pyro sites and batches live there. ``checkpoint_dir``: where checkpoints
+    go; with ``resume`` a run continues from the newest one there. ``on_step(step, loss)`` is called after every
+    optimiser step. The run records the store's embedding settings (``meta['embedding']``) like ``fit`` does.
     """
     store = store if isinstance(store, ShardStore) else ShardStore(store)
     schedule = schedule or StreamSchedule()
