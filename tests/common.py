@@ -21,8 +21,9 @@ def child_env(**extra: str) -> dict[str, str]:
 
 def assert_close(actual, expected, atol: float = 1e-6, rtol: float = 1e-6, msg: str = "") -> None:
     """Elementwise closeness for tensors, arrays and floats, with the worst offender in the message."""
-    a = torch.as_tensor(np.asarray(actual, dtype=np.float64) if not torch.is_tensor(actual) else actual).double()
-    e = torch.as_tensor(np.asarray(expected, dtype=np.float64) if not torch.is_tensor(expected) else expected).double()
+    a = torch.as_tensor(np.asarray(actual, dtype=np.float64) if not torch.is_tensor(actual) else actual.detach())
+    e = torch.as_tensor(np.asarray(expected, dtype=np.float64) if not torch.is_tensor(expected) else expected.detach())
+    a, e = a.double(), e.double()
     assert a.shape == e.shape, f"{msg} shape {tuple(a.shape)} != {tuple(e.shape)}"
     err = (a - e).abs() - (atol + rtol * e.abs())
     if err.numel() and float(err.max()) > 0:
