@@ -11,6 +11,7 @@ import torch
 import typer
 
 from bayesmicro.cli.common import cli_errors, emit_json, stderr
+from bayesmicro.data.shards import write_shards
 from bayesmicro.data.pairs import PreferencePairs, load_pairs
 from bayesmicro.data.protocols import PROTOCOLS, load_protocol
 from bayesmicro.data.protocols._common import limited
@@ -34,6 +35,9 @@ def embed_command(
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     limit: Optional[int] = typer.Option(None, "--limit", help="At most N pairs (a seeded random subset)."),
     out: Path = typer.Option(..., "--out", help="Embedded-pairs folder to write."),
+    shards: bool = typer.Option(False, "--shards", help="Write a shard store instead (for `bayesmicro fit STORE`, "
+                                "streamed; read block by block, never whole): the training pairs when DATA has a "
+                                "split column, in shuffled order, no labels."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Embedding cache "
                                              "(default: $BAYESMICRO_CACHE or ~/.cache/bayesmicro/embeddings)."),
     revision: Optional[str] = typer.Option(None, "--revision", help="Hub revision of the model."),
@@ -61,20 +65,43 @@ def embed_command(
             pairs = PreferencePairs.from_dict(limited({c: pairs[c] for c in pairs.columns}, limit), pairs.source)
     embedder = Embedder(model=model, pooling=pooling, max_length=max_length, batch_size=batch_size, device=device,
                         cache_dir=None if cache_dir is None else str(cache_dir), revision=revision)
-    embedded = embedder.embed_pairs(pairs, progress=not as_json)
-    embedded.meta["data"] = {"source": str(data), "protocol": protocol, "limit": limit, "pairs": len(pairs)}
-    if distributed.rank() == 0:
-        embedded.save(out, dtype=embedder.cache.dtype)
+    source = {"source": str(data), "protocol": protocol, "limit": limit, "pairs": len(pairs)}
+    extra = {}
+    if shards:
+        pairs, extra["held_out_skipped"] = _training_pairs(pairs)
+        blocks = embedder.pair_blocks(pairs, progress=not as_json)
+        dim = (write_shards(blocks, out, meta={"embedding": embedder.settings(), "data": source}).dim
+               if distributed.rank() == 0 else None)
+    else:
+        embedded = embedder.embed_pairs(pairs, progress=not as_json)
+        embedded.meta["data"] = source
+        if distributed.rank() == 0:
+            embedded.save(out, dtype=embedder.cache.dtype)
+        dim = embedded.dim
     stats = embedder.last_stats
     seconds = time.perf_counter() - start
     result = {"pairs": len(pairs), "tokens": stats["tokens"], "seconds": seconds,
               "embed_seconds": stats["seconds"], "pairs_per_second": len(pairs) / seconds,
               "cache_hits": stats["cache_hits"], "texts": stats["texts"], "computed": stats["computed"],
-              "dim": embedded.dim, "device": stats["device"], "world_size": stats["world_size"],
-              "out": str(out), "cache_dir": str(embedder.cache.folder), "embedding": embedder.settings()}
+              "dim": dim, "device": stats["device"], "world_size": stats["world_size"],
+              "out": str(out), "format": "shards" if shards else "embedded_pairs", **extra,
+              "cache_dir": str(embedder.cache.folder), "embedding": embedder.settings()}
     if distributed.rank() != 0:
         return
+    kind = "" if not shards else (f" (a shard store; {extra['held_out_skipped']} held-out pairs left out)"
+                                  if extra["held_out_skipped"] else " (a shard store)")
     stderr.print(f"embedded {result['pairs']} pairs ({result['texts']} distinct texts, {result['cache_hits']} from "
-                 f"the cache, {result['tokens']} tokens) in {seconds:.1f}s → {out}")
+                 f"the cache, {result['tokens']} tokens) in {seconds:.1f}s → {out}{kind}")
     if as_json:
         emit_json(result)
+
+
+def _training_pairs(pairs: PreferencePairs) -> tuple[PreferencePairs, int]:
+    """A shard store is fitted whole: keep the 'train' rows when the pairs carry a split; (pairs, rows left out)."""
+    if not pairs.has("split"):
+        return pairs, 0
+    keep = [i for i, part in enumerate(pairs["split"]) if part == "train"]
+    if not keep:
+        raise BadInput("--shards keeps the 'train' rows of a split column, and there are none", source=pairs.source)
+    columns = {c: [pairs[c][i] for i in keep] for c in pairs.columns}
+    return PreferencePairs.from_dict(columns, pairs.source), len(pairs) - len(keep)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -60,20 +61,32 @@ class Embedder:
     def embed_pairs(self, pairs: PreferencePairs, progress: bool = False) -> EmbeddedPairs:
         """Response features h(x, a_w), h(x, a_l), router input e(x), context features; labels carried over."""
         n = len(pairs)
-        prompts, chosen, rejected = pairs["prompt"], pairs["chosen"], pairs["rejected"]
-        heads = {p: prompt_text(self.tokenizer, p) for p in dict.fromkeys(prompts)}  # each prompt rendered once
-        texts = ([pair_text(self.tokenizer, p, a) for p, a in zip(prompts, chosen)]
-                 + [pair_text(self.tokenizer, p, a) for p, a in zip(prompts, rejected)]
-                 + [heads[p] for p in prompts])
-        if pairs.has("context"):
-            texts += [plain_text(c) for c in pairs["context"]]
-        values = self._embed(texts, progress, n_pairs=n)
+        values = self._embed(self._pair_texts(pairs), progress, n_pairs=n)
         labels = {k: np.asarray(pairs[k]) for k in ("group", "user", "split") if pairs.has(k)}
         return EmbeddedPairs(
             chosen=values[:n], rejected=values[n:2 * n], prompt=values[2 * n:3 * n],
             context=values[3 * n:4 * n] if pairs.has("context") else None, **labels,
             meta={"embedding": self.settings()}, source=pairs.source,
         )
+
+    def pair_blocks(self, pairs: PreferencePairs, rows: int = 32_768, progress: bool = False,
+                    seed: int | None = 0) -> Iterator[EmbeddedPairs]:
+        """``embed_pairs`` in blocks of ``rows`` pairs, in an order shuffled with ``seed`` (None keeps it), read from
+        the cache after one extraction pass — no (n, d) matrix is ever held, so ``write_shards`` can take them."""
+        n = len(pairs)
+        keys = self._fill(self._pair_texts(pairs), progress, n_pairs=n)  # now: every torchrun process takes part
+        order = np.arange(n) if seed is None else np.random.default_rng(seed).permutation(n)
+        return self._blocks(keys, order, rows, 4 if pairs.has("context") else 3, pairs.source)
+
+    def _blocks(self, keys: list[str], order: np.ndarray, rows: int, sections: int,
+                source: str | None) -> Iterator[EmbeddedPairs]:
+        n = len(order)
+        for start in range(0, n, rows):
+            idx = order[start:start + rows]
+            part = [self.cache.get([keys[s * n + i] for i in idx]).float() for s in range(sections)]
+            yield EmbeddedPairs(chosen=part[0], rejected=part[1], prompt=part[2],
+                                context=part[3] if sections == 4 else None, meta={"embedding": self.settings()},
+                                source=source)
 
     def embed_responses(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
         """(n, d) float32 features h(x, a) of (prompt, response) pairs, e.g. to score new completions."""
@@ -95,17 +108,31 @@ class Embedder:
                                         self.device)
         return self._extractor
 
+    def _pair_texts(self, pairs: PreferencePairs) -> list[Text]:
+        """The texts of n pairs in sections of n: chosen, rejected, prompt (router input), then context if any."""
+        prompts, chosen, rejected = pairs["prompt"], pairs["chosen"], pairs["rejected"]
+        heads = {p: prompt_text(self.tokenizer, p) for p in dict.fromkeys(prompts)}  # each prompt rendered once
+        texts = ([pair_text(self.tokenizer, p, a) for p, a in zip(prompts, chosen)]
+                 + [pair_text(self.tokenizer, p, a) for p, a in zip(prompts, rejected)]
+                 + [heads[p] for p in prompts])
+        if pairs.has("context"):
+            texts += [plain_text(c) for c in pairs["context"]]
+        return texts
+
     def _embed(self, texts: list[Text], progress: bool, n_pairs: int) -> torch.Tensor:
         """(len(texts), d) float32 rows (exact copies of the stored fp16 values); fills the cache first."""
+        return self.cache.get(self._fill(texts, progress, n_pairs)).float()
+
+    def _fill(self, texts: list[Text], progress: bool, n_pairs: int) -> list[str]:
+        """Embed the texts the cache lacks; returns every text's cache key (and sets ``last_stats``)."""
         start = time.perf_counter()
         keys = [text_key(t.text, t.special) for t in texts]
         stats = extract(self.cache, texts, keys, self._load, progress=progress, n_pairs=n_pairs)
-        values = self.cache.get(keys).float()
         seconds = time.perf_counter() - start
         self.last_stats = {"pairs": n_pairs, "texts": stats.texts, "cache_hits": stats.cache_hits,
                            "computed": stats.computed, "tokens": stats.tokens, "seconds": seconds,
                            "pairs_per_second": n_pairs / seconds if seconds > 0 else float("inf"),
                            "tokens_per_second": stats.tokens / seconds if seconds > 0 else 0.0,
                            "device": str(self.device), "world_size": distributed.world_size()}
-        return values
+        return keys
 

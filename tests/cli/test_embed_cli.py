@@ -49,3 +49,39 @@ def test_bad_input_is_one_line_exit_2(tmp_path):
         assert result.exit_code == 2, result.output
         assert message in result.output and len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_embed_shards_writes_the_training_pairs_as_a_store_fit_streams(tmp_path):
+    import numpy as np
+    import torch
+
+    from bayesmicro.data.shards import ShardStore
+
+    model = str(build_tiny_chat_model(tmp_path / "tiny"))
+    path = tmp_path / "pairs.jsonl"
+    rows = [json.loads(line) for line in _data(tmp_path / "raw.jsonl", n=30).read_text().splitlines()]
+    for i, row in enumerate(rows):
+        row["split"] = "test" if i % 5 == 0 else "train"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    runner = CliRunner()
+    common = [str(path), "--model", model, "--cache-dir", str(tmp_path / "cache"), "--device", "cpu", "--json"]
+    whole = runner.invoke(app, ["embed", *common, "--out", str(tmp_path / "emb")])
+    store_run = runner.invoke(app, ["embed", *common, "--shards", "--out", str(tmp_path / "store")])
+    assert whole.exit_code == 0 and store_run.exit_code == 0, whole.output + store_run.output
+    report = json.loads(store_run.stdout.strip().splitlines()[-1])
+    assert report["format"] == "shards" and report["pairs"] == 24 and report["held_out_skipped"] == 6
+    assert report["cache_hits"] == report["texts"]  # the same texts: all from the cache the first run filled
+
+    train = EmbeddedPairs.load(tmp_path / "emb").part("train")
+    store = ShardStore(tmp_path / "store")
+    block = store.read(store.blocks(len(store))[0])
+    order = np.random.default_rng(0).permutation(24)  # the store's rows: the training pairs, shuffled with seed 0
+    for key in ("chosen", "rejected", "prompt"):
+        assert torch.equal(block[key].float(), getattr(train, key)[order])
+    assert store.meta["embedding"] == train.meta["embedding"]
+
+    fit = runner.invoke(app, ["fit", str(tmp_path / "store"), "--k", "2", "--epochs", "3", "--out",
+                              str(tmp_path / "run"), "--json"])
+    assert fit.exit_code == 0, fit.output
+    scored = runner.invoke(app, ["eval", str(tmp_path / "run"), str(tmp_path / "emb"), "--json"])
+    assert scored.exit_code == 0 and json.loads(scored.stdout.strip().splitlines()[-1])["n"] == 6
