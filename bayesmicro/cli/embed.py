@@ -11,10 +11,10 @@ import torch
 import typer
 
 from bayesmicro.cli.common import cli_errors, emit_json, stderr
-from bayesmicro.data.shards import write_shards
 from bayesmicro.data.pairs import PreferencePairs, load_pairs
 from bayesmicro.data.protocols import PROTOCOLS, load_protocol
 from bayesmicro.data.protocols._common import limited
+from bayesmicro.data.shards import write_shards
 from bayesmicro.embed import Embedder, distributed
 from bayesmicro.embed.backbone import pick_device
 from bayesmicro.embed.pooling import check_pooling

@@ -74,7 +74,7 @@ class Embedder:
         """``embed_pairs`` in blocks of ``rows`` pairs, in an order shuffled with ``seed`` (None keeps it), read from
         the cache after one extraction pass — no (n, d) matrix is ever held, so ``write_shards`` can take them."""
         n = len(pairs)
-        keys = self._fill(self._pair_texts(pairs), progress, n_pairs=n)  # now: every torchrun process takes part
+        keys = self._fill(self._pair_texts(pairs), progress, n_pairs=n)  # here, not lazily: all torchrun ranks fill
         order = np.arange(n) if seed is None else np.random.default_rng(seed).permutation(n)
         return self._blocks(keys, order, rows, 4 if pairs.has("context") else 3, pairs.source)
 
