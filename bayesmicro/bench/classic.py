@@ -14,7 +14,6 @@ comparisons (flexmix's count of observations), the fit time, and R flexmix's pub
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ import torch
 from bayesmicro.bench.report import log, markdown_table, mean_sd, write_suite
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.data.protocols.comparisons import load_comparisons
-from bayesmicro.infer.latent_class import fit_latent_class
+from bayesmicro.infer.latent_class import bic, fit_latent_class, n_parameters
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 # name → (file, router covariates, flexmix's published maximised log-likelihood for K = 1, 2, 3)
@@ -36,17 +35,6 @@ DATASETS: dict[str, tuple[Path, tuple[str, ...], tuple[float, ...]]] = {
                      (-1912.05, -1802.83, -1730.63)),
 }
 KS = (1, 2, 3, 4)
-
-
-def n_parameters(k: int, n_items: int, n_covariates: int) -> int:
-    """Free parameters: K worth vectors of n_items − 1 (reference item fixed at 0) and K − 1 logit rows of
-    n_covariates + 1 (coefficients and intercept; one class is the reference)."""
-    return k * (n_items - 1) + (k - 1) * (n_covariates + 1)
-
-
-def bic(loglik: float, n_params: int, n_obs: int) -> float:
-    """−2·LL + p·log(n)."""
-    return -2.0 * loglik + n_params * math.log(n_obs)
 
 
 def first_users(pairs: EmbeddedPairs, max_users: int | None) -> EmbeddedPairs:

@@ -103,7 +103,7 @@ def fit_command(
             raise BadInput("--format comparisons needs a DATA table")
         fit_comparisons(data, item1_col=item1_col, item2_col=item2_col, outcome_col=outcome_col, user_col=user_col,
                         context_cols=context_cols, latent=latent, k=k, restarts=restarts or 10, seed=seed, out=out,
-                        as_json=as_json, threads=threads)
+                        as_json=as_json, threads=threads, k_max=k_max)
         return
     if data_format != "embedded":
         raise BadInput(f"--format must be 'embedded' or 'comparisons', got {data_format!r}")

@@ -9,6 +9,7 @@ AdamW over minibatches of users).
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,6 +59,17 @@ class LatentClassFit:
 def _user_ll(heads: torch.Tensor, router: torch.nn.Module, data: UserPairs) -> torch.Tensor:
     log_w = router.log_weights(data.covariates, data.n_users)
     return user_log_lik(log_w, component_log_lik(heads, data.diff, data.user_index, data.n_users))
+
+
+def n_parameters(k: int, n_items: int, n_covariates: int) -> int:
+    """Free parameters: K worth vectors of n_items − 1 (reference item fixed at 0) and K − 1 logit rows of
+    n_covariates + 1 (coefficients and intercept; one class is the reference)."""
+    return k * (n_items - 1) + (k - 1) * (n_covariates + 1)
+
+
+def bic(loglik: float, n_params: int, n_obs: int) -> float:
+    """−2·LL + p·log(n)."""
+    return -2.0 * loglik + n_params * math.log(n_obs)
 
 
 def fit_latent_class(
