@@ -103,5 +103,4 @@ def _training_pairs(pairs: PreferencePairs) -> tuple[PreferencePairs, int]:
     keep = [i for i, part in enumerate(pairs["split"]) if part == "train"]
     if not keep:
         raise BadInput("--shards keeps the 'train' rows of a split column, and there are none", source=pairs.source)
-    columns = {c: [pairs[c][i] for i in keep] for c in pairs.columns}
-    return PreferencePairs.from_dict(columns, pairs.source), len(pairs) - len(keep)
+    return pairs.select(keep), len(pairs) - len(keep)

@@ -76,17 +76,17 @@ class Embedder:
         n = len(pairs)
         keys = self._fill(self._pair_texts(pairs), progress, n_pairs=n)  # here, not lazily: all torchrun ranks fill
         order = np.arange(n) if seed is None else np.random.default_rng(seed).permutation(n)
-        return self._blocks(keys, order, rows, 4 if pairs.has("context") else 3, pairs.source)
+        return self._blocks(keys, order, rows, 4 if pairs.has("context") else 3, pairs.source,
+                            {"embedding": self.settings()})
 
-    def _blocks(self, keys: list[str], order: np.ndarray, rows: int, sections: int,
-                source: str | None) -> Iterator[EmbeddedPairs]:
+    def _blocks(self, keys: list[str], order: np.ndarray, rows: int, sections: int, source: str | None,
+                meta: dict[str, Any]) -> Iterator[EmbeddedPairs]:
         n = len(order)
         for start in range(0, n, rows):
             idx = order[start:start + rows]
             part = [self.cache.get([keys[s * n + i] for i in idx]).float() for s in range(sections)]
             yield EmbeddedPairs(chosen=part[0], rejected=part[1], prompt=part[2],
-                                context=part[3] if sections == 4 else None, meta={"embedding": self.settings()},
-                                source=source)
+                                context=part[3] if sections == 4 else None, meta=meta, source=source)
 
     def embed_responses(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
         """(n, d) float32 features h(x, a) of (prompt, response) pairs, e.g. to score new completions."""
