@@ -7,7 +7,9 @@ from pathlib import Path
 import typer
 
 from bayesmicro.cli.common import cli_errors, emit_json, pairs_for_run, print_table, stderr
+from bayesmicro.cli.fit import model_key
 from bayesmicro.errors import BadInput
+from bayesmicro.evaluate.calibration import ece
 from bayesmicro.evaluate.metrics import score
 from bayesmicro.infer.result import Fit
 
@@ -20,7 +22,7 @@ def eval_command(
                               "`fit` drew for the run (split.json), or all pairs when it drew none."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Accuracy (decision rule P(chosen ≻ rejected) > ½), NLL and Brier score, overall and per group."""
+    """Accuracy (decision rule P(chosen ≻ rejected) > ½), NLL and Brier score, overall and per group; ECE overall."""
     if split not in ("test", "train", "all"):
         raise BadInput(f"--split must be test, train or all, got {split!r}")
     fitted = Fit.load(run_dir)
@@ -30,7 +32,9 @@ def eval_command(
         pairs = pairs.part(split)
     elif split != "all" and note is None:
         stderr.print(f"{data} has no split column and {run_dir} recorded none: scoring all {len(pairs)} pairs")
-    result = {**score(fitted.predict_proba(pairs), pairs.group), "evaluated_on": evaluated_on}
-    print_table(f"{data} ({evaluated_on})", {"model": result}, ("accuracy", "nll", "brier", "n"))
+    proba = fitted.predict_proba(pairs)
+    result = {**score(proba, pairs.group), "ece": ece(proba), "evaluated_on": evaluated_on}
+    label = model_key(fitted.config.k, fitted.config.router)
+    print_table(f"{data} ({evaluated_on})", {label: result}, ("accuracy", "nll", "brier", "ece", "n"))
     if as_json:
         emit_json(result)

@@ -6,9 +6,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import typer
 
-from bayesmicro.cli.common import cli_errors, emit_json, pairs_for_run, parse_floats, print_table, set_threads
+from bayesmicro.cli.common import (cli_errors, emit_json, pairs_for_run, parse_floats, print_table, set_threads,
+                                   stderr)
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.errors import BadInput
 from bayesmicro.evaluate.metrics import score
@@ -73,6 +75,7 @@ def route_command(
     before = score(fit.predict_proba(test), labels)
     select = _selector(fit, train, max([budget, *curve_budgets]), by, seed, active, acquisition, pool_size)
     labelled = select(train, budget)
+    _say_if_short(getattr(labelled, by), budget, by)
     results = {"budget": budget, "tau": tau, "by": by, "n_labelled": len(labelled), "before": before, "after": {},
                "selection": {"kind": "active", "acquisition": acquisition, "pool_size": pool_size} if active
                else {"kind": "random"}}
@@ -85,6 +88,15 @@ def route_command(
     print_table(f"held-out pairs, B = {budget} per {by}", rows, ("accuracy", "nll", "brier", "n"))
     if as_json:
         emit_json(results)
+
+
+def _say_if_short(labels: np.ndarray, budget: int, by: str) -> None:
+    """A unit with fewer than B training pairs has all of them labelled: say so rather than report B silently."""
+    units, counts = np.unique(labels, return_counts=True)
+    short = counts < budget
+    if short.any():
+        stderr.print(f"--budget {budget}: {int(short.sum())} of {len(units)} {by}s have fewer training pairs "
+                     f"(fewest {int(counts.min())}, {by} {units[counts.argmin()]}); all of theirs are labelled")
 
 
 def _routing_unit(pairs: EmbeddedPairs, by: str | None, data: Path) -> str:

@@ -62,6 +62,10 @@ class LatentClassResult:
                    float(fit.loglik), int(fit.n_pairs), list(meta["items"]), list(meta.get("covariate_spec", [])),
                    {**DEFAULT_COLUMNS, **(columns or {})}, {**fit.summary, **(summary or {})})
 
+    def __repr__(self) -> str:  # the dataclass repr prints every tensor
+        return (f"LatentClassResult(k={self.k}, items={len(self.items)}, users={len(self.users)}, "
+                f"pairs={self.n_pairs}, loglik={self.loglik:.2f})")
+
     # -- arrays -------------------------------------------------------------------------------------------------
     @property
     def k(self) -> int:

@@ -120,6 +120,12 @@ class Fit:
         self._router.load_state_dict(self.router_state)
         self._router.eval()
 
+    def __repr__(self) -> str:  # the dataclass repr prints every tensor
+        c = self.config
+        trained = f", train_pairs={self.summary['train_pairs']}" if "train_pairs" in self.summary else ""
+        return (f"Fit(k={c.k}, router={c.router!r}, inference={c.inference!r}, draws={self.n_draws}, dim={c.dim}, "
+                f"router_dim={c.router_dim}, alpha={c.alpha}{trained})")
+
     # -- predictions --------------------------------------------------------------------------------------------
     @property
     def n_draws(self) -> int:

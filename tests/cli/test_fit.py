@@ -114,6 +114,7 @@ def test_the_split_fit_draws_is_the_one_eval_score_and_diagnose_use(tmp_path):
     assert evaluated.json()["evaluated_on"] == "test" and evaluated.json()["n"] == 60
     assert evaluated.json()["accuracy"] == pytest.approx(held_out["accuracy"])
     assert evaluated.json()["nll"] == pytest.approx(held_out["nll"])
+    assert evaluated.json()["ece"] == pytest.approx(held_out["ece"]) and "routed_mixture" in evaluated.stderr
     assert _in_process("eval", tmp_path / "run", data, "--split", "train", "--json").json()["n"] == 240
     rows = _in_process("score", tmp_path / "run", data).stdout.splitlines()
     assert sum(json.loads(row)["split"] == "test" for row in rows) == 60

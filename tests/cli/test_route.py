@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+import numpy as np
 from typer.testing import CliRunner
 
 from bayesmicro.cli.app import app
@@ -22,6 +23,20 @@ def test_route_json_reports_before_after_and_curves(tmp_path):
     assert set(report["before"]["by_group"]) == {"g0", "g1"}
     assert report["after"]["posterior"]["accuracy"] > report["before"]["accuracy"] + 0.2
     assert set(report["budget_curve"]["hyre"]) == {"5", "20"} and report["n_labelled"] == 40
+    assert "fewer training pairs" not in result.stderr
+
+
+def test_a_budget_above_a_groups_training_pairs_is_said(tmp_path):
+    data, heads, _ = _reversed_population(n=120)
+    _stage1(heads).save(tmp_path / "run")
+    data.save(tmp_path / "pairs")
+    result = CliRunner().invoke(app, ["route", str(tmp_path / "run"), str(tmp_path / "pairs"), "--method", "hyre",
+                                      "--budget", "1000", "--json"])
+    assert result.exit_code == 0, result.output
+    groups, counts = np.unique(data.part("train").group, return_counts=True)
+    assert json.loads(result.stdout)["n_labelled"] == counts.sum() == 60
+    assert (f"--budget 1000: 2 of 2 groups have fewer training pairs (fewest {counts.min()}, group "
+            f"{groups[counts.argmin()]}); all of theirs are labelled") in result.stderr
 
 
 def test_route_rejects_unknown_method(tmp_path):

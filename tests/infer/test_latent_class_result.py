@@ -127,6 +127,8 @@ def test_fit_cli_run_on_cems_loads_back(tmp_path):
     assert loaded.log_lik(cems) == pytest.approx(report["loglik"], abs=1e-9)
     assert loaded.predict_proba(cems).shape == (4454,)  # every row, ties included
     assert_close(loaded.class_sizes().sum(), torch.tensor(301.0), atol=1e-9)
+    assert repr(loaded) == (f"LatentClassResult(k=2, items=6, users=301, pairs={report['n_pairs']}, "
+                            f"loglik={report['loglik']:.2f})")
     again = bayesmicro.load(loaded.save(tmp_path / "copy"))
     assert torch.equal(again.predict_proba(cems), loaded.predict_proba(cems))
     scored = CliRunner().invoke(app, ["eval", str(tmp_path / "run"), str(cems)])  # a command for reward-head runs

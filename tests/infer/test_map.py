@@ -69,6 +69,8 @@ def test_save_load_round_trip(tmp_path):
     assert loaded.config == result.config
     assert_close(loaded.predict_proba(data), result.predict_proba(data), atol=0)
     assert not any(p.suffix in (".pt", ".pkl", ".bin") for p in (tmp_path / "run").iterdir())
+    assert repr(loaded) == repr(result) == ("Fit(k=2, router='context', inference='map', draws=1, dim=5, router_dim=5, "
+                                            f"alpha=0.5, train_pairs={len(data.part('train'))})")
 
 
 @pytest.mark.parametrize("kwargs, message", [
