@@ -2,7 +2,7 @@
 
     PYTHONPATH=. python benchmarks/vi_posteriors.py --seeds 0 1 2 --out vi_posteriors.json
 
-Per seed and ``router_posterior`` (``linearised``, the default, and ``laplace``; ``--svi`` adds SVI over the output
+Per seed and ``router_posterior`` (``refined``, the default, ``linearised`` and ``laplace``; ``--svi`` adds SVI over the output
 layer): fit seconds and, on the 1,500 held-out pairs, the coverage of the 90 % credible intervals of
 P(chosen ≻ rejected) against the true probabilities, their mean width, ECE, NLL and accuracy — the numbers of the
 README's VI table, with the same model as ``bayesmicro fit --inference vi`` on the built-in population (K = 3,
@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--out", default="vi_posteriors.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    kinds = ("linearised", "laplace") + (("svi",) if args.svi else ())
+    kinds = ("refined", "linearised", "laplace") + (("svi",) if args.svi else ())
     out = {"by_seed": {str(seed): {kind: run(kind, seed) for kind in kinds} for seed in args.seeds}}
     out["seeds"] = args.seeds
     out["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())

@@ -76,9 +76,9 @@ def diagnose_command(
         None, "--max-refits", help="Refit the model without each pair whose Pareto k > 0.7 (the worst N) and score "
         "it exactly (reloo); 0: PSIS only. Default 10, and 0 for NUTS runs (each refit repeats the sampling)."),
     redraw_factor: int = typer.Option(
-        REDRAW_FACTOR, "--redraw-factor", help="Gaussian (linearised VI / Laplace) runs: first redo PSIS for each "
-        "pair whose Pareto k > 0.7 on this many times the run's draws of the same posterior (one replay of the fit); "
-        "1: no redraw."),
+        REDRAW_FACTOR, "--redraw-factor", help="VI runs on a routed mixture (refined / linearised / Laplace): "
+        "first redo PSIS for each pair whose Pareto k > 0.7 on this many times the run's draws of the same posterior "
+        "(one replay of the fit); 1: no redraw."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ) -> None:
     """PSIS-LOO on the training pairs, calibration on the held-out pairs, a reliability plot in RUN_DIR."""

@@ -23,6 +23,7 @@ from bayesmicro.infer.api import fit
 from bayesmicro.infer.map import Schedule
 from bayesmicro.infer.result import Fit
 from bayesmicro.infer.nuts import NUTSSchedule
+from bayesmicro.infer.refine import RefineSchedule
 from bayesmicro.infer.vi import VISchedule
 from bayesmicro.models.mixture import LABEL_ROUTERS
 
@@ -79,15 +80,15 @@ def fit_command(
     chains: int = typer.Option(1, "--chains", help="NUTS chains, run one after another; split-R̂ is reported "
                                "with 2 or more."),
     draws: Optional[int] = typer.Option(None, "--draws", help="Posterior draws kept (NUTS: per chain; default 400 "
-                                        "NUTS, 4,000 linearised/Laplace, 1,000 SVI)."),
+                                        "NUTS, 640 refined, 4,000 linearised/Laplace, 1,000 SVI)."),
     warmup: Optional[int] = typer.Option(None, "--warmup", help="NUTS warm-up steps (default 100 with the Laplace "
                                          "mass matrix, 300 with adapt)."),
     nuts_mass: str = typer.Option("laplace", "--nuts-mass", help="NUTS mass matrix: laplace (the Laplace covariance, "
                                   "fixed; routed mixtures) | adapt (Pyro's diagonal adaptation)."),
-    router_posterior: str = typer.Option("linearised", "--router-posterior", help="VI on a routed mixture: "
-                                         "linearised (every router layer + heads, router linearised at the MAP, "
-                                         "ELBO-optimal mean) | laplace (the same, centred on the MAP) | svi (output "
-                                         "layer)."),
+    router_posterior: str = typer.Option("refined", "--router-posterior", help="VI on a routed mixture: refined "
+                                         "(linearised draws moved by HMC on the exact network) | linearised (every "
+                                         "router layer + heads, router linearised at the MAP, ELBO-optimal mean) | "
+                                         "laplace (the same, centred on the MAP) | svi (output layer)."),
     data_format: str = typer.Option("embedded", "--format", help="embedded | comparisons (a subject,item1,item2,"
                                     "outcome table: per-user latent class model)."),
     item1_col: str = typer.Option("item1", "--item1-col"),
@@ -202,7 +203,7 @@ def _posterior_schedules(inference: str, draws: int | None, chains: int, warmup:
     if warmup is not None and warmup < 0:
         raise BadInput(f"--warmup must be ≥ 0, got {warmup}")
     if inference in ("vi", "em"):  # em: the same posterior, around the EM optimum
-        kept = {} if draws is None else {"draws": draws, "laplace_draws": draws}
+        kept = {} if draws is None else {"draws": draws, "laplace_draws": draws, "refine": RefineSchedule(draws=draws)}
         return {"vi": VISchedule(guide=guide, router_posterior=router_posterior, **kept)}
     if inference == "nuts":
         kept = {} if draws is None else {"draws": draws}

@@ -111,12 +111,13 @@ def reloo(fit: Fit, data: EmbeddedPairs, refit: Callable[[EmbeddedPairs], Fit] |
           redraw: Callable[[int], Fit] | None = None, idata=None) -> dict:
     """PSIS-LOO with exact refits where importance sampling is unreliable (ArviZ's and brms's ``reloo``).
 
-    ``data``: the pairs the posterior was fitted to (a training part, no held-out rows). First, where the posterior is
-    a Gaussian that is cheap to draw from again (the linearised VI / Laplace, ``Fit.linearised_router``), pairs whose
-    Pareto k exceeds ``threshold`` get PSIS again on ``redraw_factor`` × as many draws of the same posterior
-    (``redraw(n)``; default: the run replayed with n draws). k̂ describes the importance ratios' tail as seen from S
-    draws, and with a Gaussian θ their logarithm is nearly linear in θ, so the tail thins as S grows: on the built-in
-    population every pair above 0.7 at 4 000 draws was below it at 16 000. Then the pairs still above ``threshold``
+    ``data``: the pairs the posterior was fitted to (a training part, no held-out rows). First, where the run can be
+    replayed with more draws of the same posterior (``Fit.replayable_draws``: the linearised VI / Laplace, and the
+    refined VI, whose chains run longer), pairs whose Pareto k exceeds ``threshold`` get PSIS again on
+    ``redraw_factor`` × as many draws (``redraw(n)``; default: the run replayed with n draws). k̂ describes the
+    importance ratios' tail as seen from S draws; with a Gaussian θ their logarithm is nearly linear in θ, so the tail
+    thins as S grows: on the built-in population every pair above 0.7 at 4 000 Laplace draws was below it at 16 000.
+    Then the pairs still above ``threshold``
     (the worst ``max_refits``) are scored exactly: the model is refitted without pair i (``refit``; default
     ``infer.api.refit_like``, the run's recorded settings) and elpd_i = log mean_s p(y_i | θ_s⁽⁻ⁱ⁾). The summary's
     elpd_loo, se and p_loo use the final values; ``pareto_k`` keeps the counts at the run's draws; ``redraw`` (when
@@ -135,7 +136,7 @@ def reloo(fit: Fit, data: EmbeddedPairs, refit: Callable[[EmbeddedPairs], Fit] |
     if pointwise is None and bool((pareto_k > threshold).any()):
         raise RuntimeError("this ArviZ version's loo result has no pointwise elpd to correct")
     final_k, final = pareto_k.copy(), None if pointwise is None else pointwise.copy()
-    if redraw_factor > 1 and bool((final_k > threshold).any()) and (redraw is not None or fit.linearised_router):
+    if redraw_factor > 1 and bool((final_k > threshold).any()) and (redraw is not None or fit.replayable_draws):
         redraw = redraw or (lambda n: refit_like(fit, data, draws=n))
         summary["redraw"] = _psis_on_more_draws(redraw, fit.n_draws * redraw_factor, data, final, final_k, threshold)
     worst = [int(i) for i in np.argsort(-final_k) if final_k[i] > threshold][:max(0, max_refits)]

@@ -14,6 +14,7 @@ from bayesmicro.errors import BadInput
 from bayesmicro.infer.em import EMSchedule, fit_em_once
 from bayesmicro.infer.map import Schedule, fit_map_once, initial_heads
 from bayesmicro.infer.nuts import NUTS_MAX_PAIRS, NUTSSchedule, fit_nuts
+from bayesmicro.infer.refine import RefineSchedule
 from bayesmicro.infer.result import LINEARISED_POSTERIORS, Fit, FitConfig
 from bayesmicro.infer.vi import GUIDES, ROUTER_POSTERIORS, VISchedule, fit_vi
 from bayesmicro.models.mixture import LABEL_ROUTERS, ROUTERS
@@ -54,9 +55,10 @@ def fit(
     training log-likelihood is kept.
 
     ``inference``: ``map`` (one draw); ``vi`` (from the best MAP restart; routed mixtures: a Gaussian over the heads
-    and every router layer with the router linearised at the MAP — Laplace covariance, ELBO-optimal mean; else SVI
-    over the heads — and with ``router_posterior="svi"`` the router output layer, its hidden layer learned
-    jointly; settings in ``vi``); ``nuts`` (NUTS over the heads and
+    and every router layer with the router linearised at the MAP — Laplace covariance, ELBO-optimal mean — whose
+    draws HMC transitions then move toward the exact posterior (``vi.router_posterior``: ``refined``, or
+    ``linearised`` without the transitions); else SVI over the heads — and with ``router_posterior="svi"`` the
+    router output layer, its hidden layer learned jointly; settings in ``vi``); ``nuts`` (NUTS over the heads and
     every router layer — ``nuts.router_layers=(2,)``: the output layer, the hidden one fixed at the MAP; small
     problems; ``nuts.chains`` chains); ``em`` (EM
     restarts instead of gradient restarts for the mode, then the same posterior as ``vi`` around the EM optimum;
@@ -164,10 +166,15 @@ def refit_like(original: Fit, data: EmbeddedPairs, draws: int | None = None) -> 
     info = info if isinstance(info, dict) else {}
     schedules: dict = {}
     if cfg.inference in ("vi", "em"):  # em's posterior around its optimum is the vi one
+        chains = info.get("refine") or {}
+        defaults = RefineSchedule()
+        refine = RefineSchedule(chains=chains.get("chains", defaults.chains), draws=draws or original.n_draws,
+                                warmup=chains.get("warmup", defaults.warmup),
+                                leapfrog=chains.get("leapfrog", defaults.leapfrog))
         schedules["vi"] = VISchedule(guide=info.get("guide", "lowrank"), draws=draws or original.n_draws,
                                      laplace_draws=draws or original.n_draws,
                                      router_posterior=info.get("router_posterior", "laplace"),
-                                     mc_draws=info.get("mc_draws", VISchedule.mc_draws))
+                                     mc_draws=info.get("mc_draws", VISchedule.mc_draws), refine=refine)
     elif cfg.inference == "nuts":
         defaults = NUTSSchedule()
         schedules["nuts"] = NUTSSchedule(draws=info.get("draws", defaults.draws),

@@ -142,12 +142,21 @@ def gaussian_draws(model: BTMixture, curv: LaplaceCurvature, chol: torch.Tensor,
                    seed: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """``draws`` antithetic draws m ± δ of N(mean (P,), (C Cᵀ)⁻¹), chol: C (P, P) lower, split into head draws
     (S, K, d) and router draws {"net.<i>.<weight|bias>": (S, ...)} in ``curv``'s layout."""
-    layout = curv.layout
-    half = antithetic_normal(layout.size, draws, seed)[:, :(draws + 1) // 2]
+    return split_draws(model, curv.layout, flat_gaussian_draws(chol, mean, draws, seed).float())
+
+
+def flat_gaussian_draws(chol: torch.Tensor, mean: torch.Tensor, draws: int, seed: int) -> torch.Tensor:
+    """(S, P) float64 antithetic draws m ± δ of N(mean (P,), (C Cᵀ)⁻¹); chol: C (P, P) lower."""
+    half = antithetic_normal(mean.numel(), draws, seed)[:, :(draws + 1) // 2]
     delta = torch.linalg.solve_triangular(chol.T, half, upper=True).T  # rows ~ N(0, (C Cᵀ)⁻¹)
-    samples = (mean + torch.cat([delta, -delta])[:draws]).float()
+    return mean + torch.cat([delta, -delta])[:draws]
+
+
+def split_draws(model: BTMixture, layout: LaplaceParams,
+                samples: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Flat draws (S, P) → head draws (S, K, d) and router draws {"net.<i>.<weight|bias>": (S, ...)}."""
     router_draws = {f"net.{name}": v for name, v in layout.unflatten(samples[:, layout.n_heads:]).items()}
-    return samples[:, :layout.n_heads].reshape(draws, model.k, model.dim), router_draws
+    return samples[:, :layout.n_heads].reshape(len(samples), model.k, model.dim), router_draws
 
 
 def laplace_log_evidence(curv: LaplaceCurvature, chol: torch.Tensor) -> float:

@@ -119,11 +119,19 @@ def linearised_vi_posterior(model: BTMixture, heads: torch.Tensor, diff: torch.T
     """Draws from N(m, (F + Λ)⁻¹) with m the ELBO-optimal mean of the linearised model, around ``model``'s MAP
     router and the MAP ``heads`` (K, d). diff: (n, d); router_x: (n, d_r). Returns (head draws (S, K, d), router
     draws {"net.<i>.<weight|bias>": (S, ...)}, info), the draws in antithetic pairs m ± δ."""
+    curv, chol, mean, info = linearised_vi(model, heads, diff, router_x, seed, mc_draws)
+    head_draws, router_draws = gaussian_draws(model, curv, chol, mean, draws, seed + 1)
+    return head_draws, router_draws, info
+
+
+def linearised_vi(model: BTMixture, heads: torch.Tensor, diff: torch.Tensor, router_x: torch.Tensor, seed: int,
+                  mc_draws: int = 64) -> tuple[LaplaceCurvature, torch.Tensor, torch.Tensor, dict]:
+    """The linearised VI around the MAP: (curvature at the MAP, Cholesky factor C of F + Λ, ELBO-optimal mean (P,),
+    info)."""
     curv = laplace_curvature(model, heads, diff, router_x)
     chol = torch.linalg.cholesky(curv.precision())
     joint = LinearisedLogJoint(model, curv, diff, model.router.standardize(router_x))
     mean, info = optimal_mean(joint, chol, mc_draws, seed)
-    head_draws, router_draws = gaussian_draws(model, curv, chol, mean, draws, seed + 1)
     info = {"router_posterior": "linearised", "curvature": "fisher (GGN)", "parameters": curv.layout.size,
             "mc_draws": mc_draws, "log_evidence": laplace_log_evidence(curv, chol), **info}
-    return head_draws, router_draws, info
+    return curv, chol, mean, info

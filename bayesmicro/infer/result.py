@@ -182,6 +182,13 @@ class Fit:
         info = self.summary.get(self.config.inference) if isinstance(self.summary, dict) else None
         return isinstance(info, dict) and info.get("router_posterior") in LINEARISED_POSTERIORS
 
+    @property
+    def replayable_draws(self) -> bool:
+        """Whether replaying the run with more draws (``infer.api.refit_like(draws=…)``) extends the same posterior's
+        draws cheaply: the Gaussians around the MAP, and the refined VI (its chains run longer)."""
+        info = self.summary.get(self.config.inference) if isinstance(self.summary, dict) else None
+        return isinstance(info, dict) and info.get("router_posterior") in (*LINEARISED_POSTERIORS, "refined")
+
     @torch.no_grad()
     def log_weights_draws(self, data: EmbeddedPairs) -> torch.Tensor:
         """(S_r, n, K) log π(x) per router draw (S_r = S with a latent router output layer, else 1)."""

@@ -1,11 +1,14 @@
-"""Variational inference over the heads and the router. For routed mixtures, by default, a Gaussian over the heads
-and every router layer with the router linearised at the MAP: the Laplace covariance and the ELBO-optimal mean
-(``router_posterior="linearised"``, ``infer.linearised``); ``"laplace"`` keeps the mean at the MAP
-(``infer.laplace``); ``"svi"`` is SVI over the heads and the router's output layer.
+"""Variational inference over the heads and the router. For routed mixtures, by default, the linearised VI — a
+Gaussian over the heads and every router layer with the router linearised at the MAP, the Laplace covariance and the
+ELBO-optimal mean (``infer.linearised``) — whose draws are then moved by HMC transitions that leave the exact
+posterior invariant (``router_posterior="refined"``, ``infer.refine``); ``"linearised"`` stops before the
+transitions, ``"laplace"`` keeps the Gaussian's mean at the MAP (``infer.laplace``); ``"svi"`` is SVI over the heads
+and the router's output layer.
 
 Why not SVI by default: with SVI the router's hidden layer stays a point estimate learned jointly (type-II MAP),
 and the 90 % credible intervals of P(chosen ≻ rejected) then ignore most of the router's error (coverage ~0.71 on
-the built-in population; the Laplace 0.79, the linearised VI 0.85); see ``infer.laplace`` and ``infer.linearised``.
+the built-in population; the Laplace 0.79, the linearised VI 0.85, refined 0.90 as NUTS); see ``infer.laplace``,
+``infer.linearised`` and ``infer.refine``.
 
 The model is the summed-out ``BTMixture``; its router is an ordinary module parameter, so one ``Trace_ELBO()(model,
 guide)`` loss trains the guide's variational parameters and the router together with a torch optimizer. The guide
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyro
 import torch
@@ -30,11 +33,11 @@ from bayesmicro.infer.bayes_router import HEADS_SITE, LatentRouterMixture, route
 from bayesmicro.infer.laplace import laplace_posterior, supports_laplace
 from bayesmicro.infer.linearised import linearised_vi_posterior
 from bayesmicro.infer.map import per_pair_loss
-from bayesmicro.infer.result import LINEARISED_POSTERIORS
+from bayesmicro.infer.refine import RefineSchedule, refined_vi_posterior
 from bayesmicro.models.mixture import BTMixture
 
 GUIDES = ("normal", "lowrank")
-ROUTER_POSTERIORS = ("linearised", "laplace", "svi")
+ROUTER_POSTERIORS = ("refined", "linearised", "laplace", "svi")
 FULL_BATCH_PAIRS = 50_000  # above this, SVI steps use minibatches scaled to the full data
 
 
@@ -50,10 +53,12 @@ class VISchedule:
     batch_size: int = 4096
     draws: int = 1000  # posterior draws kept in the Fit (PSIS-LOO needs many: Pareto-k is noisy with few)
     latent_router: bool = True  # SVI: the router's output layer gets a posterior (False: point estimate)
-    # routed mixtures: "linearised" (every router layer + heads, router linearised at the MAP, Laplace covariance,
-    # ELBO-optimal mean), "laplace" (the same Gaussian centred on the MAP) or "svi" (SVI over the heads and the router
-    # output layer). Problems too large for the Laplace curvature use "svi".
-    router_posterior: str = "linearised"
+    # routed mixtures: "refined" ("linearised" draws moved by HMC on the exact network, ``refine``), "linearised"
+    # (every router layer + heads, router linearised at the MAP, Laplace covariance, ELBO-optimal mean), "laplace"
+    # (the same Gaussian centred on the MAP) or "svi" (SVI over the heads and the router output layer). Problems too
+    # large for the Laplace curvature use "svi"; "refined" above ``refine.max_pairs`` training pairs, "linearised".
+    router_posterior: str = "refined"
+    refine: RefineSchedule = field(default_factory=RefineSchedule)
     mc_draws: int = 64  # "linearised": antithetic draws averaged in the ELBO the mean maximises
     # Draws of the linearised posteriors are cheap, and PSIS-LOO's Pareto-k needs many over 2 611 parameters: on the
     # built-in population (Laplace, seed 0) 1 000 draws gave 10 pairs with k > 0.7, 2 000 gave 5, 4 000 none (max
@@ -86,12 +91,17 @@ def fit_vi(model: BTMixture, diff: torch.Tensor, router_x: torch.Tensor | None, 
     schedule = schedule or VISchedule()
     if schedule.router_posterior not in ROUTER_POSTERIORS:
         raise BadInput(f"router_posterior must be one of {ROUTER_POSTERIORS}, got {schedule.router_posterior!r}")
-    if schedule.router_posterior in LINEARISED_POSTERIORS and supports_laplace(model):
+    n = diff.shape[0]
+    if schedule.router_posterior != "svi" and supports_laplace(model):
         if schedule.router_posterior == "laplace":
             return laplace_posterior(model, init_heads, diff, router_x, schedule.laplace_draws, seed)
-        return linearised_vi_posterior(model, init_heads, diff, router_x, schedule.laplace_draws, seed,
-                                       schedule.mc_draws)
-    n = diff.shape[0]
+        if schedule.router_posterior == "refined" and n <= schedule.refine.max_pairs:
+            return refined_vi_posterior(model, init_heads, diff, router_x, seed, schedule.mc_draws, schedule.refine)
+        heads, router_draws, info = linearised_vi_posterior(model, init_heads, diff, router_x,
+                                                            schedule.laplace_draws, seed, schedule.mc_draws)
+        if schedule.router_posterior == "refined":
+            info["refine_skipped"] = f"{n} training pairs > refine.max_pairs = {schedule.refine.max_pairs}"
+        return heads, router_draws, info
     pyro.set_rng_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     wrapped = LatentRouterMixture(model, schedule.latent_router)

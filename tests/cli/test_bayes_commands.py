@@ -159,11 +159,13 @@ def test_fit_keeps_the_draws_warmup_and_mass_matrix_asked_for(vi_run):
     vi = runner.invoke(app, common + ["--inference", "vi", "--draws", "50", "--out", str(root / "vi_short")])
     assert vi.exit_code == 0, vi.output
     assert Fit.load(root / "vi_short").n_draws == 50
-    assert Fit.load(root / "vi_short").summary["vi"]["router_posterior"] == "linearised"  # the default
-    laplace = runner.invoke(app, common + ["--inference", "vi", "--draws", "50", "--router-posterior", "laplace",
-                                           "--out", str(root / "vi_laplace")])
-    assert laplace.exit_code == 0, laplace.output
-    assert Fit.load(root / "vi_laplace").summary["vi"]["router_posterior"] == "laplace"
+    assert Fit.load(root / "vi_short").summary["vi"]["router_posterior"] == "refined"  # the default
+    for kind in ("linearised", "laplace"):
+        other = runner.invoke(app, common + ["--inference", "vi", "--draws", "50", "--router-posterior", kind,
+                                             "--out", str(root / f"vi_{kind}")])
+        assert other.exit_code == 0, other.output
+        assert Fit.load(root / f"vi_{kind}").summary["vi"]["router_posterior"] == kind
+        assert Fit.load(root / f"vi_{kind}").n_draws == 50
 
 
 @pytest.mark.parametrize("args, message", [

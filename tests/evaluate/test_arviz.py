@@ -90,7 +90,7 @@ def test_flagged_pairs_of_a_gaussian_posterior_get_psis_on_more_draws_of_it():
     data, _ = make_population(PopulationSpec(n_pairs=150, dim=4, prompt_dim=2, context_dim=2, k=2), seed=6)
     data = data.part("train")
     full = fit(data, k=2, router="context", inference="vi", alpha=0.0, restarts=1, hidden=8,
-               vi=VISchedule(laplace_draws=300, mc_draws=16))
+               vi=VISchedule(laplace_draws=300, mc_draws=16, router_posterior="linearised"))
     assert full.linearised_router
 
     def no_refit(pairs):

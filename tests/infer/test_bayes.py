@@ -71,28 +71,30 @@ def test_vi_predictive_probabilities_agree_with_nuts(k, router):
 
 
 @pytest.mark.slow  # ~1 min: NUTS over every router layer
-def test_linearised_posteriors_agree_with_nuts_over_every_router_layer():
+def test_vi_posteriors_agree_with_nuts_over_every_router_layer():
+    """The issue's tolerance (predictive mean within 0.02, sd within 25 %) against NUTS on the exact network: met by
+    the refined VI; the Gaussians around the MAP approximate it less closely."""
     data = _mixture_problem()
     common = dict(k=2, router="context", alpha=0.0, restarts=2, hidden=4, seed=1)
-    nuts = fit(data, inference="nuts", nuts=NUTSSchedule(draws=300, warmup=200, router_layers=(0, 2)), **common)
+    nuts = fit(data, inference="nuts", nuts=NUTSSchedule(draws=1000, warmup=300, router_layers=(0, 2)), **common)
     p_nuts = nuts.pointwise_log_lik(data).exp()
     assert nuts.summary["nuts"]["divergences"] == 0 and not nuts.linearised_router
     informative = p_nuts.std(0) > 0.01
     mean_gaps = {}
-    for kind in ("laplace", "linearised"):
+    for kind in ("laplace", "linearised", "refined"):
         approx = fit(data, inference="vi", vi=VISchedule(laplace_draws=4000, router_posterior=kind), **common)
-        assert approx.linearised_router
+        assert approx.linearised_router == (kind != "refined")
         assert set(nuts.router_draws) == set(approx.router_draws) == {"net.0.weight", "net.0.bias", "net.2.weight",
                                                                       "net.2.bias"}
         p_approx = approx.pointwise_log_lik(data).exp()
-        # Approximations of a ReLU network's posterior, not the posterior. Measured max / mean gap: Laplace 0.036 /
-        # 0.010, linearised VI 0.053 / 0.0055; sd ratio 1.14 / 1.05.
+        # Measured max / mean gap: Laplace 0.036 / 0.010, linearised VI 0.045 / 0.0049, refined 0.018 / 0.0031;
+        # median sd ratio 1.14 / 1.08 / 1.01.
         gap = (p_approx.mean(0) - p_nuts.mean(0)).abs()
-        assert float(gap.max()) <= 0.07 and float(gap.mean()) <= 0.015
         ratio = (p_approx.std(0)[informative] / p_nuts.std(0)[informative]).median()
+        assert float(gap.max()) <= (0.02 if kind == "refined" else 0.07) and float(gap.mean()) <= 0.015
         assert 0.75 <= float(ratio) <= 1.25, float(ratio)
         mean_gaps[kind] = float(gap.mean())
-    assert mean_gaps["linearised"] < mean_gaps["laplace"]  # the optimal mean moves toward NUTS's
+    assert mean_gaps["refined"] < mean_gaps["linearised"] < mean_gaps["laplace"]
 
 
 def test_em_single_bt_equals_newton_solution():

@@ -130,7 +130,7 @@ def test_draws_have_the_laplace_covariance_around_the_optimal_mean(problem, post
 def test_fit_keeps_the_map_router_as_the_linearisation_point(problem):
     data, point, _, _ = problem
     result = fit(data, k=2, router="context", inference="vi", alpha=0.0, restarts=1, hidden=HIDDEN,
-                 vi=VISchedule(laplace_draws=400))
+                 vi=VISchedule(laplace_draws=400, router_posterior="linearised"))
     assert result.summary["vi"]["router_posterior"] == "linearised" and result.linearised_router
     for key, value in point.router_state.items():  # the same MAP restart: the linearisation point is its router
         assert_close(result.router_state[key], value, atol=0)
@@ -142,7 +142,7 @@ def test_fit_keeps_the_map_router_as_the_linearisation_point(problem):
 def test_linearised_draws_survive_save_and_load(problem, tmp_path):
     data = problem[0]
     result = fit(data, k=2, router="context", inference="vi", alpha=0.0, restarts=1, hidden=HIDDEN,
-                 vi=VISchedule(laplace_draws=200))
+                 vi=VISchedule(laplace_draws=200, router_posterior="linearised"))
     result.save(tmp_path / "run")
     loaded = Fit.load(tmp_path / "run")
     assert loaded.linearised_router

@@ -1,0 +1,103 @@
+"""The linearised VI refined by HMC on the exact network (``infer.refine``)."""
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from bayesmicro.data.synthetic import PopulationSpec, make_population
+from bayesmicro.errors import BadInput
+from bayesmicro.infer import Fit, fit
+from bayesmicro.infer.api import refit_like
+from bayesmicro.infer.laplace import LaplaceParams, laplace_curvature
+from bayesmicro.infer.refine import ExactLogJoint, RefineSchedule, hmc_refine
+from bayesmicro.infer.vi import VISchedule
+from tests.common import assert_close
+
+SMALL = RefineSchedule(chains=16, draws=160, warmup=10)
+
+
+@dataclass
+class GaussianTarget:
+    """log N(θ; mean, cov) in the ``ExactLogJoint`` interface."""
+
+    mean: torch.Tensor
+    precision: torch.Tensor
+    dtype: torch.dtype = torch.float64
+    diff: torch.Tensor = torch.zeros(1, 1)
+
+    def value_and_grad(self, theta):
+        centred = theta - self.mean
+        return -0.5 * ((centred @ self.precision) * centred).sum(-1), -centred @ self.precision
+
+
+def test_hmc_transitions_reach_and_keep_a_gaussian_target():
+    gen = torch.Generator().manual_seed(0)
+    factor = torch.randn(5, 5, generator=gen, dtype=torch.float64)
+    cov = factor @ factor.T / 5 + 0.2 * torch.eye(5, dtype=torch.float64)
+    target = GaussianTarget(torch.arange(5, dtype=torch.float64), torch.linalg.inv(cov))
+    start = torch.full((200, 5), -3.0, dtype=torch.float64)  # every chain far from the target
+    mass = torch.linalg.cholesky(torch.eye(5, dtype=torch.float64) * 2)  # deliberately not the target's precision
+    draws, info = hmc_refine(target, mass, start, RefineSchedule(chains=200, draws=6000, warmup=20, leapfrog=8), 0)
+    assert draws.shape == (6000, 5) and 0.6 < info["accept_rate"] < 0.9
+    assert_close(draws.double().mean(0), target.mean, atol=0.08)
+    assert_close(torch.cov(draws.double().T), cov, atol=0.12)
+
+
+def test_exact_log_joint_is_the_models_log_likelihood_plus_prior_and_its_gradient():
+    data, _ = make_population(PopulationSpec(n_pairs=120, dim=3, prompt_dim=2, context_dim=2, k=2), seed=3)
+    point = fit(data, k=2, router="context", alpha=0.0, restarts=1, hidden=4)
+    model = point.config.build_model()
+    model.router.load_state_dict(point.router_state)
+    train = data.part("train")
+    router_x = point.config.router_input(train)
+    curv = laplace_curvature(model, point.heads[0], train.diff(), router_x)
+    joint = ExactLogJoint(model, LaplaceParams.of(model), curv.prior_precision, train.diff(),
+                          model.router.standardize(router_x), dtype=torch.float64)
+    theta = curv.theta[None].clone()
+    value, grad = joint.value_and_grad(theta)
+    prior = -0.5 * (curv.prior_precision * curv.theta**2).sum()
+    assert_close(value[0], point.log_lik_from(train.diff(), router_x).sum().double() + prior, rtol=1e-5)
+    step = 1e-6
+    for i in (0, 5, curv.theta.numel() - 1):  # a head weight, a first-layer weight, the last router bias
+        shift = torch.zeros_like(theta)
+        shift[0, i] = step
+        numeric = (joint.value_and_grad(theta + shift)[0] - joint.value_and_grad(theta - shift)[0]) / (2 * step)
+        assert_close(grad[0, i], numeric[0], rtol=1e-4, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def routed():
+    data, _ = make_population(PopulationSpec(n_pairs=300, dim=3, prompt_dim=2, context_dim=2, k=2), seed=4)
+    run = fit(data, k=2, router="context", inference="vi", alpha=0.0, restarts=1, hidden=4,
+              vi=VISchedule(refine=SMALL))
+    return data, run
+
+
+def test_default_vi_on_a_routed_mixture_refines_and_plugs_draws_into_the_network(routed, tmp_path):
+    data, run = routed
+    info = run.summary["vi"]
+    assert info["router_posterior"] == "refined" and not run.linearised_router
+    assert run.n_draws == 160 and info["refine"]["chains"] == 16 and info["refine"]["iterations"] == 10
+    assert info["refine"]["log_joint_per_pair_end"] > info["refine"]["log_joint_per_pair_start"]
+    loaded = Fit.load(run.save(tmp_path / "run"))
+    assert_close(loaded.prefer_proba(data).mean, run.prefer_proba(data).mean, atol=0)
+    again = refit_like(run, data)
+    assert again.summary["vi"]["refine"]["chains"] == 16 and again.n_draws == 160
+    assert_close(again.predict_proba(data), run.predict_proba(data), atol=1e-6)
+
+
+def test_above_max_pairs_the_linearised_vi_is_kept_and_said(routed):
+    data, _ = routed
+    run = fit(data, k=2, router="context", inference="vi", alpha=0.0, restarts=1, hidden=4,
+              vi=VISchedule(laplace_draws=100, refine=RefineSchedule(max_pairs=10)))
+    assert run.summary["vi"]["router_posterior"] == "linearised" and run.linearised_router
+    assert run.summary["vi"]["refine_skipped"].endswith("training pairs > refine.max_pairs = 10")
+
+
+@pytest.mark.parametrize("settings", [dict(chains=0), dict(draws=0), dict(leapfrog=0), dict(warmup=-1),
+                                      dict(target_accept=1.0)], ids=["chains", "draws", "leapfrog", "warmup",
+                                                                     "target_accept"])
+def test_bad_refine_schedule_is_refused_when_built(settings):
+    with pytest.raises(BadInput, match="refinement needs"):
+        RefineSchedule(**settings)
