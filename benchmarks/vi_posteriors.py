@@ -2,8 +2,8 @@
 
     PYTHONPATH=. python benchmarks/vi_posteriors.py --seeds 0 1 2 --out vi_posteriors.json
 
-Per seed and ``router_posterior`` (``refined``, the default, ``linearised`` and ``laplace``; ``--svi`` adds SVI over the output
-layer): fit seconds and, on the 1,500 held-out pairs, the coverage of the 90 % credible intervals of
+Per seed and ``router_posterior`` (``refined``, ``linearised`` — the default — and ``laplace``; ``--svi`` adds SVI
+over the output layer): fit seconds and, on the 1,500 held-out pairs, the coverage of the 90 % credible intervals of
 P(chosen ≻ rejected) against the true probabilities, their mean width, ECE, NLL and accuracy — the numbers of the
 README's VI table, with the same model as ``bayesmicro fit --inference vi`` on the built-in population (K = 3,
 context router, α = 0, 3 restarts). One torch thread; the methods run one after the other.

@@ -74,7 +74,8 @@ def diagnose_command(
                                           "was fitted on)."),
     max_refits: Optional[int] = typer.Option(
         None, "--max-refits", help="Refit the model without each pair whose Pareto k > 0.7 (the worst N) and score "
-        "it exactly (reloo); 0: PSIS only. Default 10, and 0 for NUTS runs (each refit repeats the sampling)."),
+        "it exactly (reloo); 0: PSIS only. Default 10, and 0 for NUTS and refined VI runs (each refit repeats the "
+        "sampling)."),
     redraw_factor: int = typer.Option(
         REDRAW_FACTOR, "--redraw-factor", help="VI runs on a routed mixture (refined / linearised / Laplace): "
         "first redo PSIS for each pair whose Pareto k > 0.7 on this many times the run's draws of the same posterior "
@@ -88,7 +89,7 @@ def diagnose_command(
         raise BadInput(f"--redraw-factor must be ≥ 1, got {redraw_factor}")
     fitted = Fit.load(run_dir)
     if max_refits is None:
-        max_refits = 0 if fitted.config.inference == "nuts" else 10
+        max_refits = 0 if fitted.config.inference == "nuts" or fitted.router_posterior == "refined" else 10
     pairs, truth = _pairs_for(run_dir, data)
     fitted.check_compatible(pairs)
     has_split = pairs.split is not None and "test" in set(pairs.split.tolist())

@@ -85,10 +85,11 @@ def fit_command(
                                          "mass matrix, 300 with adapt)."),
     nuts_mass: str = typer.Option("laplace", "--nuts-mass", help="NUTS mass matrix: laplace (the Laplace covariance, "
                                   "fixed; routed mixtures) | adapt (Pyro's diagonal adaptation)."),
-    router_posterior: str = typer.Option("refined", "--router-posterior", help="VI on a routed mixture: refined "
-                                         "(linearised draws moved by HMC on the exact network) | linearised (every "
-                                         "router layer + heads, router linearised at the MAP, ELBO-optimal mean) | "
-                                         "laplace (the same, centred on the MAP) | svi (output layer)."),
+    router_posterior: str = typer.Option("linearised", "--router-posterior", help="VI on a routed mixture: "
+                                         "linearised (every router layer + heads, router linearised at the MAP, "
+                                         "ELBO-optimal mean) | refined (those draws moved by HMC on the exact "
+                                         "network: NUTS-like calibration, ~4x the time) | laplace (the Gaussian "
+                                         "centred on the MAP) | svi (output layer)."),
     data_format: str = typer.Option("embedded", "--format", help="embedded | comparisons (a subject,item1,item2,"
                                     "outcome table: per-user latent class model)."),
     item1_col: str = typer.Option("item1", "--item1-col"),

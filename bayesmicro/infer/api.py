@@ -55,10 +55,10 @@ def fit(
     training log-likelihood is kept.
 
     ``inference``: ``map`` (one draw); ``vi`` (from the best MAP restart; routed mixtures: a Gaussian over the heads
-    and every router layer with the router linearised at the MAP — Laplace covariance, ELBO-optimal mean — whose
-    draws HMC transitions then move toward the exact posterior (``vi.router_posterior``: ``refined``, or
-    ``linearised`` without the transitions); else SVI over the heads — and with ``router_posterior="svi"`` the
-    router output layer, its hidden layer learned jointly; settings in ``vi``); ``nuts`` (NUTS over the heads and
+    and every router layer with the router linearised at the MAP — Laplace covariance, ELBO-optimal mean —, with
+    ``vi.router_posterior="refined"`` its draws then moved toward the exact posterior by HMC transitions; else SVI
+    over the heads — and with ``router_posterior="svi"`` the router output layer, its hidden layer learned jointly;
+    settings in ``vi``); ``nuts`` (NUTS over the heads and
     every router layer — ``nuts.router_layers=(2,)``: the output layer, the hidden one fixed at the MAP; small
     problems; ``nuts.chains`` chains); ``em`` (EM
     restarts instead of gradient restarts for the mode, then the same posterior as ``vi`` around the EM optimum;

@@ -175,19 +175,22 @@ class Fit:
         return torch.log_softmax(per_draw(router.net, self.router_draws, z), dim=-1)
 
     @property
-    def linearised_router(self) -> bool:
-        """Whether router draws come from a linearised posterior (``summary[inference]["router_posterior"]`` in
-        ``LINEARISED_POSTERIORS``), and are therefore evaluated on the router linearised at ``router_state`` rather
-        than plugged into it."""
+    def router_posterior(self) -> str | None:
+        """The VI/EM run's router posterior (``summary[inference]["router_posterior"]``), else None."""
         info = self.summary.get(self.config.inference) if isinstance(self.summary, dict) else None
-        return isinstance(info, dict) and info.get("router_posterior") in LINEARISED_POSTERIORS
+        return info.get("router_posterior") if isinstance(info, dict) else None
+
+    @property
+    def linearised_router(self) -> bool:
+        """Whether router draws come from a linearised posterior (``router_posterior`` in ``LINEARISED_POSTERIORS``),
+        and are therefore evaluated on the router linearised at ``router_state`` rather than plugged into it."""
+        return self.router_posterior in LINEARISED_POSTERIORS
 
     @property
     def replayable_draws(self) -> bool:
         """Whether replaying the run with more draws (``infer.api.refit_like(draws=…)``) extends the same posterior's
-        draws cheaply: the Gaussians around the MAP, and the refined VI (its chains run longer)."""
-        info = self.summary.get(self.config.inference) if isinstance(self.summary, dict) else None
-        return isinstance(info, dict) and info.get("router_posterior") in (*LINEARISED_POSTERIORS, "refined")
+        draws: the Gaussians around the MAP, and the refined VI (its chains run longer)."""
+        return self.router_posterior in (*LINEARISED_POSTERIORS, "refined")
 
     @torch.no_grad()
     def log_weights_draws(self, data: EmbeddedPairs) -> torch.Tensor:

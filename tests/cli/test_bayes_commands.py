@@ -159,13 +159,18 @@ def test_fit_keeps_the_draws_warmup_and_mass_matrix_asked_for(vi_run):
     vi = runner.invoke(app, common + ["--inference", "vi", "--draws", "50", "--out", str(root / "vi_short")])
     assert vi.exit_code == 0, vi.output
     assert Fit.load(root / "vi_short").n_draws == 50
-    assert Fit.load(root / "vi_short").summary["vi"]["router_posterior"] == "refined"  # the default
-    for kind in ("linearised", "laplace"):
+    assert Fit.load(root / "vi_short").summary["vi"]["router_posterior"] == "linearised"  # the default
+    for kind in ("refined", "laplace"):
         other = runner.invoke(app, common + ["--inference", "vi", "--draws", "50", "--router-posterior", kind,
                                              "--out", str(root / f"vi_{kind}")])
         assert other.exit_code == 0, other.output
         assert Fit.load(root / f"vi_{kind}").summary["vi"]["router_posterior"] == kind
         assert Fit.load(root / f"vi_{kind}").n_draws == 50
+    diagnosed = runner.invoke(app, ["diagnose", str(root / "vi_refined"), str(root / "pairs"), "--json"])
+    assert diagnosed.exit_code == 0, diagnosed.output
+    loo = json.loads(diagnosed.stdout)["loo"]
+    assert loo["reloo"]["refitted"] == []  # refined runs are not refitted unless asked (each refit re-samples)
+    assert ("redraw" in loo) == (loo["pareto_k"]["bad"] > 0)  # but their chains are replayed for more draws
 
 
 @pytest.mark.parametrize("args, message", [

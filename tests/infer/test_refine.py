@@ -70,11 +70,11 @@ def test_exact_log_joint_is_the_models_log_likelihood_plus_prior_and_its_gradien
 def routed():
     data, _ = make_population(PopulationSpec(n_pairs=300, dim=3, prompt_dim=2, context_dim=2, k=2), seed=4)
     run = fit(data, k=2, router="context", inference="vi", alpha=0.0, restarts=1, hidden=4,
-              vi=VISchedule(refine=SMALL))
+              vi=VISchedule(router_posterior="refined", refine=SMALL))
     return data, run
 
 
-def test_default_vi_on_a_routed_mixture_refines_and_plugs_draws_into_the_network(routed, tmp_path):
+def test_refined_vi_plugs_its_draws_into_the_network_and_replays(routed, tmp_path):
     data, run = routed
     info = run.summary["vi"]
     assert info["router_posterior"] == "refined" and not run.linearised_router
@@ -90,7 +90,7 @@ def test_default_vi_on_a_routed_mixture_refines_and_plugs_draws_into_the_network
 def test_above_max_pairs_the_linearised_vi_is_kept_and_said(routed):
     data, _ = routed
     run = fit(data, k=2, router="context", inference="vi", alpha=0.0, restarts=1, hidden=4,
-              vi=VISchedule(laplace_draws=100, refine=RefineSchedule(max_pairs=10)))
+              vi=VISchedule(laplace_draws=100, router_posterior="refined", refine=RefineSchedule(max_pairs=10)))
     assert run.summary["vi"]["router_posterior"] == "linearised" and run.linearised_router
     assert run.summary["vi"]["refine_skipped"].endswith("training pairs > refine.max_pairs = 10")
 
