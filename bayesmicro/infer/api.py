@@ -166,11 +166,10 @@ def refit_like(original: Fit, data: EmbeddedPairs, draws: int | None = None) -> 
     info = info if isinstance(info, dict) else {}
     schedules: dict = {}
     if cfg.inference in ("vi", "em"):  # em's posterior around its optimum is the vi one
-        chains = info.get("refine") or {}
-        defaults = RefineSchedule()
-        refine = RefineSchedule(chains=chains.get("chains", defaults.chains), draws=draws or original.n_draws,
-                                warmup=chains.get("warmup", defaults.warmup),
-                                leapfrog=chains.get("leapfrog", defaults.leapfrog))
+        recorded, defaults = info.get("refine") or {}, RefineSchedule()
+        refine = RefineSchedule(chains=recorded.get("chains", defaults.chains), draws=draws or original.n_draws,
+                                warmup=recorded.get("warmup", defaults.warmup),
+                                leapfrog=recorded.get("leapfrog", defaults.leapfrog))
         schedules["vi"] = VISchedule(guide=info.get("guide", "lowrank"), draws=draws or original.n_draws,
                                      laplace_draws=draws or original.n_draws,
                                      router_posterior=info.get("router_posterior", "laplace"),

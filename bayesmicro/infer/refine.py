@@ -37,7 +37,7 @@ from torch.func import functional_call, vmap
 from bayesmicro.errors import BadInput
 from bayesmicro.infer.laplace import LaplaceParams, flat_gaussian_draws, split_draws
 from bayesmicro.infer.linearised import linearised_vi
-from bayesmicro.models.bt import mixture_log_prob, reward_margins
+from bayesmicro.models.bt import entropy, mixture_log_prob, reward_margins
 from bayesmicro.models.mixture import BTMixture
 
 _CHUNK_FLOATS = 4_000_000  # (chains, pairs, hidden) activations held at once
@@ -68,13 +68,14 @@ class RefineSchedule:
 
 
 class ExactLogJoint:
-    """log p(D | θ) + log p(θ) of the mixture with its ReLU router, for rows θ (S, P) in ``layout``'s order.
+    """log p(D | θ) + log p(θ) + α Σ_i H(π(x_i)) of the mixture with its ReLU router — the potential of
+    ``BTMixture``'s Pyro model, which NUTS samples — for rows θ (S, P) in ``layout``'s order.
 
     diff: (n, d); z: (n, d_r) standardised router input; prior_precision: (P,) the Gaussian prior's diagonal."""
 
     def __init__(self, model: BTMixture, layout: LaplaceParams, prior_precision: torch.Tensor, diff: torch.Tensor,
                  z: torch.Tensor, dtype: torch.dtype = torch.float32):
-        self.layout, self.k, self.dim, self.dtype = layout, model.k, model.dim, dtype
+        self.layout, self.k, self.dim, self.dtype, self.alpha = layout, model.k, model.dim, dtype, model.alpha
         self.net = copy.deepcopy(model.router.net).to(dtype)
         self.diff, self.z, self.prior = diff.to(dtype), z.to(dtype), prior_precision.to(dtype)
         hidden = max(s[0] for s in layout.shapes)
@@ -85,8 +86,11 @@ class ExactLogJoint:
         params = self.layout.unflatten(theta[:, self.layout.n_heads:])
         logits = vmap(lambda p: functional_call(self.net, p, (self.z,)))(params)
         heads = theta[:, :self.layout.n_heads].reshape(-1, self.k, self.dim)
-        log_lik = mixture_log_prob(torch.log_softmax(logits, -1), reward_margins(heads, self.diff)).sum(-1)
-        return log_lik - 0.5 * (self.prior * theta**2).sum(-1)
+        log_w = torch.log_softmax(logits, -1)
+        log_joint = mixture_log_prob(log_w, reward_margins(heads, self.diff)).sum(-1)
+        if self.alpha:
+            log_joint = log_joint + self.alpha * entropy(log_w).sum(-1)
+        return log_joint - 0.5 * (self.prior * theta**2).sum(-1)
 
     def value_and_grad(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """theta: (S, P). Returns ((S,) log joint, (S, P) its gradient), in chunks of rows."""

@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 
+import pyro
 import pytest
 import torch
 
@@ -44,9 +45,10 @@ def test_hmc_transitions_reach_and_keep_a_gaussian_target():
     assert_close(torch.cov(draws.double().T), cov, atol=0.12)
 
 
-def test_exact_log_joint_is_the_models_log_likelihood_plus_prior_and_its_gradient():
+@pytest.mark.parametrize("alpha", [0.0, 0.5], ids=["no_entropy", "entropy"])
+def test_exact_log_joint_is_the_pyro_models_potential_and_its_gradient(alpha):
     data, _ = make_population(PopulationSpec(n_pairs=120, dim=3, prompt_dim=2, context_dim=2, k=2), seed=3)
-    point = fit(data, k=2, router="context", alpha=0.0, restarts=1, hidden=4)
+    point = fit(data, k=2, router="context", alpha=alpha, restarts=1, hidden=4)
     model = point.config.build_model()
     model.router.load_state_dict(point.router_state)
     train = data.part("train")
@@ -56,8 +58,14 @@ def test_exact_log_joint_is_the_models_log_likelihood_plus_prior_and_its_gradien
                           model.router.standardize(router_x), dtype=torch.float64)
     theta = curv.theta[None].clone()
     value, grad = joint.value_and_grad(theta)
-    prior = -0.5 * (curv.prior_precision * curv.theta**2).sum()
-    assert_close(value[0], point.log_lik_from(train.diff(), router_x).sum().double() + prior, rtol=1e-5)
+    # the likelihood (and α·entropy) factors of the Pyro model NUTS samples, traced at the MAP
+    trace = pyro.poutine.trace(pyro.poutine.condition(model, data={"heads": point.heads[0]})).get_trace(
+        train.diff(), router_x)
+    factors = {name: float(site["fn"].log_prob(site["value"]).sum().detach()) for name, site in trace.nodes.items()
+               if name in ("obs", "router_entropy")}
+    assert ("router_entropy" in factors) == (alpha > 0)
+    unnormalised_prior = float(-0.5 * (curv.prior_precision * curv.theta**2).sum())
+    assert float(value[0]) - unnormalised_prior == pytest.approx(sum(factors.values()), rel=1e-5)
     step = 1e-6
     for i in (0, 5, curv.theta.numel() - 1):  # a head weight, a first-layer weight, the last router bias
         shift = torch.zeros_like(theta)
