@@ -62,10 +62,6 @@ class RefineSchedule:
             raise BadInput(f"refinement needs chains, draws, leapfrog ≥ 1, warmup ≥ 0 and 0 < target_accept < 1; "
                            f"got {self}")
 
-    @property
-    def iterations(self) -> int:
-        return math.ceil(self.draws / self.chains)
-
 
 class ExactLogJoint:
     """log p(D | θ) + log p(θ) + α Σ_i H(π(x_i)) of the mixture with its ReLU router — the potential of
@@ -106,7 +102,9 @@ class ExactLogJoint:
 def hmc_refine(joint: ExactLogJoint, chol: torch.Tensor, start: torch.Tensor, schedule: RefineSchedule,
                seed: int) -> tuple[torch.Tensor, dict]:
     """Run ``start.shape[0]`` HMC chains from the rows of ``start`` (S, P) targeting ``joint``, with mass matrix
-    C Cᵀ (chol: C (P, P) lower). Returns (``schedule.draws`` kept states (draws, P) float32, info)."""
+    C Cᵀ (chol: C (P, P) lower). Returns (``schedule.draws`` kept states (draws, P) float32, iteration by
+    iteration, info)."""
+    iterations = math.ceil(schedule.draws / len(start))
     gen = torch.Generator().manual_seed(seed)
     chol = chol.to(joint.dtype)
 
@@ -122,7 +120,7 @@ def hmc_refine(joint: ExactLogJoint, chol: torch.Tensor, start: torch.Tensor, sc
     value, grad = potential_grad(u)
     first_log_joint = float(value.mean())
     step, kept, accepted = schedule.initial_step, [], []
-    for iteration in range(schedule.warmup + schedule.iterations):
+    for iteration in range(schedule.warmup + iterations):
         momentum = torch.randn(u.shape, generator=gen, dtype=joint.dtype)
         new_u, new_p = u, momentum + 0.5 * step * grad
         for leap in range(schedule.leapfrog):
@@ -142,7 +140,7 @@ def hmc_refine(joint: ExactLogJoint, chol: torch.Tensor, start: torch.Tensor, sc
             accepted.append(float(accept_prob.mean()))
     draws = torch.cat(kept)[:schedule.draws].float()
     n = joint.diff.shape[0]
-    info = {"chains": len(start), "warmup": schedule.warmup, "iterations": schedule.iterations,
+    info = {"chains": len(start), "warmup": schedule.warmup, "iterations": iterations,
             "leapfrog": schedule.leapfrog, "step_size": step, "accept_rate": sum(accepted) / len(accepted),
             "log_joint_per_pair_start": first_log_joint / n, "log_joint_per_pair_end": float(value.mean()) / n,
             "seconds": time.perf_counter() - clock}
