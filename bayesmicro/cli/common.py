@@ -22,6 +22,10 @@ from bayesmicro.errors import BadInput
 stderr = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
 
 
+def model_key(k: int, router: str) -> str:
+    """The JSON key of a run's results: single_bt, static_mixture or routed_mixture."""
+    return "single_bt" if k == 1 else ("static_mixture" if router == "none" else "routed_mixture")
+
 def cli_errors(fn: Callable) -> Callable:
     """Turn BadInput into a one-line message and exit code 2, any other failure into exit code 1."""
 

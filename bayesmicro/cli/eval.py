@@ -6,8 +6,7 @@ from pathlib import Path
 
 import typer
 
-from bayesmicro.cli.common import cli_errors, emit_json, pairs_for_run, print_table, stderr
-from bayesmicro.cli.fit import model_key
+from bayesmicro.cli.common import cli_errors, emit_json, model_key, pairs_for_run, print_table, stderr
 from bayesmicro.errors import BadInput
 from bayesmicro.evaluate.calibration import ece
 from bayesmicro.evaluate.metrics import score

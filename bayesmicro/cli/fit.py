@@ -12,7 +12,7 @@ import typer
 from bayesmicro._io import atomic_dir, write_json
 from bayesmicro.cli.fit_comparisons import fit_comparisons
 from bayesmicro.cli.fit_streamed import fit_streamed, is_shard_store, refuse_for_a_store
-from bayesmicro.cli.common import cli_errors, emit_json, print_table, progress, set_threads, stderr
+from bayesmicro.cli.common import cli_errors, emit_json, model_key, print_table, progress, set_threads, stderr
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.data.run_split import SPLIT_FILE, write_run_split
 from bayesmicro.errors import BadInput
@@ -34,10 +34,6 @@ MEMORISATION_GAP = 0.1
 # sd of the router's weights across held-out pairs below which `fit` says the router routes nothing. Measured: 1e-7
 # (prompts that do not say whose preference a pair is), 1e-8 (HH with router prior sd 0.03); 0.09-0.39 routing
 STATIC_ROUTER_SD = 0.01
-
-
-def model_key(k: int, router: str) -> str:
-    return "single_bt" if k == 1 else ("static_mixture" if router == "none" else "routed_mixture")
 
 
 @cli_errors
@@ -88,8 +84,8 @@ def fit_command(
     router_posterior: str = typer.Option("linearised", "--router-posterior", help="VI on a routed mixture: "
                                          "linearised (every router layer + heads, router linearised at the MAP, "
                                          "ELBO-optimal mean) | refined (those draws moved by HMC on the exact "
-                                         "network: NUTS-like calibration, ~4x the time) | laplace (the Gaussian "
-                                         "centred on the MAP) | svi (output layer)."),
+                                         "network: NUTS-like calibration, a few times the time) | laplace (the "
+                                         "Gaussian centred on the MAP) | svi (output layer)."),
     data_format: str = typer.Option("embedded", "--format", help="embedded | comparisons (a subject,item1,item2,"
                                     "outcome table: per-user latent class model)."),
     item1_col: str = typer.Option("item1", "--item1-col"),

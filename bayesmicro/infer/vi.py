@@ -1,9 +1,9 @@
 """Variational inference over the heads and the router. For routed mixtures, by default, the linearised VI — a
 Gaussian over the heads and every router layer with the router linearised at the MAP, the Laplace covariance and the
 ELBO-optimal mean (``router_posterior="linearised"``, ``infer.linearised``); ``"refined"`` then moves its draws by HMC
-transitions that leave the exact posterior invariant (``infer.refine``: NUTS's calibration at ~4× the linearised VI's
-time, and heavier-tailed PSIS ratios); ``"laplace"`` keeps the Gaussian's mean at the MAP (``infer.laplace``);
-``"svi"`` is SVI over the heads and the router's output layer.
+transitions that leave the exact posterior invariant (``infer.refine``: NUTS's calibration at a few times the
+linearised VI's time, and heavier-tailed PSIS ratios); ``"laplace"`` keeps the Gaussian's mean at the MAP
+(``infer.laplace``); ``"svi"`` is SVI over the heads and the router's output layer.
 
 Why not SVI by default: with SVI the router's hidden layer stays a point estimate learned jointly (type-II MAP),
 and the 90 % credible intervals of P(chosen ≻ rejected) then ignore most of the router's error (coverage ~0.71 on
