@@ -42,8 +42,14 @@ def arviz_major() -> int:
 
 
 def n_chains(fit: Fit) -> int:
-    """Chains behind the fit's draws (NUTS with ``chains`` > 1 concatenates them chain by chain), else 1."""
-    chains = (fit.summary.get(fit.config.inference) or {}).get("chains", 1) if isinstance(fit.summary, dict) else 1
+    """Chains behind the fit's draws, concatenated chain by chain: NUTS's ``chains``, the refined VI's HMC chains
+    (when every chain kept as many draws); else 1."""
+    info = (fit.summary.get(fit.config.inference) or {}) if isinstance(fit.summary, dict) else {}
+    if fit.router_posterior == "refined":
+        refine = info.get("refine") or {}
+        chains = refine.get("chains", 1) if refine.get("draw_order") == "chain" else 1  # older runs: by iteration
+    else:
+        chains = info.get("chains", 1)
     return chains if isinstance(chains, int) and chains >= 1 and fit.n_draws % chains == 0 else 1
 
 
@@ -65,11 +71,13 @@ def to_inference_data(fit: Fit, data: EmbeddedPairs):
     observed = {"obs": np.ones(len(data))}
     dims = {"heads": ["head", "feature"], "obs": ["pair"]}
     coords = {"head": np.arange(fit.config.k), "feature": np.arange(fit.config.dim), "pair": np.arange(len(data))}
-    if arviz_major() >= 1:
-        return az.from_dict({"posterior": posterior, "log_likelihood": log_lik, "observed_data": observed},
-                            dims=dims, coords=coords)
-    return az.from_dict(posterior=posterior, log_likelihood=log_lik, observed_data=observed, dims=dims,
-                        coords=coords)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="More chains")  # the refined VI: many short chains, as meant
+        if arviz_major() >= 1:
+            return az.from_dict({"posterior": posterior, "log_likelihood": log_lik, "observed_data": observed},
+                                dims=dims, coords=coords)
+        return az.from_dict(posterior=posterior, log_likelihood=log_lik, observed_data=observed, dims=dims,
+                            coords=coords)
 
 
 def loo(fit: Fit, data: EmbeddedPairs) -> dict:

@@ -8,6 +8,7 @@ import torch
 
 from bayesmicro.data.synthetic import PopulationSpec, make_population
 from bayesmicro.errors import BadInput
+from bayesmicro.evaluate.arviz import n_chains
 from bayesmicro.infer import Fit, fit
 from bayesmicro.infer.api import refit_like
 from bayesmicro.infer.laplace import LaplaceParams, laplace_curvature
@@ -43,6 +44,16 @@ def test_hmc_transitions_reach_and_keep_a_gaussian_target():
     assert draws.shape == (6000, 5) and 0.6 < info["accept_rate"] < 0.9
     assert_close(draws.double().mean(0), target.mean, atol=0.08)
     assert_close(torch.cov(draws.double().T), cov, atol=0.12)
+
+
+def test_draws_come_chain_by_chain():
+    # a nearly flat target and tiny steps: every chain stays by its start, so each block of rows is one chain's
+    target = GaussianTarget(torch.zeros(2, dtype=torch.float64), 1e-6 * torch.eye(2, dtype=torch.float64))
+    start = 10 * torch.arange(4, dtype=torch.float64)[:, None].expand(4, 2)
+    schedule = RefineSchedule(chains=4, draws=12, warmup=0, leapfrog=2, initial_step=1e-3)
+    draws, info = hmc_refine(target, torch.eye(2, dtype=torch.float64), start, schedule, 0)
+    assert info["draw_order"] == "chain" and info["iterations"] == 3
+    assert_close(draws.double().reshape(4, 3, 2), start[:, None].expand(4, 3, 2), atol=0.01)
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.5], ids=["no_entropy", "entropy"])
@@ -87,6 +98,10 @@ def test_refined_vi_plugs_its_draws_into_the_network_and_replays(routed, tmp_pat
     info = run.summary["vi"]
     assert info["router_posterior"] == "refined" and not run.linearised_router
     assert run.n_draws == 160 and info["refine"]["chains"] == 16 and info["refine"]["iterations"] == 10
+    assert n_chains(run) == 16  # ArviZ sees the chains: ESS and R-hat across them
+    by_iteration = {**info, "refine": {k: v for k, v in info["refine"].items() if k != "draw_order"}}
+    assert n_chains(Fit(run.config, run.heads, run.router_state, {**run.summary, "vi": by_iteration},
+                        run.router_draws)) == 1  # runs saved before draws came chain by chain
     assert info["refine"]["log_joint_per_pair_end"] > info["refine"]["log_joint_per_pair_start"]
     loaded = Fit.load(run.save(tmp_path / "run"))
     assert_close(loaded.prefer_proba(data).mean, run.prefer_proba(data).mean, atol=0)
