@@ -12,7 +12,7 @@ import typer
 from bayesmicro._io import read_json, write_json
 from bayesmicro.cli.common import cli_errors, emit_json, pairs_for_run, stderr
 from bayesmicro.errors import BadInput
-from bayesmicro.evaluate.arviz import REDRAW_FACTOR, head_correlation, reloo, to_inference_data
+from bayesmicro.evaluate.arviz import REDRAW_FACTOR, head_correlation, n_chains, reloo, to_inference_data
 from bayesmicro.evaluate.calibration import calibration_report, reliability_plot
 from bayesmicro.infer.result import Fit
 
@@ -34,10 +34,12 @@ def _pairs_for(run_dir: Path, data: Path | None):
 
 
 def _posterior_summary(fitted: Fit, idata) -> dict:
-    """Head norms and sds, and ArviZ's smallest bulk ESS over the head weights (None for a point estimate)."""
+    """Head norms and sds, ArviZ's smallest bulk ESS over the head weights (None for a point estimate) and, for draws
+    from several chains (NUTS, the refined VI), its largest rank-normalised R̂ over them (else None)."""
     sd = fitted.heads.std(0) if fitted.n_draws > 1 else fitted.heads[0] * 0
-    summary = {"draws": fitted.n_draws, "heads_mean_norm": fitted.heads.mean(0).norm(dim=-1).tolist(),
-               "heads_mean_sd": sd.mean(-1).tolist(), "min_ess_bulk": None,
+    chains = n_chains(fitted) if fitted.n_draws > 1 else 1
+    summary = {"draws": fitted.n_draws, "chains": chains, "heads_mean_norm": fitted.heads.mean(0).norm(dim=-1).tolist(),
+               "heads_mean_sd": sd.mean(-1).tolist(), "min_ess_bulk": None, "max_rhat": None,
                "parameters": fitted.config.k * fitted.config.dim}
     if idata is None:
         return summary
@@ -47,8 +49,23 @@ def _posterior_summary(fitted: Fit, idata) -> dict:
 
         # az.ess, not az.summary: the summary's R-hat needs two chains and logs a warning on VI's one
         ess = np.asarray(az.ess(idata, var_names=["heads"], method="bulk")["heads"], dtype=float)
-    finite = ess[np.isfinite(ess)]
-    return {**summary, "min_ess_bulk": float(finite.min()) if finite.size else None}
+        rhat = np.asarray(az.rhat(idata, var_names=["heads"])["heads"], dtype=float) if chains > 1 else None
+    return {**summary, "min_ess_bulk": _finite_extreme(ess, np.min),
+            "max_rhat": None if rhat is None else _finite_extreme(rhat, np.max)}
+
+
+def _finite_extreme(values: np.ndarray, extreme) -> float | None:
+    finite = values[np.isfinite(values)]
+    return float(extreme(finite)) if finite.size else None
+
+
+def _posterior_line(posterior: dict) -> str | None:
+    if posterior["min_ess_bulk"] is None:
+        return None
+    line = f"posterior: {posterior['draws']:,} draws"
+    if posterior["max_rhat"] is not None:
+        line += f" in {posterior['chains']} chains, largest head R-hat {posterior['max_rhat']:.3f}"
+    return f"{line}, smallest head bulk ESS {posterior['min_ess_bulk']:.0f}"
 
 
 def _loo_line(loo: dict | None) -> str:
@@ -113,6 +130,8 @@ def diagnose_command(
     report["reliability_plot"] = str(plot)
     write_json(run_dir / REPORT_FILE, report)
     cal = report["calibration"]
+    if (posterior_line := _posterior_line(report["posterior"])) is not None:
+        stderr.print(posterior_line)
     stderr.print(_loo_line(report["loo"]))
     stderr.print(f"held-out ECE {cal['ece']:.4f}, Brier {cal['brier']:.4f}, NLL {cal['nll']:.4f}"
                  + (f", 90% coverage {cal['coverage']:.3f}" if "coverage" in cal else ""))

@@ -25,7 +25,10 @@ the chains' relative efficiency: 114 of 4 500 pairs with Pareto k > 0.7 at 640 d
 ESS of a head weight 82 of 640), so this is not the default. PSIS moment matching (Paananen et al. 2021) does not
 rescue it: it brought the 114 down to 2, but its elpd_i of three pairs scored by exact refits (−0.059 / −0.072 /
 −0.063; PSIS −0.061 / −0.068 / −0.055) came out −0.030 / −0.046 / −0.033 — its density ratios between moved draws
-in 2 611 dimensions assume exact posterior draws, which 20 HMC iterations from the linearised VI are not.
+in 2 611 dimensions assume exact posterior draws, which 20 HMC iterations from the linearised VI are not: across
+its 32 chains the split R̂ of seed 0's draws is 1.50 at the median parameter and 1.88 at the worst (ArviZ's over
+the heads: median 1.45, max 1.62). The chains agree on predictions (NUTS's calibration) long before they mix in
+parameter space; ``info["refine"]`` reports ``max_r_hat`` and ``min_ess`` over every parameter so that this shows.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import time
 from dataclasses import dataclass
 
 import torch
+from pyro.ops.stats import effective_sample_size, split_gelman_rubin
 
 from bayesmicro.errors import BadInput
 from bayesmicro.infer.laplace import LaplaceParams, flat_gaussian_draws, split_draws
@@ -142,12 +146,17 @@ def hmc_refine(joint: ExactLogJoint, chol: torch.Tensor, start: torch.Tensor, sc
         else:
             kept.append(theta_of(u))
             accepted.append(float(accept_prob.mean()))
-    draws = torch.stack(kept, 1).flatten(0, 1)[:schedule.draws].float()  # (chains, iterations, P) → rows
+    by_chain = torch.stack(kept, 1)  # (chains, iterations, P)
+    draws = by_chain.flatten(0, 1)[:schedule.draws].float()
     n = joint.diff.shape[0]
     info = {"chains": len(start), "warmup": schedule.warmup, "iterations": iterations,
             "leapfrog": schedule.leapfrog, "step_size": step, "accept_rate": sum(accepted) / len(accepted),
             "draw_order": "chain", "log_joint_per_pair_start": first_log_joint / n,
             "log_joint_per_pair_end": float(value.mean()) / n, "seconds": time.perf_counter() - clock}
+    if len(start) > 1 and iterations >= 4 and len(draws) == by_chain.shape[0] * iterations:
+        # across chains started from independent VI draws: large R̂ says the transitions have not mixed them
+        info["max_r_hat"] = float(split_gelman_rubin(by_chain.double(), chain_dim=0, sample_dim=1).max())
+        info["min_ess"] = float(effective_sample_size(by_chain.double(), chain_dim=0, sample_dim=1).min())
     return draws, info
 
 

@@ -83,6 +83,7 @@ def test_diagnose_writes_the_reliability_plot(vi_run):
     assert "arviz" not in result.stderr  # e.g. "Shape validation failed" from an R-hat of VI's one chain
     report = result.json()
     assert 0 < report["posterior"]["min_ess_bulk"] <= 2 * report["posterior"]["draws"]
+    assert report["posterior"]["chains"] == 1 and report["posterior"]["max_rhat"] is None  # VI's Gaussian draws
     assert (root / "run" / "reliability.png").read_bytes()[:4] == b"\x89PNG"
     from bayesmicro.data.embedded import EmbeddedPairs
 
@@ -142,6 +143,11 @@ def test_fit_nuts_runs_the_chains_asked_for_and_reports_r_hat(vi_run):
     fitted = Fit.load(root / "nuts_run")
     assert fitted.summary["nuts"]["chains"] == 2 and fitted.n_draws == 2 * fitted.summary["nuts"]["draws"]
     assert 0.9 < fitted.summary["nuts"]["max_r_hat"] < 1.1
+    diagnosed = runner.invoke(app, ["diagnose", str(root / "nuts_run"), str(root / "pairs"), "--json"])
+    assert diagnosed.exit_code == 0, diagnosed.output
+    posterior = json.loads(diagnosed.stdout)["posterior"]
+    assert posterior["chains"] == 2 and 0.9 < posterior["max_rhat"] < 1.1  # ArviZ's R-hat across the two chains
+    assert f"in 2 chains, largest head R-hat {posterior['max_rhat']:.3f}" in diagnosed.stderr
     bad = runner.invoke(app, ["fit", str(root / "pairs"), "--inference", "nuts", "--chains", "0"])
     assert bad.exit_code == 2 and "--chains must be ≥ 1, got 0" in bad.stderr
 

@@ -42,6 +42,7 @@ def test_hmc_transitions_reach_and_keep_a_gaussian_target():
     mass = torch.linalg.cholesky(torch.eye(5, dtype=torch.float64) * 2)  # deliberately not the target's precision
     draws, info = hmc_refine(target, mass, start, RefineSchedule(chains=200, draws=6000, warmup=20, leapfrog=8), 0)
     assert draws.shape == (6000, 5) and 0.6 < info["accept_rate"] < 0.9
+    assert 1.0 < info["max_r_hat"] < 1.3 and info["min_ess"] > 200  # from one start, a wrong mass: not perfect
     assert_close(draws.double().mean(0), target.mean, atol=0.08)
     assert_close(torch.cov(draws.double().T), cov, atol=0.12)
 
@@ -50,10 +51,11 @@ def test_draws_come_chain_by_chain():
     # a nearly flat target and tiny steps: every chain stays by its start, so each block of rows is one chain's
     target = GaussianTarget(torch.zeros(2, dtype=torch.float64), 1e-6 * torch.eye(2, dtype=torch.float64))
     start = 10 * torch.arange(4, dtype=torch.float64)[:, None].expand(4, 2)
-    schedule = RefineSchedule(chains=4, draws=12, warmup=0, leapfrog=2, initial_step=1e-3)
+    schedule = RefineSchedule(chains=4, draws=16, warmup=0, leapfrog=2, initial_step=1e-3)
     draws, info = hmc_refine(target, torch.eye(2, dtype=torch.float64), start, schedule, 0)
-    assert info["draw_order"] == "chain" and info["iterations"] == 3
-    assert_close(draws.double().reshape(4, 3, 2), start[:, None].expand(4, 3, 2), atol=0.01)
+    assert info["draw_order"] == "chain" and info["iterations"] == 4
+    assert_close(draws.double().reshape(4, 4, 2), start[:, None].expand(4, 4, 2), atol=0.01)
+    assert info["max_r_hat"] > 10  # chains that never met
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.5], ids=["no_entropy", "entropy"])
