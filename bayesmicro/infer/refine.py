@@ -25,7 +25,7 @@ the chains' relative efficiency: 114 of 4 500 pairs with Pareto k > 0.7 at 640 d
 ESS of a head weight 82 of 640), so this is not the default. PSIS moment matching (Paananen et al. 2021) does not
 rescue it: it brought the 114 down to 2, but its elpd_i of three pairs scored by exact refits (−0.059 / −0.072 /
 −0.063; PSIS −0.061 / −0.068 / −0.055) came out −0.030 / −0.046 / −0.033 — its density ratios between moved draws
-in 2 611 dimensions assume exact posterior draws, which 20 HMC iterations from the linearised VI are not: across
+in 2 611 dimensions assume exact posterior draws, which 35 HMC iterations from the linearised VI are not: across
 its 32 chains the split R̂ of seed 0's draws is 1.50 at the median parameter and 1.88 at the worst (ArviZ's over
 the heads: median 1.45, max 1.62). The chains agree on predictions (NUTS's calibration) long before they mix in
 parameter space; ``info["refine"]`` reports ``max_r_hat`` and ``min_ess`` over every parameter so that this shows.
