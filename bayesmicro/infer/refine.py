@@ -29,6 +29,9 @@ in 2 611 dimensions assume exact posterior draws, which 35 HMC iterations from t
 its 32 chains the split R̂ of seed 0's draws is 1.50 at the median parameter and 1.88 at the worst (ArviZ's over
 the heads: median 1.45, max 1.62). The chains agree on predictions (NUTS's calibration) long before they mix in
 parameter space; ``info["refine"]`` reports ``max_r_hat`` and ``min_ess`` over every parameter so that this shows.
+Three times longer trajectories (30 leapfrog steps, 184 s of HMC instead of 78 s) mix better (R̂ max 1.27, min ESS
+78) at the same calibration (coverage 0.893, NLL 0.2861) but still flag 91 pairs at 640 draws: the heavy tails of
+those pairs' importance ratios belong to the posterior, not to the sampler.
 """
 
 from __future__ import annotations
