@@ -37,7 +37,7 @@ def _posterior_summary(fitted: Fit, idata) -> dict:
     """Head norms and sds, ArviZ's smallest bulk ESS over the head weights (None for a point estimate) and, for draws
     from several chains (NUTS, the refined VI), its largest rank-normalised R̂ over them (else None)."""
     sd = fitted.heads.std(0) if fitted.n_draws > 1 else fitted.heads[0] * 0
-    chains = n_chains(fitted) if fitted.n_draws > 1 else 1
+    chains = n_chains(fitted)
     summary = {"draws": fitted.n_draws, "chains": chains, "heads_mean_norm": fitted.heads.mean(0).norm(dim=-1).tolist(),
                "heads_mean_sd": sd.mean(-1).tolist(), "min_ess_bulk": None, "max_rhat": None,
                "parameters": fitted.config.k * fitted.config.dim}

@@ -42,14 +42,9 @@ def arviz_major() -> int:
 
 
 def n_chains(fit: Fit) -> int:
-    """Chains behind the fit's draws, concatenated chain by chain: NUTS's ``chains``, the refined VI's HMC chains
-    (when every chain kept as many draws); else 1."""
-    info = (fit.summary.get(fit.config.inference) or {}) if isinstance(fit.summary, dict) else {}
-    if fit.router_posterior == "refined":
-        refine = info.get("refine") or {}
-        chains = refine.get("chains", 1) if refine.get("draw_order") == "chain" else 1  # older runs: by iteration
-    else:
-        chains = info.get("chains", 1)
+    """Chains behind the fit's draws, concatenated chain by chain (``summary[inference]["chains"]``: NUTS's, the
+    refined VI's HMC chains) when every chain kept as many draws; else 1."""
+    chains = (fit.summary.get(fit.config.inference) or {}).get("chains", 1) if isinstance(fit.summary, dict) else 1
     return chains if isinstance(chains, int) and chains >= 1 and fit.n_draws % chains == 0 else 1
 
 

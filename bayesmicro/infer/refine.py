@@ -175,4 +175,6 @@ def refined_vi_posterior(model: BTMixture, heads: torch.Tensor, diff: torch.Tens
     joint = ExactLogJoint(model, curv.layout, curv.prior_precision, diff, model.router.standardize(router_x))
     draws, refine_info = hmc_refine(joint, chol, start, schedule, seed + 2)
     head_draws, router_draws = split_draws(model, curv.layout, draws)
-    return head_draws, router_draws, {**info, "router_posterior": "refined", "refine": refine_info}
+    # "chains" beside NUTS's: the draws come chain by chain (``evaluate.arviz.n_chains``)
+    return head_draws, router_draws, {**info, "router_posterior": "refined", "chains": refine_info["chains"],
+                                      "refine": refine_info}
