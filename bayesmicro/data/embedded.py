@@ -30,6 +30,7 @@ from bayesmicro.errors import BadInput
 
 FEATURE_KEYS = ("chosen", "rejected", "prompt", "context")
 LABEL_KEYS = ("group", "user", "split")
+_GATHER_ROWS = 1024  # rows gathered at a time where a selection is computed on the fly
 FEATURES_FILE = "features.safetensors"
 META_FILE = "pairs.json"
 FORMAT = "bayesmicro.embedded_pairs/1"
@@ -75,11 +76,21 @@ class EmbeddedPairs:
     def context_dim(self) -> int:
         return 0 if self.context is None else self.context.shape[1]
 
-    def diff(self) -> torch.Tensor:
-        """(n, d) float32 chosen − rejected: all a linear BT head ever sees of a pair."""
+    def diff(self, rows: np.ndarray | None = None) -> torch.Tensor:
+        """(n, d) float32 chosen − rejected of the pairs at ``rows`` (row numbers; None: every pair): all a linear
+        BT head ever sees of a pair."""
         # Subtract before rounding to float32: near-duplicate responses stored in float64 keep their ~1e-7 difference.
         wide = torch.promote_types(torch.promote_types(self.chosen.dtype, self.rejected.dtype), torch.float32)
-        return (self.chosen.to(wide) - self.rejected.to(wide)).float()
+        if rows is None:
+            return (self.chosen.to(wide) - self.rejected.to(wide)).float()
+        # block by block into one output: gathering whole chosen/rejected copies first cost 2-4x the time (18,800 x
+        # 3,072: 0.6-1.2 s against 0.27 s), mostly page faults on the fresh copies
+        index = torch.as_tensor(np.asarray(rows, dtype=np.int64))
+        out = torch.empty(len(index), self.dim)
+        for start in range(0, len(index), _GATHER_ROWS):
+            block = index[start:start + _GATHER_ROWS]
+            out[start:start + len(block)] = self.chosen[block].to(wide) - self.rejected[block].to(wide)
+        return out
 
     def router_input(self, use_context: bool) -> torch.Tensor:
         """(n, d_p [+ d_c]) float32 features the router reads."""
@@ -107,13 +118,18 @@ class EmbeddedPairs:
 
     def part(self, name: str) -> "EmbeddedPairs":
         """The pairs whose ``split`` is ``name`` (all pairs when there is no split column)."""
+        rows = self.part_rows(name)
+        return self if rows is None else self.subset(rows)
+
+    def part_rows(self, name: str) -> np.ndarray | None:
+        """Row numbers of the pairs whose ``split`` is ``name`` (None: no split column, every pair)."""
         if self.split is None:
-            return self
-        mask = self.split == name
-        if not mask.any():
+            return None
+        rows = np.flatnonzero(self.split == name)
+        if not rows.size:
             raise BadInput(f"no pairs with split == '{name}' (splits present: {sorted(set(self.split.tolist()))})",
                            source=self.source)
-        return self.subset(np.flatnonzero(mask))
+        return rows
 
     def with_split(self, test_fraction: float, seed: int) -> "EmbeddedPairs":
         """Keep an existing split; otherwise assign a random held-out fraction."""
@@ -146,9 +162,10 @@ class EmbeddedPairs:
         onehot[torch.from_numpy(known), torch.from_numpy(index[known])] = 1.0
         return onehot
 
-    def label_levels(self, key: str) -> list[str]:
-        """The distinct ``key`` labels ("group" or "user") of these pairs, as sorted strings."""
-        return sorted({str(label) for label in self._labels(key).tolist()})
+    def label_levels(self, key: str, rows: np.ndarray | None = None) -> list[str]:
+        """The distinct ``key`` labels ("group" or "user") of these pairs (of those at ``rows``), as sorted strings."""
+        labels = self._labels(key)
+        return sorted({str(label) for label in (labels if rows is None else labels[rows]).tolist()})
 
     def _labels(self, key: str) -> np.ndarray:
         if key not in ("group", "user"):

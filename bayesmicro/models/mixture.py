@@ -20,6 +20,7 @@ RouterKind = Literal["none", "prompt", "context", "user", "group"]
 ROUTERS: tuple[str, ...] = ("none", "prompt", "context", "user", "group")
 LABEL_ROUTERS: tuple[str, ...] = ("user", "group")  # the router reads the one-hot of each pair's label
 MIN_INPUT_SCALE = 1e-6  # floor of the router's input sd: columns at it are constant on the training data
+_STANDARDIZE_ROWS = 512  # rows per block of the standardisation's second pass
 
 
 class Router(PyroModule):
@@ -47,8 +48,12 @@ class Router(PyroModule):
         """Set the input standardisation from training features (n, input_dim)."""
         if self.reads_input:
             mean = router_input.mean(0)
-            # two passes by hand: Tensor.std(0) reduces across rows ~2× slower on CPU (0.34 s vs 0.18 s, 18,800 × 3,072)
-            var = (router_input - mean).pow_(2).sum(0).div_(max(1, router_input.shape[0] - 1))
+            # two passes by hand, the second over blocks of rows: Tensor.std(0) reduces across rows ~2× slower on CPU,
+            # and one (n, d) temporary for x − mean cost 0.22 s against 0.06 s in blocks (18,800 × 3,072)
+            squares = torch.zeros_like(mean, dtype=torch.float64)
+            for block in router_input.split(_STANDARDIZE_ROWS):
+                squares += (block - mean).pow_(2).sum(0)
+            var = squares.div_(max(1, router_input.shape[0] - 1)).to(mean.dtype)
             self.input_mean.copy_(mean)
             self.input_scale.copy_(var.sqrt_().clamp_min(MIN_INPUT_SCALE))
 

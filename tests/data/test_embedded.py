@@ -87,3 +87,32 @@ def test_label_context_is_the_one_hot_of_the_sorted_labels():
         [0, 1, 0], [1, 0, 0], [0, 0, 1], [1, 0, 0], [0, 1, 0], [0, 0, 1]]
     with pytest.raises(BadInput, match="'user' label"):
         data.with_label_context("user")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16], ids=["fp32", "fp64", "fp16"])
+def test_diff_of_rows_equals_the_diff_of_those_pairs_across_gather_blocks(dtype):
+    data = small_pairs(n=2600, d=3)
+    chosen = data.chosen.double()
+    data = EmbeddedPairs(chosen=chosen.to(dtype), rejected=(chosen + 1e-7 * data.rejected.double()).to(dtype),
+                         prompt=data.prompt)
+    rows = np.random.default_rng(0).permutation(2600)[:2100]  # more than two blocks of 1,024, out of order
+    got = data.diff(rows)
+    assert got.dtype == torch.float32 and got.shape == (2100, 3)
+    assert torch.equal(got, data.subset(rows).diff())
+    if dtype == torch.float64:  # near-duplicates keep their difference: subtracted before rounding to float32
+        assert bool((got != 0).all())
+
+
+def test_part_rows_names_the_rows_of_a_split():
+    data = small_pairs(n=6, split=np.array(["train", "test", "train", "train", "test", "train"]))
+    assert data.part_rows("train").tolist() == [0, 2, 3, 5]
+    assert torch.equal(data.part("test").chosen, data.chosen[[1, 4]])
+    assert small_pairs(n=6).part_rows("train") is None
+    with pytest.raises(BadInput, match="no pairs with split == 'valid'"):
+        data.part_rows("valid")
+
+
+def test_label_levels_of_some_rows():
+    data = small_pairs(n=5, group=np.array(["b", "a", "c", "a", "b"]))
+    assert data.label_levels("group") == ["a", "b", "c"]
+    assert data.label_levels("group", np.array([0, 4, 3])) == ["a", "b"]

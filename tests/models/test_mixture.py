@@ -53,3 +53,15 @@ def test_router_ignores_columns_constant_on_the_training_data():
     first_layer = router.net[0].weight
     (grad,) = torch.autograd.grad((router.log_weights(x, 40) * torch.randn(40, 3)).sum(), first_layer)
     assert torch.equal(grad[:, 2:], torch.zeros(8, 2)) and bool(grad[:, :2].abs().sum() > 0)
+
+
+@pytest.mark.parametrize("rows", [7, 512, 1300], ids=["one-block", "exact-block", "three-blocks"])
+def test_router_standardisation_is_the_float64_mean_and_sd_of_the_training_input(rows):
+    torch.manual_seed(3)
+    x = torch.randn(rows, 5) * torch.tensor([1.0, 10.0, 0.01, 3.0, 1.0]) + torch.tensor([0.0, 50.0, -2.0, 1e3, 0.0])
+    router = Router("prompt", 2, 5, 4)
+    router.standardize_from(x)
+    sd, mean = torch.std_mean(x.double(), 0)
+    assert router.input_mean.dtype == router.input_scale.dtype == torch.float32
+    assert_close(router.input_mean.double(), mean, rtol=1e-6, atol=1e-6)
+    assert_close(router.input_scale.double(), sd, rtol=1e-5)
