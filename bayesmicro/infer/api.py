@@ -187,6 +187,8 @@ def refit_like(original: Fit, data: EmbeddedPairs, draws: int | None = None) -> 
 
 
 def _checked_config(data, k, router, inference, alpha, prior_scale, hidden, seed, router_prior_scale=0.3):
+    """Check the settings against ``data``; returns (config, the number of training pairs, their diff (n, d), what
+    the router reads of them (n, d_r) or None) — gathered from ``data`` without copying the training pairs first."""
     if inference not in INFERENCE_METHODS:
         raise BadInput(f"inference must be one of {INFERENCE_METHODS}, got {inference!r}")
     if router not in ROUTERS:
