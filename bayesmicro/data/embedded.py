@@ -92,14 +92,20 @@ class EmbeddedPairs:
             out[start:start + len(block)] = self.chosen[block].to(wide) - self.rejected[block].to(wide)
         return out
 
-    def router_input(self, use_context: bool) -> torch.Tensor:
-        """(n, d_p [+ d_c]) float32 features the router reads."""
+    def router_input(self, use_context: bool, rows: np.ndarray | None = None) -> torch.Tensor:
+        """(n, d_p [+ d_c]) float32 features the router reads, of the pairs at ``rows`` (None: every pair; then a
+        float32 prompt is returned as it is)."""
+        index = None if rows is None else torch.as_tensor(np.asarray(rows, dtype=np.int64))
+
+        def rows_of(x: torch.Tensor) -> torch.Tensor:  # gathered in the stored dtype, then widened
+            return (x if index is None else x[index]).float()
+
         if not use_context:
-            return self.prompt.float()
+            return rows_of(self.prompt)
         if self.context is None:
             raise BadInput("router 'context' needs a 'context' feature matrix, and these pairs have none",
                            source=self.source)
-        return torch.cat([self.prompt.float(), self.context.float()], dim=1)
+        return torch.cat([rows_of(self.prompt), rows_of(self.context)], dim=1)
 
     # -- selection ----------------------------------------------------------------------------------------------
     def subset(self, index) -> "EmbeddedPairs":

@@ -224,7 +224,4 @@ def _checked_config(data, k, router, inference, alpha, prior_scale, hidden, seed
     config = FitConfig(k=k, router=router, dim=data.dim, router_dim=router_dim, hidden=hidden,
                        prior_scale=prior_scale, alpha=alpha, inference=inference, seed=seed,
                        router_prior_scale=router_prior_scale, router_levels=levels)
-    router_x = config.router_input(data)  # a prompt router's input is data.prompt itself: one copy, of the rows
-    if router_x is not None and rows is not None:
-        router_x = router_x[torch.from_numpy(rows)]
-    return config, n_train, diff, router_x
+    return config, n_train, diff, config.router_input(data, rows)

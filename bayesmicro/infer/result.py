@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from bayesmicro._io import atomic_dir, read_json, read_tensors, write_json, write_tensors
@@ -46,14 +47,16 @@ class FitConfig:
     def label_router(self) -> bool:
         return self.router in LABEL_ROUTERS
 
-    def router_input(self, data: EmbeddedPairs) -> torch.Tensor | None:
-        """(n, router_dim) what this model's router reads from ``data``: the prompt embedding, [prompt; context],
-        or the one-hot of the pair's label in ``router_levels`` (a label outside them: zeros); None for none."""
+    def router_input(self, data: EmbeddedPairs, rows: np.ndarray | None = None) -> torch.Tensor | None:
+        """(n, router_dim) what this model's router reads from ``data`` (of the pairs at ``rows``; None: all): the
+        prompt embedding, [prompt; context], or the one-hot of the pair's label in ``router_levels`` (a label outside
+        them: zeros); None for none."""
         if self.router == "none" or self.k == 1:
             return None
         if self.label_router:
-            return data.label_onehot(self.router, self.router_levels)  # no copy of the pairs (and no re-validation)
-        return data.router_input(self.uses_context)
+            onehot = data.label_onehot(self.router, self.router_levels)  # no copy of the pairs (and no re-validation)
+            return onehot if rows is None else onehot[torch.from_numpy(np.asarray(rows, dtype=np.int64))]
+        return data.router_input(self.uses_context, rows)
 
     def build_model(self) -> BTMixture:
         return BTMixture(self.dim, self.k, self.router, self.router_dim, hidden=self.hidden,

@@ -116,3 +116,12 @@ def test_label_levels_of_some_rows():
     data = small_pairs(n=5, group=np.array(["b", "a", "c", "a", "b"]))
     assert data.label_levels("group") == ["a", "b", "c"]
     assert data.label_levels("group", np.array([0, 4, 3])) == ["a", "b"]
+
+
+@pytest.mark.parametrize("use_context", [False, True], ids=["prompt", "prompt+context"])
+def test_router_input_of_rows_equals_that_of_those_pairs(use_context):
+    data = small_pairs(n=30)
+    data = EmbeddedPairs(data.chosen, data.rejected, data.prompt.half(), data.context.half())  # as the embed cache
+    rows = np.array([29, 3, 3, 17])
+    got = data.router_input(use_context, rows)
+    assert got.dtype == torch.float32 and torch.equal(got, data.subset(rows).router_input(use_context))
