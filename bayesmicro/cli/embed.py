@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 from typing import Optional
 
-import datasets
 import torch
 import typer
 
@@ -51,6 +50,8 @@ def embed_command(
     if batch_size < 1 or max_length < 2:
         raise BadInput(f"--batch-size must be ≥ 1 and --max-length ≥ 2, got {batch_size} and {max_length}")
     pick_device(device)
+    import datasets  # here, not at the top: every `bayesmicro` process imports this module
+
     datasets.disable_progress_bars()  # one progress bar (ours) on stderr; errors stay one line
     if threads is not None:
         if threads < 1:

@@ -10,11 +10,13 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-
-import datasets
+from typing import TYPE_CHECKING, Any
 
 from bayesmicro.errors import BadInput
+
+# `datasets` takes a second to import and every CLI process imports this module: it is imported where it is used.
+if TYPE_CHECKING:
+    import datasets
 
 REQUIRED_COLUMNS = ("prompt", "chosen", "rejected")
 OPTIONAL_COLUMNS = ("context", "group", "user", "split")
@@ -33,6 +35,8 @@ class PreferencePairs:
 
     @classmethod
     def from_dict(cls, columns: Mapping[str, list[Any]], source: str = "<dict>") -> "PreferencePairs":
+        import datasets
+
         return cls(datasets.Dataset.from_dict(dict(columns)), source)
 
     def __len__(self) -> int:
@@ -56,6 +60,8 @@ class PreferencePairs:
 
 
 def _checked(ds: datasets.Dataset, source: str) -> datasets.Dataset:
+    import datasets
+
     missing = [c for c in REQUIRED_COLUMNS if c not in ds.column_names]
     if missing:
         raise BadInput(
@@ -147,6 +153,8 @@ def _check_csv(path: Path) -> list[str]:
 @contextlib.contextmanager
 def _quiet_datasets():
     """No progress bars or parse warnings from ``datasets`` on stderr: a CLI error must stay one line."""
+    import datasets
+
     bars_were_off = datasets.are_progress_bars_disabled()
     verbosity = datasets.logging.get_verbosity()
     datasets.disable_progress_bars()
@@ -161,6 +169,8 @@ def _quiet_datasets():
 
 def read_table(path: str | os.PathLike) -> datasets.Dataset:
     """Read a .jsonl/.csv/.parquet file (optionally gzip-compressed) into a ``datasets.Dataset``."""
+    import datasets
+
     path = Path(path)
     if not path.is_file():
         raise BadInput("file not found", source=str(path))
@@ -193,6 +203,8 @@ def read_table(path: str | os.PathLike) -> datasets.Dataset:
 
 def read_hub(repo_id: str, split: str = "train", config: str | None = None) -> datasets.Dataset:
     """Load a split from the Hugging Face hub (needs network or a warm HF cache)."""
+    import datasets
+
     try:
         with _quiet_datasets():
             return datasets.load_dataset(repo_id, config, split=split)

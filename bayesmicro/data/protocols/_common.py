@@ -5,19 +5,23 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import datasets
 import numpy as np
 
 from bayesmicro.data.pairs import PreferencePairs, is_local, read_table
 from bayesmicro.errors import BadInput
+
+if TYPE_CHECKING:
+    import datasets
 
 _TABLE_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz", ".csv", ".csv.gz", ".parquet")
 
 
 def read_hub_split(repo_id: str, split: str, **kwargs: Any) -> datasets.Dataset:
     """One split of a hub dataset (``kwargs`` go to ``datasets.load_dataset``, e.g. ``data_dir``)."""
+    import datasets
+
     try:
         return datasets.load_dataset(repo_id, split=split, **kwargs)
     except Exception as exc:

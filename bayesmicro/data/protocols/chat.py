@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import os
 import warnings
-
-import datasets
+from typing import TYPE_CHECKING
 
 from bayesmicro.data.pairs import PreferencePairs
 from bayesmicro.data.protocols._common import read_split, require_columns, to_pairs
 from bayesmicro.data.protocols.transcript import render_transcript
 from bayesmicro.errors import BadInput
+
+if TYPE_CHECKING:
+    import datasets
 
 PASS_THROUGH = ("context", "group", "user")
 

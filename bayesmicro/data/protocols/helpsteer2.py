@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import os
 from itertools import combinations
-
-import datasets
+from typing import TYPE_CHECKING
 
 from bayesmicro.data.pairs import PreferencePairs
 from bayesmicro.data.protocols._common import read_split, require_columns, to_pairs
+
+if TYPE_CHECKING:
+    import datasets
 
 HUB_ID = "nvidia/HelpSteer2"
 ATTRIBUTES = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")

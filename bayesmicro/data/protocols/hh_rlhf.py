@@ -9,12 +9,14 @@ local file in either that schema or the prepared ``prompt``/``chosen``/``rejecte
 from __future__ import annotations
 
 import os
-
-import datasets
+from typing import TYPE_CHECKING
 
 from bayesmicro.data.pairs import PreferencePairs, is_local
 from bayesmicro.data.protocols._common import read_hub_split, read_split, require_columns, to_pairs
 from bayesmicro.errors import BadInput
+
+if TYPE_CHECKING:
+    import datasets
 
 HUB_ID = "Anthropic/hh-rlhf"
 SUBSETS = ("helpful-base", "harmless-base")
