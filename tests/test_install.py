@@ -30,3 +30,13 @@ def test_the_console_script_runs(tmp_path):
     result = _outside_the_checkout(tmp_path, script, "--help")
     assert result.returncode == 0, result.stderr
     assert all(name in result.stdout for name in ("fit", "embed", "route", "eval", "score", "bench", "diagnose"))
+
+
+def test_starting_the_cli_leaves_the_heavy_optional_libraries_unimported(tmp_path):
+    """Every `bayesmicro` process imports the CLI; `datasets` (with pandas, pyarrow), `transformers`, `scipy` and
+    `matplotlib` are imported by the commands that use them, not at start-up."""
+    heavy = ("datasets", "pandas", "pyarrow", "transformers", "scipy", "matplotlib")
+    code = f"import sys, bayesmicro.cli.app; print([m for m in {heavy!r} if m in sys.modules])"
+    result = _outside_the_checkout(tmp_path, sys.executable, "-c", code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]", result.stdout
