@@ -14,8 +14,8 @@ objective is deterministic and L-BFGS maximises it in the whitened coordinates v
 an isotropic quadratic.
 
 Measured on the built-in population (``bayesmicro fit --inference vi``, seed 0, 4 500 pairs, 2 611 parameters):
-held-out coverage of the 90 % credible intervals 0.796 → 0.847 and NLL 0.2897 → 0.2863 against the mode-centred
-Laplace (NUTS over the network: 0.895, 0.2863), ~12 s more. NUTS on this same linearised model covered 0.849 (NLL
+held-out coverage of the 90 % credible intervals 0.790 → 0.848 and NLL 0.2894 → 0.2864 against the mode-centred
+Laplace (NUTS over the network: 0.892, 0.2863; 2026-11-27), ~12 s more. NUTS on this same linearised model covered 0.849 (NLL
 0.2862), so the optimal mean with the Laplace covariance is as good as the linearised model allows; the rest of the
 gap to NUTS is the linearisation. Updating the covariance as well (the Gauss–Newton fixed point
 Σ⁻¹ = Λ + E_q[F(θ)], 8 iterations of 16 draws) gave the same coverage (0.845) in 220 s instead of ~12 s.

@@ -2,7 +2,7 @@
 exact network.
 
 The linearised VI (``infer.linearised``) is exact for the model whose router logits are linearised at the MAP, and
-that model is the limit of its calibration (on the built-in population NUTS on it covers 0.849, the VI 0.847). This
+that model is the limit of its calibration (on the built-in population NUTS on it covers 0.849, the VI 0.848). This
 family follows Salimans, Kingma & Welling (2015, "Markov chain Monte Carlo and variational inference: bridging the
 gap"): q_T = q_0 K^T, with q_0 the linearised VI and K a Metropolis-adjusted HMC transition that leaves the *exact*
 posterior p(θ | D) of the ReLU router and the heads invariant. For any such K, KL(q K ‖ p) ≤ KL(q ‖ p), so no
@@ -16,13 +16,13 @@ iterations is a draw, ``draws`` in all.
 
 Measured on the built-in population (``bayesmicro fit --inference vi --router-posterior refined``, seeds 0 / 1 / 2;
 the defaults below: 32 chains, 15 + 20 iterations of 10 leapfrog steps, 640 draws, 53 s of HMC on one thread):
-held-out 90 % coverage 0.892 / 0.954 / 0.961, NLL 0.2856 / 0.2952 / 0.2855, ECE 0.0065 / 0.0065 / 0.0169 — NUTS over
-the same exact posterior: 0.895 / 0.951 / 0.955, 0.2863 / 0.2941 / 0.2854; the linearised VI: 0.847 / 0.867 / 0.878,
-0.2863 / 0.2939 / 0.2852. The exact network evaluated at the linearised VI's own draws is far worse (seed 0: NLL
+held-out 90 % coverage 0.889 / 0.954 / 0.963, NLL 0.2862 / 0.2952 / 0.2853, ECE 0.0066 / 0.0065 / 0.0174 — NUTS over
+the same exact posterior: 0.892 / 0.951 / 0.959, 0.2863 / 0.2946 / 0.2856; the linearised VI: 0.848 / 0.867 / 0.874,
+0.2864 / 0.2939 / 0.2855 (2026-11-27). The exact network evaluated at the linearised VI's own draws is far worse (seed 0: NLL
 0.350, intervals 0.49 wide), the drift the transitions correct; the chains' log joint levels off after ~15
 iterations. The cost after the fit: PSIS-LOO's importance ratios are heavier-tailed than a Gaussian's (seed 0, with
-the chains' relative efficiency: 114 of 4 500 pairs with Pareto k > 0.7 at 640 draws, 37 at 2 560; the smallest bulk
-ESS of a head weight 82 of 640), so this is not the default. PSIS moment matching (Paananen et al. 2021) does not
+the chains' relative efficiency: 118 of 4 500 pairs with Pareto k > 0.7 at 640 draws, 44 at 2 560; the smallest bulk
+ESS of a head weight 77 of 640), as are those of NUTS's exact draws (92 at 400), so this is not the default. PSIS moment matching (Paananen et al. 2021) does not
 rescue it: it brought the 114 down to 2, but its elpd_i of three pairs scored by exact refits (−0.059 / −0.072 /
 −0.063; PSIS −0.061 / −0.068 / −0.055) came out −0.030 / −0.046 / −0.033 — its density ratios between moved draws
 in 2 611 dimensions assume exact posterior draws, which 35 HMC iterations from the linearised VI are not: across
