@@ -18,12 +18,13 @@ Measured on the built-in population (``bayesmicro fit --inference vi --router-po
 the defaults below: 32 chains, 15 + 20 iterations of 10 leapfrog steps, 640 draws, 53 s of HMC on one thread):
 held-out 90 % coverage 0.889 / 0.954 / 0.963, NLL 0.2862 / 0.2952 / 0.2853, ECE 0.0066 / 0.0065 / 0.0174 — NUTS over
 the same exact posterior: 0.892 / 0.951 / 0.959, 0.2863 / 0.2946 / 0.2856; the linearised VI: 0.848 / 0.867 / 0.874,
-0.2864 / 0.2939 / 0.2855 (2026-11-27). The exact network evaluated at the linearised VI's own draws is far worse (seed 0: NLL
-0.350, intervals 0.49 wide), the drift the transitions correct; the chains' log joint levels off after ~15
-iterations. The cost after the fit: PSIS-LOO's importance ratios are heavier-tailed than a Gaussian's (seed 0, with
-the chains' relative efficiency: 118 of 4 500 pairs with Pareto k > 0.7 at 640 draws, 44 at 2 560; the smallest bulk
-ESS of a head weight 77 of 640), as are those of NUTS's exact draws (92 at 400), so this is not the default. PSIS moment matching (Paananen et al. 2021) does not
-rescue it: it brought the 114 down to 2, but its elpd_i of three pairs scored by exact refits (−0.059 / −0.072 /
+0.2864 / 0.2939 / 0.2855 (2026-11-27). The exact network evaluated at the linearised VI's own draws is far worse
+(seed 0: NLL 0.350, intervals 0.49 wide), the drift the transitions correct; the chains' log joint levels off after
+~15 iterations. The cost after the fit: PSIS-LOO's importance ratios are heavier-tailed than a Gaussian's (seed 0,
+with the chains' relative efficiency: 118 of 4 500 pairs with Pareto k > 0.7 at 640 draws, 44 at 2 560; the
+smallest bulk ESS of a head weight 77 of 640), as are those of NUTS's exact draws (92 at 400), so this is not the
+default. PSIS moment matching (Paananen et al. 2021) does not rescue it: on the morning's run it brought 114
+such pairs down to 2, but its elpd_i of three pairs scored by exact refits (−0.059 / −0.072 /
 −0.063; PSIS −0.061 / −0.068 / −0.055) came out −0.030 / −0.046 / −0.033 — its density ratios between moved draws
 in 2 611 dimensions assume exact posterior draws, which 35 HMC iterations from the linearised VI are not: across
 its 32 chains the split R̂ of seed 0's draws is 1.50 at the median parameter and 1.88 at the worst (ArviZ's over
