@@ -37,6 +37,11 @@ FORMAT = "bayesmicro.embedded_pairs/1"
 _FLOAT32_MAX = torch.finfo(torch.float32).max
 
 
+def _row_index(rows: np.ndarray) -> torch.Tensor:
+    """Row numbers (any integer sequence) as the int64 index tensor that gathers them."""
+    return torch.as_tensor(np.asarray(rows, dtype=np.int64))
+
+
 @dataclass
 class EmbeddedPairs:
     chosen: torch.Tensor
@@ -85,7 +90,7 @@ class EmbeddedPairs:
             return (self.chosen.to(wide) - self.rejected.to(wide)).float()
         # block by block into one output: gathering whole chosen/rejected copies first cost 2-4x the time (18,800 x
         # 3,072: 0.6-1.2 s against 0.27 s), mostly page faults on the fresh copies
-        index = torch.as_tensor(np.asarray(rows, dtype=np.int64))
+        index = _row_index(rows)
         out = torch.empty(len(index), self.dim)
         for start in range(0, len(index), _GATHER_ROWS):
             block = index[start:start + _GATHER_ROWS]
@@ -95,7 +100,7 @@ class EmbeddedPairs:
     def router_input(self, use_context: bool, rows: np.ndarray | None = None) -> torch.Tensor:
         """(n, d_p [+ d_c]) float32 features the router reads, of the pairs at ``rows`` (None: every pair; then a
         float32 prompt is returned as it is)."""
-        index = None if rows is None else torch.as_tensor(np.asarray(rows, dtype=np.int64))
+        index = None if rows is None else _row_index(rows)
 
         def rows_of(x: torch.Tensor) -> torch.Tensor:  # gathered in the stored dtype, then widened
             return (x if index is None else x[index]).float()
@@ -155,15 +160,16 @@ class EmbeddedPairs:
         router is told."""
         return replace(self, context=self.label_onehot(key, levels))
 
-    def label_onehot(self, key: str, levels: Sequence[str] | None = None) -> torch.Tensor:
-        """(n, L) one-hot of each pair's ``key`` label ("group" or "user"). Columns: ``levels`` in their order (a
-        label outside them gets an all-zero row: one the coding has not seen), or the sorted labels of these pairs
-        (``label_levels``)."""
-        labels = self._labels(key)
+    def label_onehot(self, key: str, levels: Sequence[str] | None = None,
+                     rows: np.ndarray | None = None) -> torch.Tensor:
+        """(n, L) one-hot of the ``key`` label ("group" or "user") of each pair (of those at ``rows``; None: all).
+        Columns: ``levels`` in their order (a label outside them gets an all-zero row: one the coding has not seen),
+        or the sorted labels of these pairs (``label_levels``)."""
+        labels = self._labels(key) if rows is None else self._labels(key)[np.asarray(rows, dtype=np.int64)]
         levels = self.label_levels(key) if levels is None else [str(v) for v in levels]
         column = {level: j for j, level in enumerate(levels)}
         index = np.asarray([column.get(str(label), -1) for label in labels.tolist()], dtype=np.int64)
-        onehot = torch.zeros(len(self), len(levels))
+        onehot = torch.zeros(len(labels), len(levels))
         known = np.flatnonzero(index >= 0)
         onehot[torch.from_numpy(known), torch.from_numpy(index[known])] = 1.0
         return onehot

@@ -54,8 +54,7 @@ class FitConfig:
         if self.router == "none" or self.k == 1:
             return None
         if self.label_router:
-            onehot = data.label_onehot(self.router, self.router_levels)  # no copy of the pairs (and no re-validation)
-            return onehot if rows is None else onehot[torch.from_numpy(np.asarray(rows, dtype=np.int64))]
+            return data.label_onehot(self.router, self.router_levels, rows)  # no copy of the pairs, no re-validation
         return data.router_input(self.uses_context, rows)
 
     def build_model(self) -> BTMixture:

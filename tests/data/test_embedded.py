@@ -118,6 +118,14 @@ def test_label_levels_of_some_rows():
     assert data.label_levels("group", np.array([0, 4, 3])) == ["a", "b"]
 
 
+def test_label_onehot_of_rows_equals_that_of_those_pairs():
+    data = small_pairs(n=5, group=np.array(["b", "a", "c", "a", "b"]))
+    rows = np.array([4, 1, 1, 2])
+    got = data.label_onehot("group", ["a", "b"], rows)  # "c" is outside the levels: an all-zero row
+    assert torch.equal(got, data.subset(rows).label_onehot("group", ["a", "b"]))
+    assert got.tolist() == [[0, 1], [1, 0], [1, 0], [0, 0]]
+
+
 @pytest.mark.parametrize("use_context", [False, True], ids=["prompt", "prompt+context"])
 def test_router_input_of_rows_equals_that_of_those_pairs(use_context):
     data = small_pairs(n=30)
