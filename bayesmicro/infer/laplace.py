@@ -38,6 +38,7 @@ from bayesmicro.models.mixture import BTMixture
 
 LAPLACE_MAX_PARAMS = 6000  # (P, P) float64 curvature: 6 000² · 8 B ≈ 290 MB
 _CHUNK_FLOATS = 4_000_000  # per-pair gradients held at once
+_EVIDENCE_MAX_FLOATS = 250_000_000  # mode_log_evidence's (n, P) float64 Jacobian: 2 GB
 
 
 @dataclass
@@ -98,22 +99,75 @@ class LaplaceCurvature:
 def laplace_curvature(model: BTMixture, heads: torch.Tensor, diff: torch.Tensor,
                       router_x: torch.Tensor) -> LaplaceCurvature:
     """The Fisher (GGN) curvature at ``model``'s router and ``heads`` (K, d); diff: (n, d); router_x: (n, d_r)."""
-    layout = LaplaceParams.of(model)
-    router = model.router
-    theta = torch.cat([heads.detach().reshape(-1)] + [p.detach().reshape(-1) for p in router.net.parameters()])
-    theta = theta.double()
-    z = router.standardize(router_x).double()
-    net = copy.deepcopy(router.net).double()
-    k, d = model.k, model.dim
+    mode = _Mode(model, heads, router_x)
+    fisher = torch.zeros(mode.theta.numel(), mode.theta.numel(), dtype=torch.float64)
+    log_lik = 0.0
+    for rows, chunk_log_lik in mode.scaled_gradients(diff):
+        fisher.addmm_(rows.T, rows)
+        log_lik += chunk_log_lik
+    return LaplaceCurvature(mode.layout, mode.theta, fisher, mode.prior_precision, log_lik)
 
-    def prob(th: torch.Tensor, x: torch.Tensor, zi: torch.Tensor) -> torch.Tensor:
-        log_w = torch.log_softmax(functional_call(net, layout.unflatten(th[layout.n_heads:]), (zi[None],))[0], -1)
-        return (log_w.exp() * torch.sigmoid(th[:layout.n_heads].view(k, d) @ x)).sum()
 
-    fisher, log_lik = _fisher(prob, theta, diff.double(), z)
-    prior_precision = torch.full_like(theta, 1.0 / model.router_prior_scale**2)
-    prior_precision[:layout.n_heads] = 1.0 / model.prior_scale**2
-    return LaplaceCurvature(layout, theta, fisher, prior_precision, log_lik)
+def mode_log_evidence(model: BTMixture, heads: torch.Tensor, diff: torch.Tensor, router_x: torch.Tensor) -> float:
+    """``laplace_log_evidence`` at the mode (``model``'s router, ``heads`` (K, d)) for any number of parameters P.
+
+    F = JᵀJ (J: the n rows g_i / √(p_i(1 − p_i))) has rank ≤ n, so where P > n the determinant is taken in the
+    n × n form, log det(F + Λ) = log det Λ + log det(I_n + J Λ⁻¹ Jᵀ): the same number without the (P, P) matrix
+    (hh's prompt router: P = 50,306, n = 3,208). diff: (n, d); router_x: (n, d_r).
+    """
+    n, size = diff.shape[0], LaplaceParams.of(model).size
+    if size <= n:
+        curv = laplace_curvature(model, heads, diff, router_x)
+        return laplace_log_evidence(curv, torch.linalg.cholesky(curv.precision()))
+    if n * size > _EVIDENCE_MAX_FLOATS:
+        raise ValueError(f"the Laplace evidence needs an ({n}, {size}) float64 Jacobian; at most "
+                         f"{_EVIDENCE_MAX_FLOATS:,} entries are held")
+    mode = _Mode(model, heads, router_x)
+    scale = mode.prior_precision.rsqrt()
+    jacobian = torch.empty(n, size, dtype=torch.float64)  # J Λ^-1/2
+    log_lik, start = 0.0, 0
+    for rows, chunk_log_lik in mode.scaled_gradients(diff):
+        jacobian[start:start + len(rows)] = rows * scale
+        start += len(rows)
+        log_lik += chunk_log_lik
+    gram = jacobian @ jacobian.T
+    gram.diagonal().add_(1.0)
+    quadratic = float((mode.prior_precision * mode.theta**2).sum())
+    return log_lik - 0.5 * quadratic - float(torch.linalg.cholesky(gram).diagonal().log().sum())
+
+
+class _Mode:
+    """θ* = (heads, router weights) flattened in ``LaplaceParams`` order, the prior precisions Λ and
+    p_i(θ) = Σ_k π_k(z_i; θ) σ(w_kᵀ x_i), all float64."""
+
+    def __init__(self, model: BTMixture, heads: torch.Tensor, router_x: torch.Tensor):
+        self.layout = layout = LaplaceParams.of(model)
+        router = model.router
+        theta = torch.cat([heads.detach().reshape(-1)] + [p.detach().reshape(-1) for p in router.net.parameters()])
+        self.theta = theta.double()
+        self.z = router.standardize(router_x).double()
+        self.prior_precision = torch.full_like(self.theta, 1.0 / model.router_prior_scale**2)
+        self.prior_precision[:layout.n_heads] = 1.0 / model.prior_scale**2
+        net = copy.deepcopy(router.net).double()
+        k, d = model.k, model.dim
+
+        def prob(th: torch.Tensor, x: torch.Tensor, zi: torch.Tensor) -> torch.Tensor:
+            log_w = torch.log_softmax(functional_call(net, layout.unflatten(th[layout.n_heads:]), (zi[None],))[0], -1)
+            return (log_w.exp() * torch.sigmoid(th[:layout.n_heads].view(k, d) @ x)).sum()
+
+        self.prob = prob
+
+    def scaled_gradients(self, diff: torch.Tensor):
+        """Chunks (rows (c, P), Σ log p_i over them) of g_i / √(p_i (1 − p_i)), g_i = ∇θ p_i: F = Σ rowsᵀ rows."""
+        diff = diff.double()
+        per_pair = vmap(self.prob, in_dims=(None, 0, 0))
+        per_pair_grad = vmap(grad(self.prob), in_dims=(None, 0, 0))
+        chunk = max(1, _CHUNK_FLOATS // self.theta.numel())
+        for start in range(0, diff.shape[0], chunk):
+            x, zi = diff[start:start + chunk], self.z[start:start + chunk]
+            p = per_pair(self.theta, x, zi)
+            rows = per_pair_grad(self.theta, x, zi) / (p * (1 - p)).clamp_min(1e-12).sqrt()[:, None]
+            yield rows, float(p.clamp_min(1e-300).log().sum())
 
 
 def laplace_posterior(model: BTMixture, heads: torch.Tensor, diff: torch.Tensor, router_x: torch.Tensor,
@@ -165,20 +219,3 @@ def laplace_log_evidence(curv: LaplaceCurvature, chol: torch.Tensor) -> float:
     prior = curv.prior_precision
     return float(curv.log_lik - 0.5 * (prior * curv.theta**2).sum() + 0.5 * prior.log().sum()
                  - chol.diagonal().log().sum())
-
-
-def _fisher(prob, theta: torch.Tensor, diff: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """F = Σ_i g_i g_iᵀ / (p_i (1 − p_i)) with g_i = ∇θ p_i, accumulated over chunks of pairs; and Σ_i log p_i."""
-    n, size = diff.shape[0], theta.numel()
-    fisher = torch.zeros(size, size, dtype=torch.float64)
-    log_lik = 0.0
-    per_pair = vmap(prob, in_dims=(None, 0, 0))
-    per_pair_grad = vmap(grad(prob), in_dims=(None, 0, 0))
-    chunk = max(1, _CHUNK_FLOATS // size)
-    for start in range(0, n, chunk):
-        x, zi = diff[start:start + chunk], z[start:start + chunk]
-        p = per_pair(theta, x, zi)
-        g = per_pair_grad(theta, x, zi) / (p * (1 - p)).clamp_min(1e-12).sqrt()[:, None]
-        fisher.addmm_(g.T, g)
-        log_lik += float(p.clamp_min(1e-300).log().sum())
-    return fisher, log_lik
