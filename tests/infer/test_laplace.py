@@ -1,13 +1,16 @@
-"""The Laplace evidence at a mode, against a brute-force determinant of the full (P, P) posterior precision."""
+"""The Laplace evidence at a mode, against a brute-force determinant of the full (P, P) posterior precision, and
+the restart selection that uses it."""
 
 import pytest
 import torch
 from torch.func import functional_call, jacrev
 
 from bayesmicro.data.synthetic import PopulationSpec, make_population
-from bayesmicro.infer import fit
-from bayesmicro.infer import laplace
+from bayesmicro.errors import BadInput
+from bayesmicro.infer import fit, laplace
+from bayesmicro.infer.api import refit_like
 from bayesmicro.infer.laplace import LaplaceParams, mode_log_evidence
+from tests.common import assert_close
 
 HIDDEN = 4
 
@@ -56,3 +59,33 @@ def test_mode_log_evidence_refuses_a_jacobian_over_its_memory_cap(monkeypatch):
     monkeypatch.setattr(laplace, "_EVIDENCE_MAX_FLOATS", 20 * LaplaceParams.of(model).size - 1)
     with pytest.raises(ValueError, match=r"\(20, 36\) float64 Jacobian"):
         mode_log_evidence(model, heads, data.diff(), data.router_input(True))
+
+
+def test_evidence_selection_keeps_the_restart_with_the_largest_laplace_evidence():
+    data, _ = make_population(PopulationSpec(n_pairs=120, dim=3, prompt_dim=2, context_dim=2, k=2), seed=1)
+    options = dict(k=2, router="context", alpha=0.0, restarts=4, hidden=HIDDEN, seed=1)
+    by_evidence, by_loglik = fit(data, **options, select="evidence"), fit(data, **options)
+    history = by_evidence.summary["restarts"]
+    best = max(history, key=lambda row: row["log_evidence"])
+    assert best["restart"] != max(history, key=lambda row: row["train_loglik"])["restart"]  # the rules disagree here
+    train = data.part("train")
+    model = by_evidence.config.build_model()
+    model.router.load_state_dict(by_evidence.router_state)
+    kept = mode_log_evidence(model, by_evidence.heads[0], train.diff(), by_evidence.config.router_input(train))
+    assert kept == pytest.approx(best["log_evidence"], abs=1e-6)
+    assert by_evidence.summary["train_loglik"] == best["train_loglik"]
+    assert by_loglik.summary["train_loglik"] == max(row["train_loglik"] for row in history)
+    assert by_evidence.summary["restart_select"] == "evidence" and "log_evidence" not in by_loglik.summary["restarts"][0]
+    again = refit_like(by_evidence, data)
+    assert again.summary["restart_select"] == "evidence"
+    assert_close(again.pointwise_log_lik(train), by_evidence.pointwise_log_lik(train), atol=1e-5)
+
+
+@pytest.mark.parametrize("k, router, select, message", [
+    (2, "none", "evidence", "routed mixture"), (1, "context", "evidence", "routed mixture"),
+    (2, "context", "best", "select must be one of"),
+], ids=["static-router", "one-head", "unknown-rule"])
+def test_restart_selection_refuses_what_it_cannot_compare(k, router, select, message):
+    data, _ = make_population(PopulationSpec(n_pairs=40, dim=3, prompt_dim=2, context_dim=2, k=2), seed=0)
+    with pytest.raises(BadInput, match=message):
+        fit(data, k=k, router=router, select=select, hidden=HIDDEN)
