@@ -19,7 +19,7 @@ from bayesmicro.errors import BadInput
 from bayesmicro.evaluate.calibration import ece
 from bayesmicro.evaluate.compare import compare_on_population
 from bayesmicro.evaluate.metrics import score
-from bayesmicro.infer.api import fit
+from bayesmicro.infer.api import RESTART_SELECT, fit
 from bayesmicro.infer.map import Schedule
 from bayesmicro.infer.result import Fit
 from bayesmicro.infer.nuts import NUTSSchedule
@@ -52,6 +52,9 @@ def fit_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
     restarts: Optional[int] = typer.Option(None, "--restarts", help="Random restarts; the best training "
                                            "log-likelihood wins (default 3; 10 with --format comparisons)."),
+    select_restart: str = typer.Option("loglik", "--select-restart", help="loglik | evidence: keep the restart with "
+                                       "the best training log-likelihood, or (routed mixtures) the largest Laplace "
+                                       "evidence, which penalises a router that memorises pairs."),
     alpha: Optional[float] = typer.Option(None, "--alpha", help="Router-entropy regulariser α (default: the "
                                           "paper's 0.5 with DATA; 0 on the built-in population, see README)."),
     prior_scale: float = typer.Option(1.0, "--prior-scale", help="sd of the Gaussian prior on head weights."),
@@ -96,6 +99,10 @@ def fit_command(
     latent: str = typer.Option("user", "--latent", help="user: all comparisons of a user share one class."),
 ) -> None:
     """Fit a mixture of Bradley–Terry heads and report held-out accuracy and NLL."""
+    if select_restart not in RESTART_SELECT:
+        raise BadInput(f"--select-restart must be one of {', '.join(RESTART_SELECT)}, got {select_restart!r}")
+    if select_restart != "loglik" and (data_format == "comparisons" or (data is not None and is_shard_store(data))):
+        raise BadInput("--select-restart: only in-memory fits of embedded pairs compare their restarts' evidence")
     if data_format == "comparisons":
         if data is None:
             raise BadInput("--format comparisons needs a DATA table")
@@ -141,10 +148,11 @@ def fit_command(
             alpha=options["alpha"])
     with progress("fitting", None, not as_json) as step:
         if pairs is None:
-            results, fits = compare_on_population(seed=seed, k=k, router=router, on_step=step, **options)
+            results, fits = compare_on_population(seed=seed, k=k, router=router, on_step=step,
+                                                  routed_select=select_restart, **options)
             main_fit = fits["routed_mixture"]
         else:
-            results, main_fit = _fit_and_score(pairs, k, router, seed, step, options)
+            results, main_fit = _fit_and_score(pairs, k, router, seed, step, {**options, "select": select_restart})
     if k_choice is not None:
         results["k_auto"] = k_choice
     if scale_choice is not None:

@@ -16,8 +16,9 @@ BASELINES = {"single_bt": (1, "none"), "static_mixture": (None, "none"), "routed
 
 def compare_on_population(spec: PopulationSpec = PopulationSpec(), seed: int = 0, k: int | None = None,
                           router: str = "context", on_step: Callable[[], None] | None = None,
-                          **fit_kwargs) -> tuple[dict, dict[str, Fit]]:
+                          routed_select: str = "loglik", **fit_kwargs) -> tuple[dict, dict[str, Fit]]:
     """Fit each model on the population's training pairs and score all of them on its held-out pairs.
+    ``routed_select``: the routed mixture's restart rule (``fit(select=…)``; the others keep the likelihood's).
 
     Returns ({model: metrics, ..., "fit_seconds": s}, {model: Fit}). ``oracle`` scores the true probabilities.
     """
@@ -29,7 +30,9 @@ def compare_on_population(spec: PopulationSpec = PopulationSpec(), seed: int = 0
     for name, (k_model, router_model) in BASELINES.items():
         if name == "routed_mixture":
             router_model = router
-        fits[name] = fit(data, k=k_model or k, router=router_model, seed=seed, on_step=on_step, **fit_kwargs)
+        select = routed_select if name == "routed_mixture" else "loglik"
+        fits[name] = fit(data, k=k_model or k, router=router_model, seed=seed, on_step=on_step, select=select,
+                         **fit_kwargs)
         results[name] = score(fits[name].predict_proba(test), test.group)
         calibration = calibration_report(fits[name].pointwise_log_lik(test).exp(), None,
                                          truth.prob(test) if fits[name].n_draws > 1 else None)

@@ -247,3 +247,22 @@ def test_stderr_prints_paths_as_written_on_one_line(tmp_path):
     result = _in_process("fit", data, "--k", "1")
     assert result.code == 0, result.stderr
     assert f"{data} has no split column: held out 60 of 300 pairs at random" in result.stderr.splitlines()[0]
+
+
+def test_select_restart_evidence_keeps_the_largest_evidence_and_records_it(tmp_path):
+    data = _npz_without_split(tmp_path / "f.npz", n=200)
+    result = _in_process("fit", data, "--k", "2", "--restarts", "3", "--select-restart", "evidence", "--out",
+                         tmp_path / "run", "--json")
+    assert result.code == 0, result.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["restart_select"] == "evidence"
+    kept = max(summary["restarts"], key=lambda row: row["log_evidence"])
+    assert summary["train_loglik"] == pytest.approx(kept["train_loglik"])
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (("--select-restart", "best"), "--select-restart must be one of loglik, evidence, got 'best'"),
+    (("--select-restart", "evidence", "--k", "1"), "select='evidence' compares the Laplace evidence"),
+], ids=["unknown-rule", "single-bt"])
+def test_select_restart_refuses_what_it_cannot_compare(tmp_path, args, fragment):
+    assert_bad_input(run_cli("fit", _npz_without_split(tmp_path / "f.npz", n=100), *args), fragment)
