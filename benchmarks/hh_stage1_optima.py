@@ -50,8 +50,7 @@ def describe(optimum: Fit, loss: float, train: EmbeddedPairs, test: EmbeddedPair
              seed: int) -> dict:
     config = optimum.config
     diff, router_x = train.diff(), config.router_input(train)
-    model = config.build_model()
-    model.router.load_state_dict(optimum.router_state)
+    model = optimum.mode_model()
     subsets = sorted(set(test.group.tolist()))
     agree = float(np.mean(optimum.log_weights(test).argmax(1).numpy() == np.searchsorted(subsets, test.group)))
     row = {"loss_per_pair": loss, "train_loglik": float(optimum.log_lik_from(diff, router_x).sum()),

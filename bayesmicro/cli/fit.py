@@ -101,11 +101,11 @@ def fit_command(
     """Fit a mixture of Bradley–Terry heads and report held-out accuracy and NLL."""
     if select_restart not in RESTART_SELECT:
         raise BadInput(f"--select-restart must be one of {', '.join(RESTART_SELECT)}, got {select_restart!r}")
-    if select_restart != "loglik" and (data_format == "comparisons" or (data is not None and is_shard_store(data))):
-        raise BadInput("--select-restart: only in-memory fits of embedded pairs compare their restarts' evidence")
     if data_format == "comparisons":
         if data is None:
             raise BadInput("--format comparisons needs a DATA table")
+        if select_restart != "loglik":
+            raise BadInput("--select-restart: a latent class model's EM restarts are compared by likelihood only")
         fit_comparisons(data, item1_col=item1_col, item2_col=item2_col, outcome_col=outcome_col, user_col=user_col,
                         context_cols=context_cols, latent=latent, k=k, restarts=restarts or 10, seed=seed, out=out,
                         as_json=as_json, threads=threads, k_max=k_max)
@@ -114,7 +114,7 @@ def fit_command(
         raise BadInput(f"--format must be 'embedded' or 'comparisons', got {data_format!r}")
     if data is not None and is_shard_store(data):
         refuse_for_a_store(inference=inference, router_prior_scale=router_prior_scale, restarts=restarts,
-                           optimizer=optimizer)
+                           optimizer=optimizer, select_restart=select_restart)
         schedule = {"lr": lr, "checkpoint_every": checkpoint_every if checkpoint_dir is not None else 0,
                     **({} if epochs is None else {"epochs": epochs}),
                     **({} if batch_size is None else {"batch_size": batch_size})}

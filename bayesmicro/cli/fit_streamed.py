@@ -15,10 +15,12 @@ def is_shard_store(path: Path) -> bool:
     return path.is_dir() and (path / MANIFEST_FILE).is_file()
 
 
-def refuse_for_a_store(*, inference: str, router_prior_scale: str, restarts: int | None, optimizer: str) -> None:
+def refuse_for_a_store(*, inference: str, router_prior_scale: str, restarts: int | None, optimizer: str,
+                       select_restart: str = "loglik") -> None:
     """A shard store gets one streamed AdamW MAP fit: name the option that asks for something else."""
     refused = {"--inference": inference != "map", "--router-prior-scale auto": router_prior_scale.strip() == "auto",
-               "--restarts": restarts is not None, "--optimizer": optimizer not in ("auto", "adam")}
+               "--restarts": restarts is not None, "--optimizer": optimizer not in ("auto", "adam"),
+               "--select-restart": select_restart != "loglik"}
     for flag, given in refused.items():
         if given:
             raise BadInput(f"{flag}: a shard store gets one streamed MAP fit (AdamW over minibatches); load the "

@@ -155,8 +155,7 @@ def _posterior_around(mode: Fit, diff: torch.Tensor, router_x: torch.Tensor | No
                       vi: VISchedule, nuts: NUTSSchedule | None,
                       on_step: Callable[[], None] | None) -> tuple[Fit, dict]:
     """Posterior draws started from the one-draw ``mode`` (NUTS, else the VI ``vi`` selects), and the method's info."""
-    model = mode.config.build_model()
-    model.router.load_state_dict(mode.router_state)
+    model = mode.mode_model()
     with _feature_scale_blamed(inference, diff):
         if inference == "nuts":
             draws, router_draws, extra = fit_nuts(model, diff, router_x, mode.heads[0], seed, nuts)

@@ -122,6 +122,13 @@ class Fit:
         self._router.load_state_dict(self.router_state)
         self._router.eval()
 
+    def mode_model(self) -> BTMixture:
+        """A fresh ``BTMixture`` of this run's settings with its router at ``router_state`` (the MAP's for a MAP or
+        linearised fit): the model a posterior or an evidence is computed around, together with ``heads``."""
+        model = self.config.build_model()
+        model.router.load_state_dict(self.router_state)
+        return model
+
     def __repr__(self) -> str:  # the dataclass repr prints every tensor
         c = self.config
         trained = f", train_pairs={self.summary['train_pairs']}" if "train_pairs" in self.summary else ""

@@ -68,3 +68,11 @@ def test_k_auto_picks_the_true_number_of_classes_by_bic(tmp_path, one_class, exp
     assert report["loglik"] == choice["by_k"][expected_k - 1]["loglik"]
     assert f"--k auto: K = {expected_k}, the lowest BIC over K = 1..3" in result.stderr
     assert bayesmicro.load(tmp_path / "run").k == expected_k
+
+
+def test_select_restart_evidence_is_refused_for_a_comparison_table(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("subject,item1,item2,outcome\n1,a,b,1\n1,a,c,-1\n")
+    result = CliRunner().invoke(app, ["fit", str(path), *ARGS, "--select-restart", "evidence", "--json"])
+    assert result.exit_code == 2
+    assert "--select-restart: a latent class model's EM restarts are compared by likelihood only" in result.output

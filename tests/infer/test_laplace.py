@@ -20,9 +20,7 @@ def _mode(n_pairs: int):
     data, _ = make_population(PopulationSpec(n_pairs=n_pairs, dim=3, prompt_dim=2, context_dim=2, k=2,
                                              test_fraction=0.0), seed=3)
     point = fit(data, k=2, router="context", inference="map", alpha=0.0, restarts=1, hidden=HIDDEN)
-    model = point.config.build_model()
-    model.router.load_state_dict(point.router_state)
-    return data, point.heads[0], model
+    return data, point.heads[0], point.mode_model()
 
 
 def _brute_force_evidence(model, heads, diff, router_x) -> float:
@@ -69,9 +67,7 @@ def test_evidence_selection_keeps_the_restart_with_the_largest_laplace_evidence(
     best = max(history, key=lambda row: row["log_evidence"])
     assert best["restart"] != max(history, key=lambda row: row["train_loglik"])["restart"]  # the rules disagree here
     train = data.part("train")
-    model = by_evidence.config.build_model()
-    model.router.load_state_dict(by_evidence.router_state)
-    kept = mode_log_evidence(model, by_evidence.heads[0], train.diff(), by_evidence.config.router_input(train))
+    kept = mode_log_evidence(by_evidence.mode_model(), by_evidence.heads[0], train.diff(), by_evidence.config.router_input(train))
     assert kept == pytest.approx(best["log_evidence"], abs=1e-6)
     assert by_evidence.summary["train_loglik"] == best["train_loglik"]
     assert by_loglik.summary["train_loglik"] == max(row["train_loglik"] for row in history)
