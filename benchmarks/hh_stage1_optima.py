@@ -34,13 +34,15 @@ from pyro.infer.autoguide import AutoDelta
 from pyro.infer.autoguide.initialization import init_to_value
 
 from bayesmicro._io import write_json
-from bayesmicro.bench.hh import HEADLINE_BUDGET, STAGE1_RECIPES, STAGE2_BASE, embed_hh, subset_scores
+from bayesmicro.bench.hh import HEADLINE_BUDGET, STAGE1_RECIPES, STAGE2_BASE, subset_scores
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.infer.api import fit
 from bayesmicro.infer.laplace import mode_log_evidence
 from bayesmicro.infer.map import Schedule, _run_lbfgs, fit_map_once, per_pair_loss
 from bayesmicro.infer.result import Fit
 from bayesmicro.routing import budget_subset, route_predict
+
+from hh_seeds import run_seeds  # benchmarks/, on the path when this runs as a script
 
 RECIPE = STAGE1_RECIPES[STAGE2_BASE]
 PRETRAIN_STEPS = 300  # Adam steps of the router on its start targets
@@ -179,13 +181,7 @@ def main() -> None:
     parser.add_argument("--restarts", type=int, default=8)
     parser.add_argument("--out", default="hh_stage1_optima.json")
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    data, _ = embed_hh()
-    by_seed = {}
-    for seed in args.seeds:
-        start = time.perf_counter()
-        by_seed[str(seed)] = run_seed(data, seed, args.restarts)
-        print(f"seed {seed}: {time.perf_counter() - start:.0f} s", flush=True)
+    by_seed = run_seeds(run_seed, args.seeds, args.restarts)
     out = {"summary": summarise(by_seed, args.restarts), "by_seed": by_seed, "seeds": args.seeds,
            "restarts": args.restarts, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     write_json(args.out, out)  # temp file, then rename

@@ -15,7 +15,10 @@ Per seed, one random train/test split and, for every method, accuracy, NLL and E
 - stage 2 on top of each stage-1 recipe with the subset as context (context = one-hot of the subset), from B
   labelled training pairs per subset, B ∈ budgets: ``hedge`` (paper Algorithm 1, τ = 1e-3), ``posterior`` (Bayesian
   posterior over the subset's mixture weights) and ``hyre`` (HyRe reweighting) — ``bayesmicro.routing.route_predict``.
-  ``stage2`` holds the runs on ``STAGE2_BASE``, ``stage2_paper`` those on the paper recipe's heads.
+  ``stage2`` holds the runs on ``STAGE2_BASE``, ``stage2_paper`` those on the paper recipe's heads, and
+  ``stage2_context`` those on the restart stage 2 chooses: ``STAGE2_BASE`` fitted with ``choice_restarts``
+  restarts, all kept, and each budget's labelled pairs choosing the restart whose router best separates their
+  subsets (``routing.choose_restart``: largest I(subset; head)), which the methods then route.
 
 Diagnostics per seed: ``subset_probe`` (held-out accuracy of a logistic probe from the prompt embedding to the subset:
 how well any prompt router could separate them), ``train_nll`` per stage-1 recipe (against the held-out NLL: the
@@ -41,7 +44,7 @@ from bayesmicro.evaluate.calibration import ece
 from bayesmicro.evaluate.metrics import accuracy, nll
 from bayesmicro.infer.api import fit
 from bayesmicro.infer.result import Fit
-from bayesmicro.routing import budget_subset, route_predict, weight_posterior
+from bayesmicro.routing import budget_subset, choose_restart, route_predict, weight_posterior
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "hh_rlhf_helpful_harmless.jsonl.gz"
 BUDGETS = (10, 25, 50, 100)
@@ -56,6 +59,10 @@ BASE_METHODS = ("single_bt", "oracle_per_subset", "static_mixture", *STAGE1_RECI
 HEADLINE_BUDGET = 50
 TOLERANCE = 0.02  # done-when: stage 2 at B = 50 within 0.02 of the per-subset oracle on every subset
 HEDGE_TAU = 1e-3
+# stage-1 restarts stage 2 chooses among (``stage2_context``). Chosen before measuring: benchmarks/README, "hh:
+# choosing the stage-1 restart by the labelled pairs' subsets" (seeds 5-9 confirmed what seeds 0-4 suggested)
+CHOICE_RESTARTS = 8
+STAGE2_SUFFIXES = ("", "_paper", "_context")  # results keys stage2<…>, done_when_b50<…>, head_accuracy<…>
 
 
 def embed_hh(data: str | Path = DEFAULT_DATA, *, limit: int | None = None, model: str | None = None,
@@ -118,7 +125,8 @@ def subset_probe(train: EmbeddedPairs, test: EmbeddedPairs, prior_scale: float =
 
 
 def run_seed(data: EmbeddedPairs, seed: int, *, k: int, budgets: tuple[int, ...], test_fraction: float,
-             restarts: int, routing: tuple[str, ...] = ROUTING) -> dict[str, Any]:
+             restarts: int, routing: tuple[str, ...] = ROUTING,
+             choice_restarts: int = CHOICE_RESTARTS) -> dict[str, Any]:
     """Every method on one random split of ``data`` (which carries the subset one-hot as ``context``)."""
     split = data.with_split(test_fraction, seed)
     train, test = split.part("train"), split.part("test")
@@ -127,7 +135,7 @@ def run_seed(data: EmbeddedPairs, seed: int, *, k: int, budgets: tuple[int, ...]
 
     def timed(name: str, **kw) -> Fit:
         start = time.perf_counter()
-        result = fit(split, seed=seed, restarts=restarts, **kw)
+        result = fit(split, seed=seed, **{"restarts": restarts, **kw})
         out["seconds"][name] = time.perf_counter() - start
         log(f"hh: seed {seed} {name} in {out['seconds'][name]:.1f} s")
         return result
@@ -154,20 +162,28 @@ def run_seed(data: EmbeddedPairs, seed: int, *, k: int, budgets: tuple[int, ...]
     out["stage2"] = stage2_scores(stage1[STAGE2_BASE], train, test, seed, budgets, routing)
     out["posterior_top_weight_b50"] = posterior_top_weight(stage1[STAGE2_BASE], train, test, seed)
     out["stage2_paper"] = stage2_scores(stage1[PAPER_RECIPE], train, test, seed, budgets, routing)
+    candidates = timed("stage1_restarts_kept", k=k, router="prompt", restarts=choice_restarts, keep_restarts=True,
+                       **STAGE1_RECIPES[STAGE2_BASE])
+    out["stage2_context"] = stage2_scores(candidates, train, test, seed, budgets, routing, restart="context")
+    chosen, out["restart_choice_b50"] = choose_restart(
+        candidates, budget_subset(train, HEADLINE_BUDGET, seed=seed, by="group"), "group")
+    out["head_accuracy_context"] = head_accuracy(chosen, test)
     return out
 
 
 def stage2_scores(stage1: Fit, train: EmbeddedPairs, test: EmbeddedPairs, seed: int, budgets: tuple[int, ...],
-                  routing: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+                  routing: tuple[str, ...], restart: str = "kept") -> dict[str, dict[str, Any]]:
     """{method: {B: subset scores + seconds}}: each routing method on ``stage1``'s heads, labelling B random training
-    pairs per subset (the same pairs for every method)."""
+    pairs per subset (the same pairs for every method); ``restart="context"``: on the restart of ``stage1``'s kept
+    ones that those pairs choose."""
     out: dict[str, dict[str, Any]] = {}
     for method in routing:
         out[method] = {}
         for budget in budgets:
             start = time.perf_counter()
             labelled = budget_subset(train, budget, seed=seed, by="group")
-            prob = route_predict(stage1, labelled, test, method, tau=HEDGE_TAU, seed=seed, by="group")
+            prob = route_predict(stage1, labelled, test, method, tau=HEDGE_TAU, seed=seed, by="group",
+                                 restart=restart)
             out[method][str(budget)] = {**subset_scores(prob, test.group), "seconds": time.perf_counter() - start}
     return out
 
@@ -188,7 +204,8 @@ def posterior_top_weight(stage1: Fit, train: EmbeddedPairs, test: EmbeddedPairs,
 
 def summarise(per_seed: list[dict[str, Any]], budgets: tuple[int, ...], routing: tuple[str, ...]) -> dict[str, Any]:
     """mean ± sd over seeds of every (method, subset, metric), and the done-when check at B = 50 for stage 2 on
-    ``STAGE2_BASE`` (``done_when_b50``) and on the paper recipe (``done_when_b50_paper``)."""
+    ``STAGE2_BASE`` (``done_when_b50``), on the paper recipe (``done_when_b50_paper``) and on the restart chosen by
+    context (``done_when_b50_context``)."""
     subsets = [g for g in per_seed[0]["metrics"]["single_bt"] if g != "all"]
     metrics = ("accuracy", "nll", "ece")
 
@@ -200,7 +217,7 @@ def summarise(per_seed: list[dict[str, Any]], budgets: tuple[int, ...], routing:
            "subset_probe": mean_sd([s["subset_probe"] for s in per_seed]),
            "posterior_top_weight_b50": {g: mean_sd([s["posterior_top_weight_b50"][g] for s in per_seed])
                                         for g in subsets}}
-    for suffix in ("", "_paper"):
+    for suffix in STAGE2_SUFFIXES:
         stage2 = {method: {str(b): agg(lambda s, method=method, b=b: s["stage2" + suffix][method][str(b)])
                            for b in budgets} for method in routing}
         out["stage2" + suffix] = stage2
@@ -238,7 +255,8 @@ def done_when(stage2: dict[str, Any], methods: dict[str, Any], subsets: list[str
 def run(seeds: int = 5, out_dir: Path | str = "benchmarks/results/hh", *, data: str | Path = DEFAULT_DATA,
         embedded: EmbeddedPairs | None = None, limit: int | None = None, model: str | None = None,
         cache_dir: str | None = None, k: int = 2, budgets: tuple[int, ...] = BUDGETS, test_fraction: float = 0.2,
-        restarts: int = 2, routing: tuple[str, ...] = ROUTING, **_: Any) -> dict[str, Any]:
+        restarts: int = 2, routing: tuple[str, ...] = ROUTING, choice_restarts: int = CHOICE_RESTARTS,
+        **_: Any) -> dict[str, Any]:
     """Embed (or take ``embedded``), run every method on ``seeds`` random splits and write the suite's files."""
     start = time.perf_counter()
     if embedded is None:
@@ -251,14 +269,24 @@ def run(seeds: int = 5, out_dir: Path | str = "benchmarks/results/hh", *, data: 
     torch.set_num_threads(1)  # after embedding (which uses torch's default threads): the fits are small
     pairs = embedded.with_label_context("group")  # stage 2's context: the one-hot of the subset
     per_seed = [run_seed(pairs, seed, k=k, budgets=tuple(budgets), test_fraction=test_fraction, restarts=restarts,
-                         routing=tuple(routing)) for seed in range(seeds)]
+                         routing=tuple(routing), choice_restarts=choice_restarts) for seed in range(seeds)]
     summary = summarise(per_seed, tuple(budgets), tuple(routing))
     results = {"seeds": list(range(seeds)), "k": k, "budgets": list(budgets), "test_fraction": test_fraction,
-               "restarts": restarts, "hedge_tau": HEDGE_TAU, "stage1_recipes": STAGE1_RECIPES,
+               "restarts": restarts, "choice_restarts": choice_restarts, "hedge_tau": HEDGE_TAU,
+               "stage1_recipes": STAGE1_RECIPES,
                "stage2_base": STAGE2_BASE, "pairs_by_subset":
                {g: int((pairs.group == g).sum()) for g in summary["subsets"]}, "embedding": embed_stats,
                **summary, "per_seed": per_seed, "seconds": time.perf_counter() - start}
     return write_suite(out_dir, "hh", results, _sections(results), _figures(results))
+
+
+def _stage2_runs(results: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(results-key suffix, the stage 1 as the tables name it, the label after the method in row names) per
+    stage-2 run."""
+    base, chosen = results["stage2_base"], results.get("choice_restarts", CHOICE_RESTARTS)
+    names = ((base, ""), (PAPER_RECIPE, f" on {PAPER_RECIPE}"),
+             (f"{base}, restart by context of {chosen}", ", restart by context"))
+    return [(suffix, recipe, label) for suffix, (recipe, label) in zip(STAGE2_SUFFIXES, names)]
 
 
 def _sections(results: dict[str, Any]) -> list[tuple[str, str]]:
@@ -269,25 +297,29 @@ def _sections(results: dict[str, Any]) -> list[tuple[str, str]]:
              f"embedded with {emb.get('model', '?')} ({emb.get('pooling', '?')} pooling); random "
              f"{1 - results['test_fraction']:.0%}/{results['test_fraction']:.0%} train/test split per seed; K = "
              f"{results['k']}; {results['restarts']} restarts (best training log-likelihood); mean ± sd over "
-             f"{len(results['seeds'])} seeds. Stage 2 routes the `{base}` heads (rows `method (B=…)`) and the "
-             f"`{paper}` heads (rows `method on {paper} (B=…)`) with the subset as context from B labelled training "
-             f"pairs per subset. The paper used GRM-Llama3.2-3B features; these are MiniLM features, so absolute "
-             f"accuracies are lower. Wall time of the whole run: {results['seconds']:.0f} s, of which embedding "
+             f"{len(results['seeds'])} seeds. Stage 2 routes the `{base}` heads (rows `method (B=…)`), the "
+             f"`{paper}` heads (rows `method on {paper} (B=…)`) and, of {results['choice_restarts']} `{base}` "
+             f"restarts kept, the one whose router best separates the labelled pairs' subsets (rows `method, "
+             f"restart by context (B=…)`; `bayesmicro fit --keep-restarts`, `bayesmicro route --restart context`) "
+             f"with the subset as context from B labelled training pairs per subset. The paper used "
+             f"GRM-Llama3.2-3B features; these are MiniLM features, so absolute accuracies are lower. Wall time "
+             f"of the whole run: {results['seconds']:.0f} s, of which embedding "
              f"{results['embedding']['seconds']:.0f} s ({results['embedding'].get('computed', '?')} texts embedded, "
              f"{results['embedding'].get('cache_hits', '?')} read from the cache).")
     rows = []
     for name in BASE_METHODS:
         for g in subsets:
             rows.append({"method": name, "subset": g, **results["methods"][name][g]})
-    for key, label in (("stage2", ""), ("stage2_paper", f" on {paper}")):
+    for suffix, _, label in _stage2_runs(results):
+        key = "stage2" + suffix
         for method in results[key]:
             for b in budgets:
                 for g in subsets:
                     rows.append({"method": f"{method}{label} (B={b})", "subset": g,
                                  **results[key][method][str(b)][g]})
     check_rows = []
-    for key, recipe in (("done_when_b50", base), ("done_when_b50_paper", paper)):
-        for method, check in results[key].items():
+    for suffix, recipe, _ in _stage2_runs(results):
+        for method, check in results["done_when_b50" + suffix].items():
             for g, row in check["by_subset"].items():
                 check_rows.append({"stage 1": recipe, "stage 2 (B=50)": method, "subset": g,
                                    "accuracy": row["accuracy"], "oracle − 0.02": row["oracle_minus_tolerance"],
@@ -299,8 +331,8 @@ def _sections(results: dict[str, Any]) -> list[tuple[str, str]]:
                  _verdict(results) + "\n\n" +
                  markdown_table(check_rows, ["stage 1", "stage 2 (B=50)", "subset", "accuracy", "oracle − 0.02",
                                              "single BT", "passes"]))]
-    for key, recipe in (("head_accuracy", base), ("head_accuracy_paper", paper)):
-        heads = np.asarray(results[key]["mean"])
+    for suffix, recipe, _ in _stage2_runs(results):
+        heads = np.asarray(results["head_accuracy" + suffix]["mean"])
         head_rows = [{"subset": g, **{f"head {j}": float(heads[i, j]) for j in range(heads.shape[1])}}
                      for i, g in enumerate(subsets)]
         sections.append((f"Head specialisation of `{recipe}`: accuracy of each head alone, by subset (mean over "
@@ -311,9 +343,8 @@ def _sections(results: dict[str, Any]) -> list[tuple[str, str]]:
 
 def _verdict(results: dict[str, Any]) -> str:
     """One sentence: which (stage 1, stage 2) combinations meet the done-when on every subset."""
-    passing = [f"{method} on `{recipe}`" for key, recipe in (("done_when_b50", results["stage2_base"]),
-                                                               ("done_when_b50_paper", PAPER_RECIPE))
-               for method, check in results[key].items() if check["passes"]]
+    passing = [f"{method} on `{recipe}`{_margin(check)}" for suffix, recipe, _ in _stage2_runs(results)
+               for method, check in results["done_when_b50" + suffix].items() if check["passes"]]
     if passing:
         return "Meets the done-when on every subset: " + ", ".join(passing) + "."
     top = ", ".join(f"{g} {v['mean']:.2f} ± {v['sd']:.2f}" for g, v in results["posterior_top_weight_b50"].items())
@@ -322,6 +353,15 @@ def _verdict(results: dict[str, Any]) -> str:
             f"accuracies barely move the posterior over the subset's mixture weights (largest posterior-mean weight "
             f"on `{results['stage2_base']}`: {top}; 0.5 = unmoved), so `posterior` keeps mixing in the other "
             "subset's head, while `hyre` commits to one head.")
+
+
+def _margin(check: dict[str, Any]) -> str:
+    """" (smallest margin: +0.0010 on <subset>)" — how far the closest subset is above its threshold."""
+    rows = check.get("by_subset")
+    if not rows:
+        return ""
+    g, row = min(rows.items(), key=lambda item: item[1]["accuracy"] - item[1]["oracle_minus_tolerance"])
+    return f" (smallest margin: {row['accuracy'] - row['oracle_minus_tolerance']:+.4f} on {g})"
 
 
 def _recipe_text(results: dict[str, Any]) -> str:
@@ -353,8 +393,8 @@ def _figures(results: dict[str, Any]) -> dict[str, Any]:
     subsets, budgets = results["subsets"], results["budgets"]
     fig, axes = plt.subplots(1, len(subsets), figsize=(4.2 * len(subsets), 3.4), squeeze=False)
     for ax, g in zip(axes[0], subsets):
-        for key, ls, label in (("stage2", "-", ""), ("stage2_paper", ":", f" on {PAPER_RECIPE}")):
-            for i, (method, curve) in enumerate(results[key].items()):
+        for (suffix, _, label), ls in zip(_stage2_runs(results), ("-", ":", "--")):
+            for i, (method, curve) in enumerate(results["stage2" + suffix].items()):
                 mean = np.array([curve[str(b)][g]["accuracy"]["mean"] for b in budgets])
                 sd = np.array([curve[str(b)][g]["accuracy"]["sd"] for b in budgets]) if not label else None
                 ax.errorbar(budgets, mean, yerr=sd, marker="o", ms=3, capsize=2, ls=ls, color=f"C{i}",

@@ -55,6 +55,8 @@ def fit_command(
     select_restart: str = typer.Option("loglik", "--select-restart", help="loglik | evidence: keep the restart with "
                                        "the best training log-likelihood, or (routed mixtures) the largest Laplace "
                                        "evidence, which penalises a router that memorises pairs."),
+    keep_restarts: bool = typer.Option(False, "--keep-restarts", help="Keep every restart's MAP in the run "
+                                       "(restarts/<r>/) for `bayesmicro route --restart context` to choose among."),
     alpha: Optional[float] = typer.Option(None, "--alpha", help="Router-entropy regulariser α (default: the "
                                           "paper's 0.5 with DATA; 0 on the built-in population, see README)."),
     prior_scale: float = typer.Option(1.0, "--prior-scale", help="sd of the Gaussian prior on head weights."),
@@ -106,6 +108,8 @@ def fit_command(
             raise BadInput("--format comparisons needs a DATA table")
         if select_restart != "loglik":
             raise BadInput("--select-restart: a latent class model's EM restarts are compared by likelihood only")
+        if keep_restarts:
+            raise BadInput("--keep-restarts: a latent class model keeps its best EM restart only")
         fit_comparisons(data, item1_col=item1_col, item2_col=item2_col, outcome_col=outcome_col, user_col=user_col,
                         context_cols=context_cols, latent=latent, k=k, restarts=restarts or 10, seed=seed, out=out,
                         as_json=as_json, threads=threads, k_max=k_max)
@@ -114,7 +118,7 @@ def fit_command(
         raise BadInput(f"--format must be 'embedded' or 'comparisons', got {data_format!r}")
     if data is not None and is_shard_store(data):
         refuse_for_a_store(inference=inference, router_prior_scale=router_prior_scale, restarts=restarts,
-                           optimizer=optimizer, select_restart=select_restart)
+                           optimizer=optimizer, select_restart=select_restart, keep_restarts=keep_restarts)
         schedule = {"lr": lr, "checkpoint_every": checkpoint_every if checkpoint_dir is not None else 0,
                     **({} if epochs is None else {"epochs": epochs}),
                     **({} if batch_size is None else {"batch_size": batch_size})}
@@ -127,7 +131,7 @@ def fit_command(
         raise BadInput("--device and --checkpoint-dir are for a shard store's streamed fit (DATA written by "
                        "bayesmicro.write_shards); in-memory fits run on the CPU")
     auto_scale = router_prior_scale.strip().lower() == "auto"
-    options = dict(restarts=restarts or 3, prior_scale=prior_scale,
+    options = dict(restarts=restarts or 3, prior_scale=prior_scale, keep_restarts=keep_restarts,
                    router_prior_scale=0.3 if auto_scale else _number(router_prior_scale, "--router-prior-scale"),
                    inference=inference,
                    schedule=Schedule(optimizer=optimizer, epochs=20 if epochs is None else epochs,

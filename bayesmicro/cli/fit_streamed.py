@@ -16,11 +16,11 @@ def is_shard_store(path: Path) -> bool:
 
 
 def refuse_for_a_store(*, inference: str, router_prior_scale: str, restarts: int | None, optimizer: str,
-                       select_restart: str = "loglik") -> None:
+                       select_restart: str = "loglik", keep_restarts: bool = False) -> None:
     """A shard store gets one streamed AdamW MAP fit: name the option that asks for something else."""
     refused = {"--inference": inference != "map", "--router-prior-scale auto": router_prior_scale.strip() == "auto",
                "--restarts": restarts is not None, "--optimizer": optimizer not in ("auto", "adam"),
-               "--select-restart": select_restart != "loglik"}
+               "--select-restart": select_restart != "loglik", "--keep-restarts": keep_restarts}
     for flag, given in refused.items():
         if given:
             raise BadInput(f"{flag}: a shard store gets one streamed MAP fit (AdamW over minibatches); load the "

@@ -16,6 +16,7 @@ from bayesmicro.errors import BadInput
 from bayesmicro.evaluate.metrics import score
 from bayesmicro.infer.result import Fit
 from bayesmicro.routing.active import STRATEGIES, active_orders, prefix_subset
+from bayesmicro.routing.choose import RESTART_RULES, choose_restart
 from bayesmicro.routing.hedge import budget_subset
 from bayesmicro.routing.route import METHODS, budget_curve, check_routable, route_predict
 
@@ -44,6 +45,9 @@ def route_command(
     acquisition: str = typer.Option("epig", "--acquisition", help="With --active: epig (information about the "
                                     "predictions) | eer (expected accuracy) | eig (information about π)."),
     pool_size: int = typer.Option(200, "--pool-size", help="With --active: candidate pairs per group (user)."),
+    restart: str = typer.Option("kept", "--restart", help="kept | context: route the restart stage 1 kept, or the "
+                                "one (of a `fit --keep-restarts` run) whose router best separates the labelled "
+                                "pairs' groups (users)."),
 ) -> None:
     """Stage 2: route on B labelled pairs per group; report per-group accuracy and NLL before/after."""
     methods = [m.strip() for m in method.split(",") if m.strip()]
@@ -55,8 +59,13 @@ def route_command(
     curve_budgets = [int(b) for b in parse_floats(budgets, "--budgets")] if budgets else []
     if budget < 1 or any(b < 1 for b in curve_budgets):
         raise BadInput("budgets must be ≥ 1 labelled pairs per group")
+    if restart not in RESTART_RULES:
+        raise BadInput(f"--restart must be one of {', '.join(RESTART_RULES)}, got {restart!r}")
     fit = Fit.load(run_dir)
     check_routable(fit, source=str(run_dir))
+    if restart == "context" and not fit.restart_modes:
+        raise BadInput("--restart context chooses among the run's restarts, and this run kept none: fit it with "
+                       "--keep-restarts", source=str(run_dir))
     pairs, _ = pairs_for_run(run_dir, data)
     if context_from is not None:
         if context_from not in ("group", "user"):
@@ -79,11 +88,13 @@ def route_command(
     results = {"budget": budget, "tau": tau, "by": by, "n_labelled": len(labelled), "before": before, "after": {},
                "selection": {"kind": "active", "acquisition": acquisition, "pool_size": pool_size} if active
                else {"kind": "random"}}
+    _, results["restart_choice"] = choose_restart(fit, labelled, by, restart)
     for m in methods:
-        results["after"][m] = score(route_predict(fit, labelled, test, m, tau=tau, seed=seed, by=by), labels)
+        results["after"][m] = score(route_predict(fit, labelled, test, m, tau=tau, seed=seed, by=by, restart=restart),
+                                    labels)
     if curve_budgets:
         results["budget_curve"] = budget_curve(fit, pairs, methods, curve_budgets, tau=tau, seed=seed, by=by,
-                                               score_fn=score, select=select)
+                                               score_fn=score, select=select, restart=restart)
     rows = {"before": before, **{f"after ({m})": s for m, s in results["after"].items()}}
     print_table(f"held-out pairs, B = {budget} per {by}", rows, ("accuracy", "nll", "brier", "n"))
     if as_json:

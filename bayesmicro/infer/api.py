@@ -45,6 +45,7 @@ def fit(
     nuts: NUTSSchedule | None = None,
     em: EMSchedule | None = None,
     select: str = "loglik",
+    keep_restarts: bool = False,
 ) -> Fit:
     """Fit a mixture of ``k`` BT heads on the training part of ``data`` (all pairs when there is no split).
 
@@ -58,6 +59,8 @@ def fit(
     training log-likelihood is kept; ``select="evidence"``: the largest Laplace evidence (the mode with the most
     posterior mass, which penalises a router that memorises pairs: on hh with 8 restarts it lowered the held-out NLL
     0.719 → 0.703; ``benchmarks/hh_stage1_optima.py``), recorded per restart as ``log_evidence``.
+    ``keep_restarts``: keep every restart's MAP in ``Fit.restart_modes`` (saved as ``restarts/<r>/``), for stage 2
+    to choose among with its labelled pairs (``routing.choose_restart``).
 
     ``inference``: ``map`` (one draw); ``vi`` (from the best MAP restart; routed mixtures: a Gaussian over the heads
     and every router layer with the router linearised at the MAP — Laplace covariance, ELBO-optimal mean —, with
@@ -85,8 +88,8 @@ def fit(
                        "use --inference vi")
     _check_select(select, config)
     start = time.perf_counter()
-    loglik, result, history = _best_mode(config, diff, router_x, restarts, inference, seed, schedule or Schedule(),
-                                         em, on_step, select)
+    loglik, result, history, modes = _best_mode(config, diff, router_x, restarts, inference, seed,
+                                                schedule or Schedule(), em, on_step, select)
     extra = {}
     if inference in ("vi", "nuts") or (inference == "em" and (em or EMSchedule()).posterior):
         result, extra = _posterior_around(result, diff, router_x, inference, seed, vi, nuts, on_step)
@@ -97,6 +100,8 @@ def fit(
         "restart_select": select,
         "fit_seconds": time.perf_counter() - start,
     }
+    if keep_restarts:
+        result.restart_modes = modes
     if data.meta.get("embedding"):  # lets a run re-embed new text the same way (score, TRL reward, export)
         result.summary["embedding"] = data.meta["embedding"]
     if extra:
@@ -115,11 +120,12 @@ def _check_select(select: str, config: FitConfig) -> None:
 
 def _best_mode(config: FitConfig, diff: torch.Tensor, router_x: torch.Tensor | None, restarts: int, inference: str,
                seed: int, schedule: Schedule, em: EMSchedule | None,
-               on_step: Callable[[], None] | None, select: str = "loglik") -> tuple[float, Fit, list[dict]]:
+               on_step: Callable[[], None] | None,
+               select: str = "loglik") -> tuple[float, Fit, list[dict], list[Fit]]:
     """The MAP (``inference="em"``: EM) restart with the best training log-likelihood (``select="evidence"``: the
-    largest Laplace evidence): (its training log-likelihood, its one-draw Fit, a record per restart).
-    diff: (n, d); router_x: (n, d_r) or None."""
-    best, history = None, []
+    largest Laplace evidence): (its training log-likelihood, its one-draw Fit, a record per restart, every
+    restart's one-draw Fit, its record as summary). diff: (n, d); router_x: (n, d_r) or None."""
+    best, history, modes = None, [], []
     for restart in range(1 if config.k == 1 else restarts):
         if inference == "em":  # EM keeps the router's initial weights, drawn from the global RNG: seed it first
             torch.manual_seed(seed * 1000 + restart)
@@ -138,10 +144,11 @@ def _best_mode(config: FitConfig, diff: torch.Tensor, router_x: torch.Tensor | N
         if select == "evidence":
             record["log_evidence"] = _log_evidence(model, heads, diff, router_x)
         history.append(record)
+        modes.append(Fit(config, candidate.heads, router_state, dict(record)))
         key = record["log_evidence" if select == "evidence" else "train_loglik"]
         if best is None or key > best[0]:
             best = (key, loglik, candidate)
-    return best[1], best[2], history
+    return best[1], best[2], history, modes
 
 
 def _log_evidence(model: BTMixture, heads: torch.Tensor, diff: torch.Tensor, router_x: torch.Tensor) -> float:

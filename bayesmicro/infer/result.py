@@ -21,6 +21,7 @@ RUN_FORMAT = "bayesmicro.run/1"
 # router posteriors whose draws are evaluated on the router linearised at ``router_state`` (the MAP)
 LINEARISED_POSTERIORS = ("linearised", "laplace")
 CONFIG_FILE, PARAMS_FILE, SUMMARY_FILE = "config.json", "params.safetensors", "summary.json"
+RESTARTS_DIR = "restarts"  # fit(keep_restarts=True): one run folder per restart's MAP, restarts/<r>/
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,8 @@ class Fit:
     f(x; θ̄) + J(x)(θ_s − θ̄) around θ̄ = ``router_state`` = the MAP (``linearised_logits``), the model those
     posteriors are built for (for the Laplace θ̄ is also their mean).
     Draws of one fit come from a unimodal posterior approximation started at the MAP, so they share one labelling;
-    align across fits with ``evaluate.alignment``.
+    align across fits with ``evaluate.alignment``. ``restart_modes`` (``fit(keep_restarts=True)``): the one-draw MAP
+    of every restart in order, the kept one included — candidates stage 2 can choose among (``routing.choose``).
     """
 
     config: FitConfig
@@ -116,6 +118,7 @@ class Fit:
     router_state: dict[str, torch.Tensor]
     summary: dict[str, Any] = field(default_factory=dict)
     router_draws: dict[str, torch.Tensor] = field(default_factory=dict)
+    restart_modes: list["Fit"] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._router = self.config.build_model().router
@@ -308,6 +311,9 @@ class Fit:
         write_tensors(folder / PARAMS_FILE, tensors)
         write_json(folder / CONFIG_FILE, {"format": RUN_FORMAT, **asdict(self.config)})
         write_json(folder / SUMMARY_FILE, self.summary)
+        for r, mode in enumerate(self.restart_modes):
+            (folder / RESTARTS_DIR / str(r)).mkdir(parents=True)
+            mode.write_into(folder / RESTARTS_DIR / str(r))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Fit":
@@ -346,10 +352,29 @@ class Fit:
                            source=str(path))
         summary = read_json(path / SUMMARY_FILE)  # every saved run has one; its absence means a damaged folder
         try:
-            return cls(config, heads, router_state, summary, router_draws)
+            result = cls(config, heads, router_state, summary, router_draws)
         except RuntimeError as exc:  # state dict does not match the config
             raise BadInput(f"'{PARAMS_FILE}' does not match '{CONFIG_FILE}' ({str(exc).splitlines()[0]})",
                            source=str(path)) from None
+        result.restart_modes = _load_restart_modes(path, config)
+        return result
+
+
+def _load_restart_modes(path: Path, config: FitConfig) -> list[Fit]:
+    """The runs in ``path``/restarts/0, 1, … (none: []); each must be a one-draw run of ``config``."""
+    folder = path / RESTARTS_DIR
+    if not folder.is_dir():
+        return []
+    names = sorted((p.name for p in folder.iterdir()), key=lambda name: (not name.isdigit(), name))
+    if names != [str(r) for r in range(len(names))]:
+        raise BadInput(f"'{RESTARTS_DIR}/' holds {names}, expected the folders 0 … {len(names) - 1}",
+                       source=str(path))
+    modes = [Fit.load(folder / name) for name in names]
+    for name, mode in zip(names, modes):
+        if mode.config != config or mode.n_draws != 1:
+            raise BadInput(f"'{RESTARTS_DIR}/{name}' is not a one-draw run of this run's settings",
+                           source=str(path))
+    return modes
 
 
 def drawn_logits(net: torch.nn.Module, draws: dict[str, torch.Tensor], z: torch.Tensor,

@@ -12,6 +12,7 @@ from bayesmicro.errors import BadInput
 from bayesmicro.infer.result import Fit
 from bayesmicro.models.bt import mixture_log_prob
 from bayesmicro.routing.amortized import amortized_route
+from bayesmicro.routing.choose import choose_restart
 from bayesmicro.routing.hedge import budget_subset, check_routable, hedge_route
 from bayesmicro.routing.posterior import hyre_weights, predict_with_posterior, weight_posterior
 
@@ -20,8 +21,11 @@ METHODS = ("hedge", "posterior", "amortized", "hyre")
 
 def route_predict(fit: Fit, labelled: EmbeddedPairs, test: EmbeddedPairs, method: str, *, tau: float = 1e-3,
                   seed: int = 0, by: str = "group", concentration: float = 1.0,
-                  mode: str = "static") -> torch.Tensor:
+                  mode: str = "static", restart: str = "kept") -> torch.Tensor:
     """(n_test,) P(chosen ≻ rejected) for ``test`` after routing on the ``labelled`` pairs.
+
+    ``restart="context"``: route the restart of ``fit.restart_modes`` whose router best separates the labelled
+    pairs' ``by`` labels (``choose_restart``) instead of the one stage 1 kept.
 
     ``hedge`` and ``amortized`` learn one router on [prompt; context] from all labelled pairs; ``posterior`` and
     ``hyre`` infer one weight vector per ``by`` label (group or user) from that label's labelled pairs (a label with
@@ -30,6 +34,7 @@ def route_predict(fit: Fit, labelled: EmbeddedPairs, test: EmbeddedPairs, method
     if method not in METHODS:
         raise BadInput(f"method must be one of {METHODS}, got {method!r}")
     check_routable(fit)
+    fit, _ = choose_restart(fit, labelled, by, restart)
     if method == "hedge":
         return hedge_route(fit, labelled, tau=tau, seed=seed).predict_proba(test)
     if method == "amortized":
@@ -57,7 +62,7 @@ def route_predict(fit: Fit, labelled: EmbeddedPairs, test: EmbeddedPairs, method
 
 def budget_curve(fit: Fit, data: EmbeddedPairs, methods: list[str], budgets: list[int], *, tau: float = 1e-3,
                  seed: int = 0, by: str = "group", score_fn=None,
-                 select: Callable[[EmbeddedPairs, int], EmbeddedPairs] | None = None) -> dict:
+                 select: Callable[[EmbeddedPairs, int], EmbeddedPairs] | None = None, restart: str = "kept") -> dict:
     """{method: {B: score}} on the test part, labelling ``B`` train pairs per ``by`` label: ``select(train, B)``
     (default: at random, ``budget_subset``; ``bayesmicro route --active`` passes active queries)."""
     train, test = data.part("train"), data.part("test")
@@ -67,6 +72,6 @@ def budget_curve(fit: Fit, data: EmbeddedPairs, methods: list[str], budgets: lis
         curves[method] = {}
         for budget in budgets:
             labelled = select(train, budget)
-            prob = route_predict(fit, labelled, test, method, tau=tau, seed=seed, by=by)
+            prob = route_predict(fit, labelled, test, method, tau=tau, seed=seed, by=by, restart=restart)
             curves[method][str(budget)] = score_fn(prob, getattr(test, by))
     return curves

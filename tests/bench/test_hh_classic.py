@@ -48,12 +48,13 @@ def test_both_suites_are_registered():
 def test_hh_suite_on_60_real_pairs_with_a_tiny_backbone(hh_fixture, tiny_model, tmp_path):
     cache = tmp_path / "cache"
     out = hh.run(seeds=2, out_dir=tmp_path / "out", data=hh_fixture, model=tiny_model, cache_dir=str(cache),
-                 budgets=(5, 10), test_fraction=0.3, restarts=1)
+                 budgets=(5, 10), test_fraction=0.3, restarts=1, choice_restarts=2)
     assert out["pairs_by_subset"] == {"harmless-base": 30, "helpful": 30}
     assert out["embedding"]["computed"] > 0
     assert set(out["methods"]) == set(hh.BASE_METHODS) >= {"micro_stage1", hh.STAGE2_BASE}
-    assert set(out["stage2"]) == set(out["stage2_paper"]) == set(hh.ROUTING)
-    stage2_tables = [c[b] for key in ("stage2", "stage2_paper") for c in out[key].values() for b in ("5", "10")]
+    assert set(out["stage2"]) == set(out["stage2_paper"]) == set(out["stage2_context"]) == set(hh.ROUTING)
+    stage2_tables = [c[b] for key in ("stage2", "stage2_paper", "stage2_context") for c in out[key].values()
+                     for b in ("5", "10")]
     for table in [*out["methods"].values(), *stage2_tables]:
         assert set(table) == {"harmless-base", "helpful", "all"}
         for row in table.values():
@@ -65,7 +66,10 @@ def test_hh_suite_on_60_real_pairs_with_a_tiny_backbone(hh_fixture, tiny_model, 
         weighted = sum(single[g]["accuracy"] * single[g]["n"] for g in ("harmless-base", "helpful")) / 18
         assert single["all"]["accuracy"] == pytest.approx(weighted)
         assert np.asarray(list(seed["head_accuracy"].values())).shape == (2, 2)
-    assert out["done_when_b50"] == out["done_when_b50_paper"] == {}  # B = 50 is not among the budgets here
+        choice = seed["restart_choice_b50"]  # chosen on B = 50 per subset: every training pair of this fixture
+        assert len(choice["context_information"]) == 2
+        assert choice["chosen"] == int(np.argmax(choice["context_information"]))
+    assert out["done_when_b50"] == out["done_when_b50_paper"] == out["done_when_b50_context"] == {}  # no B = 50
     # the paper recipe is still fitted and reported with its own settings; the suite's recipe is recorded
     assert out["stage1_recipes"]["micro_stage1"]["alpha"] == 0.5 and out["stage2_base"] == hh.STAGE2_BASE
     assert all(set(seed["train_nll"]) == set(hh.STAGE1_RECIPES) for seed in out["per_seed"])
@@ -73,6 +77,7 @@ def test_hh_suite_on_60_real_pairs_with_a_tiny_backbone(hh_fixture, tiny_model, 
         assert (tmp_path / "out" / name).exists()
     md = (tmp_path / "out" / "results.md").read_text()
     assert "hedge (B=10)" in md and "hedge on micro_stage1 (B=10)" in md and "helpful" in md and "± " in md
+    assert "hyre, restart by context (B=10)" in md and "of 2 `micro_stage1_smooth` restarts kept" in md
     assert "Stage-1 recipes" in md and "--router-prior-scale" in md
     # a rerun reads every text from the cache
     _, stats = hh.embed_hh(hh_fixture, model=tiny_model, cache_dir=str(cache))
@@ -97,7 +102,7 @@ def _conflicting_subsets(n: int = 2000, dim: int = 6, seed: int = 0) -> Embedded
 
 def test_hh_suite_on_known_conflict_routing_recovers_the_oracle(tmp_path):
     data = _conflicting_subsets()
-    out = hh.run(seeds=1, out_dir=tmp_path, embedded=data, budgets=(10, 50), restarts=2)
+    out = hh.run(seeds=1, out_dir=tmp_path, embedded=data, budgets=(10, 50), restarts=2, choice_restarts=3)
     acc = {m: {g: out["methods"][m][g]["accuracy"]["mean"] for g in ("a", "b")} for m in out["methods"]}
     assert min(acc["oracle_per_subset"].values()) > 0.8
     # one BT cannot serve both subsets: it is near chance on at least one
@@ -109,6 +114,7 @@ def test_hh_suite_on_known_conflict_routing_recovers_the_oracle(tmp_path):
             assert cell["passes"] == (cell["accuracy"] >= acc["oracle_per_subset"][g] - hh.TOLERANCE)
             assert cell["single_bt"] == acc["single_bt"][g]
     assert check["posterior"]["passes"] and check["hyre"]["passes"]
+    assert out["done_when_b50_context"]["posterior"]["passes"] and out["done_when_b50_context"]["hyre"]["passes"]
     # with a clear conflict, 50 labels per subset push the posterior onto one head
     assert all(v["mean"] > 0.8 for v in out["posterior_top_weight_b50"].values())
     assert out["subset_probe"]["mean"] > 0.95
@@ -179,11 +185,15 @@ def test_subset_probe_reads_the_subset_off_the_prompt_only_when_it_is_there():
 
 def test_verdict_names_the_passing_combinations_or_explains_the_miss():
     def results(posterior_passes: bool) -> dict:
-        check = {"posterior": {"passes": posterior_passes}, "hyre": {"passes": False}}
-        return {"stage2_base": hh.STAGE2_BASE, "done_when_b50": check,
+        by_subset = {"a": {"accuracy": 0.61, "oracle_minus_tolerance": 0.60},
+                     "b": {"accuracy": 0.559, "oracle_minus_tolerance": 0.5565}}
+        check = {"posterior": {"passes": posterior_passes, "by_subset": by_subset}, "hyre": {"passes": False}}
+        return {"stage2_base": hh.STAGE2_BASE, "done_when_b50": check, "choice_restarts": 8,
                 "done_when_b50_paper": {"hyre": {"passes": False}},
+                "done_when_b50_context": {"hyre": {"passes": False}},
                 "posterior_top_weight_b50": {"a": {"mean": 0.55, "sd": 0.04}, "b": {"mean": 0.61, "sd": 0.1}}}
 
-    assert hh._verdict(results(True)) == f"Meets the done-when on every subset: posterior on `{hh.STAGE2_BASE}`."
+    assert hh._verdict(results(True)) == ("Meets the done-when on every subset: posterior on "
+                                          f"`{hh.STAGE2_BASE}` (smallest margin: +0.0025 on b).")
     miss = hh._verdict(results(False))
     assert miss.startswith("No stage-2 method meets") and "a 0.55 ± 0.04, b 0.61 ± 0.10" in miss

@@ -70,9 +70,14 @@ def test_k_auto_picks_the_true_number_of_classes_by_bic(tmp_path, one_class, exp
     assert bayesmicro.load(tmp_path / "run").k == expected_k
 
 
-def test_select_restart_evidence_is_refused_for_a_comparison_table(tmp_path):
+@pytest.mark.parametrize("args, message", [
+    (["--select-restart", "evidence"], "--select-restart: a latent class model's EM restarts are compared by "
+                                       "likelihood only"),
+    (["--keep-restarts"], "--keep-restarts: a latent class model keeps its best EM restart only"),
+], ids=["select-restart", "keep-restarts"])
+def test_restart_options_of_reward_heads_are_refused_for_a_comparison_table(tmp_path, args, message):
     path = tmp_path / "t.csv"
     path.write_text("subject,item1,item2,outcome\n1,a,b,1\n1,a,c,-1\n")
-    result = CliRunner().invoke(app, ["fit", str(path), *ARGS, "--select-restart", "evidence", "--json"])
+    result = CliRunner().invoke(app, ["fit", str(path), *ARGS, *args, "--json"])
     assert result.exit_code == 2
-    assert "--select-restart: a latent class model's EM restarts are compared by likelihood only" in result.output
+    assert message in result.output

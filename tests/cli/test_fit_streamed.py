@@ -68,10 +68,11 @@ def test_a_checkpointed_store_fit_resumes_where_it_ended(store, tmp_path):
     (["--restarts", "2"], "--restarts: a shard store gets one streamed MAP fit"),
     (["--optimizer", "lbfgs"], "--optimizer: a shard store gets one streamed MAP fit"),
     (["--select-restart", "evidence"], "--select-restart: a shard store gets one streamed MAP fit"),
+    (["--keep-restarts"], "--keep-restarts: a shard store gets one streamed MAP fit"),
     (["--router", "user"], "router 'user' reads labels, which a shard store does not keep"),
     (["--device", "tpu"], "--device must be cpu or cuda[:i], got 'tpu'"),
 ], ids=["inference", "k_auto", "scale_auto", "restarts", "optimizer",
-                                                       "select_restart", "label_router", "device"])
+                                                       "select_restart", "keep_restarts", "label_router", "device"])
 def test_what_a_store_cannot_do_is_one_line_and_exit_2(store, tmp_path, args, message):
     result = _fit(store / "store", *args, "--out", tmp_path / "run")
     assert result.exit_code == 2 and message in result.stderr

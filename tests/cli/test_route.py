@@ -6,6 +6,7 @@ import json
 from dataclasses import replace
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from bayesmicro.cli.app import app
@@ -70,3 +71,38 @@ def test_context_from_group_routes_on_the_one_hot_of_the_group(tmp_path):
     assert derived.exit_code == 0, derived.output
     assert json.loads(derived.stdout) == json.loads(given.stdout)
     assert json.loads(derived.stdout)["after"]["posterior"]["accuracy"] > 0.8
+
+
+def test_route_restart_context_routes_the_kept_restart_that_separates_the_groups(tmp_path):
+    data, _, _ = _reversed_population(n=400)
+    data.save(tmp_path / "pairs")
+    fitted = CliRunner().invoke(app, ["fit", str(tmp_path / "pairs"), "--k", "2", "--router", "context", "--restarts",
+                                      "3", "--keep-restarts", "--out", str(tmp_path / "run")])
+    assert fitted.exit_code == 0, fitted.output
+
+    def route(run, *args):
+        result = CliRunner().invoke(app, ["route", str(run), str(tmp_path / "pairs"), "--method", "posterior,hyre",
+                                          "--budget", "20", "--budgets", "5,20", "--json", *args])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+    chosen = route(tmp_path / "run", "--restart", "context")
+    record = chosen["restart_choice"]
+    scores = record["context_information"]
+    assert len(scores) == 3 and record["chosen"] == int(np.argmax(scores)) and record["rule"] == "context"
+    direct = route(tmp_path / "run" / "restarts" / str(record["chosen"]))  # that restart as a run of its own
+    assert direct["restart_choice"] == {"rule": "kept"}
+    assert chosen["after"] == direct["after"] and chosen["budget_curve"] == direct["budget_curve"]
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--restart", "context"], "--restart context chooses among the run's restarts, and this run kept none: fit it "
+                               "with --keep-restarts"),
+    (["--restart", "best"], "--restart must be one of kept, context, got 'best'"),
+], ids=["no-restarts-kept", "unknown-rule"])
+def test_route_restart_refusals_are_one_line(tmp_path, args, fragment):
+    data, heads, _ = _reversed_population(n=40)
+    _stage1(heads).save(tmp_path / "run")
+    data.save(tmp_path / "pairs")
+    result = CliRunner().invoke(app, ["route", str(tmp_path / "run"), str(tmp_path / "pairs"), *args])
+    assert result.exit_code == 2 and fragment in result.stderr and len(result.stderr.strip().splitlines()) == 1
