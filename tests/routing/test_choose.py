@@ -110,3 +110,12 @@ def test_a_restart_folder_of_other_settings_is_refused_on_load(tmp_path):
     Fit(seeing.config, seeing.heads, seeing.router_state, restart_modes=[seeing, other]).save(tmp_path / "run")
     with pytest.raises(BadInput, match="'restarts/1' is not a one-draw run of this run's settings"):
         Fit.load(tmp_path / "run")
+
+
+def test_a_restarts_folder_with_something_else_in_it_is_refused_on_load(tmp_path):
+    _, heads, _ = _reversed_population(n=60)
+    seeing = _context_router(heads, 3, 5.0)
+    Fit(seeing.config, seeing.heads, seeing.router_state, restart_modes=[seeing]).save(tmp_path / "run")
+    (tmp_path / "run" / "restarts" / "notes").mkdir()
+    with pytest.raises(BadInput, match=r"'restarts/' holds \['0', 'notes'\], expected the folders 0 … 1"):
+        Fit.load(tmp_path / "run")
