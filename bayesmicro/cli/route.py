@@ -88,10 +88,9 @@ def route_command(
     results = {"budget": budget, "tau": tau, "by": by, "n_labelled": len(labelled), "before": before, "after": {},
                "selection": {"kind": "active", "acquisition": acquisition, "pool_size": pool_size} if active
                else {"kind": "random"}}
-    _, results["restart_choice"] = choose_restart(fit, labelled, by, restart)
+    routed, results["restart_choice"] = choose_restart(fit, labelled, by, restart)
     for m in methods:
-        results["after"][m] = score(route_predict(fit, labelled, test, m, tau=tau, seed=seed, by=by, restart=restart),
-                                    labels)
+        results["after"][m] = score(route_predict(routed, labelled, test, m, tau=tau, seed=seed, by=by), labels)
     if curve_budgets:
         results["budget_curve"] = budget_curve(fit, pairs, methods, curve_budgets, tau=tau, seed=seed, by=by,
                                                score_fn=score, select=select, restart=restart)

@@ -100,8 +100,9 @@ def fit(
         "restart_select": select,
         "fit_seconds": time.perf_counter() - start,
     }
-    if keep_restarts:
-        result.restart_modes = modes
+    if keep_restarts:  # fresh Fits: the kept candidate may be ``result`` itself, whose summary was just replaced
+        result.restart_modes = [Fit(config, mode.heads, mode.router_state, dict(record))
+                                for mode, record in zip(modes, history)]
     if data.meta.get("embedding"):  # lets a run re-embed new text the same way (score, TRL reward, export)
         result.summary["embedding"] = data.meta["embedding"]
     if extra:
@@ -124,7 +125,7 @@ def _best_mode(config: FitConfig, diff: torch.Tensor, router_x: torch.Tensor | N
                select: str = "loglik") -> tuple[float, Fit, list[dict], list[Fit]]:
     """The MAP (``inference="em"``: EM) restart with the best training log-likelihood (``select="evidence"``: the
     largest Laplace evidence): (its training log-likelihood, its one-draw Fit, a record per restart, every
-    restart's one-draw Fit, its record as summary). diff: (n, d); router_x: (n, d_r) or None."""
+    restart's one-draw Fit). diff: (n, d); router_x: (n, d_r) or None."""
     best, history, modes = None, [], []
     for restart in range(1 if config.k == 1 else restarts):
         if inference == "em":  # EM keeps the router's initial weights, drawn from the global RNG: seed it first
@@ -144,7 +145,7 @@ def _best_mode(config: FitConfig, diff: torch.Tensor, router_x: torch.Tensor | N
         if select == "evidence":
             record["log_evidence"] = _log_evidence(model, heads, diff, router_x)
         history.append(record)
-        modes.append(Fit(config, candidate.heads, router_state, dict(record)))
+        modes.append(candidate)
         key = record["log_evidence" if select == "evidence" else "train_loglik"]
         if best is None or key > best[0]:
             best = (key, loglik, candidate)
