@@ -75,10 +75,13 @@ def _loo_line(loo: dict | None) -> str:
             f"Pareto k > 0.7: {loo['pareto_k']['bad']} of {loo['n']}")
     if not loo["pareto_k"]["bad"]:
         return line
-    redraw = loo.get("redraw")
+    redraw, mixture = loo.get("redraw"), loo.get("mixture_is")
     steps = []
     if redraw:
         steps.append(f"PSIS redone on {redraw['draws']:,} draws: {redraw['still_above']} still above")
+    if mixture:
+        steps.append(f"mixture IS on {mixture['draws']:,} draws of the leave-one-out mixture: "
+                     f"{mixture['still_above']} still above")
     steps.append(f"{len(loo['reloo']['refitted'])} refitted and scored exactly, {loo['reloo']['unreliable']} left "
                  "to PSIS")
     return f"{line} ({'; '.join(steps)})"
@@ -91,12 +94,12 @@ def diagnose_command(
                                           "was fitted on)."),
     max_refits: Optional[int] = typer.Option(
         None, "--max-refits", help="Refit the model without each pair whose Pareto k > 0.7 (the worst N) and score "
-        "it exactly (reloo); 0: PSIS only. Default 10, and 0 for NUTS and refined VI runs (each refit repeats the "
-        "sampling)."),
+        "it exactly (reloo); 0: PSIS only. Default 10, and 0 for NUTS runs (each refit repeats the sampling)."),
     redraw_factor: int = typer.Option(
-        REDRAW_FACTOR, "--redraw-factor", help="VI runs on a routed mixture (refined / linearised / Laplace): "
-        "first redo PSIS for each pair whose Pareto k > 0.7 on this many times the run's draws of the same posterior "
-        "(one replay of the fit); 1: no redraw."),
+        REDRAW_FACTOR, "--redraw-factor", help="VI runs on a routed mixture: first redo each pair whose Pareto "
+        "k > 0.7 on this many times the run's draws (one replay of the fit) — PSIS on more draws of the same "
+        "posterior (linearised / Laplace), mixture importance sampling on draws of the leave-one-out mixture "
+        "(refined); 1: neither."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ) -> None:
     """PSIS-LOO on the training pairs, calibration on the held-out pairs, a reliability plot in RUN_DIR."""
@@ -106,7 +109,7 @@ def diagnose_command(
         raise BadInput(f"--redraw-factor must be ≥ 1, got {redraw_factor}")
     fitted = Fit.load(run_dir)
     if max_refits is None:
-        max_refits = 0 if fitted.config.inference == "nuts" or fitted.router_posterior == "refined" else 10
+        max_refits = 0 if fitted.config.inference == "nuts" else 10
     pairs, truth = _pairs_for(run_dir, data)
     fitted.check_compatible(pairs)
     has_split = pairs.split is not None and "test" in set(pairs.split.tolist())

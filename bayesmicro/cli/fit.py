@@ -86,10 +86,10 @@ def fit_command(
                                          "mass matrix, 300 with adapt)."),
     nuts_mass: str = typer.Option("laplace", "--nuts-mass", help="NUTS mass matrix: laplace (the Laplace covariance, "
                                   "fixed; routed mixtures) | adapt (Pyro's diagonal adaptation)."),
-    router_posterior: str = typer.Option("linearised", "--router-posterior", help="VI on a routed mixture: "
-                                         "linearised (every router layer + heads, router linearised at the MAP, "
-                                         "ELBO-optimal mean) | refined (those draws moved by HMC on the exact "
-                                         "network: NUTS-like calibration, a few times the time) | laplace (the "
+    router_posterior: str = typer.Option("refined", "--router-posterior", help="VI on a routed mixture: "
+                                         "refined (the linearised draws moved by HMC on the exact network: NUTS's "
+                                         "calibration) | linearised (every router layer + heads, router linearised "
+                                         "at the MAP, ELBO-optimal mean; a few times faster) | laplace (the "
                                          "Gaussian centred on the MAP) | svi (output layer)."),
     data_format: str = typer.Option("embedded", "--format", help="embedded | comparisons (a subject,item1,item2,"
                                     "outcome table: per-user latent class model)."),

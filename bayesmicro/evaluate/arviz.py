@@ -48,10 +48,12 @@ def n_chains(fit: Fit) -> int:
     return chains if isinstance(chains, int) and chains >= 1 and fit.n_draws % chains == 0 else 1
 
 
-def to_inference_data(fit: Fit, data: EmbeddedPairs):
+def to_inference_data(fit: Fit, data: EmbeddedPairs, log_lik: torch.Tensor | None = None):
     """InferenceData (ArviZ 0.x) / DataTree (ArviZ 1.x) with groups posterior (heads aligned across draws,
     (chain=C, draw=S/C, head=K, feature=d); C = ``n_chains``), log_likelihood (``obs``: (C, S/C, pair=n)) and
-    observed_data (all 1: the chosen response won). With several chains ArviZ's R̂ (``az.rhat``) is meaningful."""
+    observed_data (all 1: the chosen response won). With several chains ArviZ's R̂ (``az.rhat``) is meaningful.
+    ``log_lik``: (S, n) stored in place of the fit's pointwise log-likelihood on ``data`` — minus other log
+    importance weights, whose Pareto k̂ ``az.loo`` then reports."""
     az = _az()
     chains = n_chains(fit)
 
@@ -62,7 +64,7 @@ def to_inference_data(fit: Fit, data: EmbeddedPairs):
     posterior = {"heads": by_chain(heads)}
     for key, value in fit.router_draws.items():
         posterior[f"router.{key}"] = by_chain(value)
-    log_lik = {"obs": by_chain(fit.pointwise_log_lik(data))}
+    log_lik = {"obs": by_chain(fit.pointwise_log_lik(data) if log_lik is None else log_lik)}
     observed = {"obs": np.ones(len(data))}
     dims = {"heads": ["head", "feature"], "obs": ["pair"]}
     coords = {"head": np.arange(fit.config.k), "feature": np.arange(fit.config.dim), "pair": np.arange(len(data))}
@@ -111,20 +113,25 @@ def _loo_result(idata) -> tuple[dict, np.ndarray | None, np.ndarray]:
 
 def reloo(fit: Fit, data: EmbeddedPairs, refit: Callable[[EmbeddedPairs], Fit] | None = None,
           threshold: float = PARETO_K_BAD, max_refits: int = 10, redraw_factor: int = REDRAW_FACTOR,
-          redraw: Callable[[int], Fit] | None = None, idata=None) -> dict:
+          redraw: Callable[[int], Fit] | None = None, idata=None,
+          mixture: Callable[[int], Fit] | None = None) -> dict:
     """PSIS-LOO with exact refits where importance sampling is unreliable (ArviZ's and brms's ``reloo``).
 
     ``data``: the pairs the posterior was fitted to (a training part, no held-out rows). First, where the run can be
-    replayed with more draws of the same posterior (``Fit.replayable_draws``: the linearised VI / Laplace, and the
-    refined VI, whose chains run longer), pairs whose Pareto k exceeds ``threshold`` get PSIS again on
-    ``redraw_factor`` × as many draws (``redraw(n)``; default: the run replayed with n draws). k̂ describes the
-    importance ratios' tail as seen from S draws; with a Gaussian θ their logarithm is nearly linear in θ, so the tail
-    thins as S grows: on the built-in population every pair above 0.7 at 4 000 Laplace draws was below it at 16 000.
+    replayed with more draws of the same posterior (``Fit.replayable_draws``: the linearised VI / Laplace), pairs
+    whose Pareto k exceeds ``threshold`` get PSIS again on ``redraw_factor`` × as many draws (``redraw(n)``;
+    default: the run replayed with n draws). k̂ describes the importance ratios' tail as seen from S draws; with a
+    Gaussian θ their logarithm is nearly linear in θ, so the tail thins as S grows: on the built-in population every
+    pair above 0.7 at 4 000 Laplace draws was below it at 16 000. A refined VI run (HMC on the exact posterior, whose
+    ratios stay heavy-tailed at any draw count) instead replays its chains on the mixture of the leave-one-out
+    posteriors for ``redraw_factor`` × its draws (``mixture(n)``) and scores those pairs by mixture importance
+    sampling (``mixture_is_loo``), their k the mixture weights'.
     Then the pairs still above ``threshold``
     (the worst ``max_refits``) are scored exactly: the model is refitted without pair i (``refit``; default
     ``infer.api.refit_like``, the run's recorded settings) and elpd_i = log mean_s p(y_i | θ_s⁽⁻ⁱ⁾). The summary's
     elpd_loo, se and p_loo use the final values; ``pareto_k`` keeps the counts at the run's draws; ``redraw`` (when
-    one was made) lists each re-estimated pair (index, k and elpd_i at both draw counts) and how many stay above;
+    one was made) lists each re-estimated pair (index, k and elpd_i at both draw counts) and how many stay above,
+    ``mixture_is`` the same for the mixture estimator (and its elpd_loo over every pair);
     ``reloo`` lists each refitted pair (index, k, PSIS and exact elpd_i) and ``unreliable`` counts the pairs left
     above the threshold without a refit. ``idata``: ``to_inference_data(fit, data)`` when the caller has it already.
     """
@@ -139,7 +146,12 @@ def reloo(fit: Fit, data: EmbeddedPairs, refit: Callable[[EmbeddedPairs], Fit] |
     if pointwise is None and bool((pareto_k > threshold).any()):
         raise RuntimeError("this ArviZ version's loo result has no pointwise elpd to correct")
     final_k, final = pareto_k.copy(), None if pointwise is None else pointwise.copy()
-    if redraw_factor > 1 and bool((final_k > threshold).any()) and (redraw is not None or fit.replayable_draws):
+    flagged = redraw_factor > 1 and bool((final_k > threshold).any())
+    if flagged and (mixture is not None or (redraw is None and fit.router_posterior == "refined")):
+        mixture = mixture or (lambda n: refit_like(fit, data, draws=n, refine_target="loo_mixture"))
+        summary["mixture_is"] = _mixture_is_on_more_draws(mixture, fit.n_draws * redraw_factor, data, final, final_k,
+                                                          threshold)
+    elif flagged and (redraw is not None or fit.replayable_draws):
         redraw = redraw or (lambda n: refit_like(fit, data, draws=n))
         summary["redraw"] = _psis_on_more_draws(redraw, fit.n_draws * redraw_factor, data, final, final_k, threshold)
     worst = [int(i) for i in np.argsort(-final_k) if final_k[i] > threshold][:max(0, max_refits)]
@@ -172,6 +184,37 @@ def _psis_on_more_draws(redraw: Callable[[int], Fit], draws: int, data: Embedded
              "elpd_psis": float(pointwise[i]), "elpd_redrawn": float(elpd[j])} for j, i in enumerate(flagged)]
     pointwise[flagged], pareto_k[flagged] = elpd, k
     return {"draws": draws, "pairs": rows, "still_above": int((pareto_k > threshold).sum())}
+
+
+def mixture_is_loo(log_lik: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mixture importance-sampling LOO (Silva & Zanella 2023) from S draws of the mixture of the n leave-one-out
+    posteriors, q_mix(θ) ∝ p(θ | D) Σ_j 1 / p(y_j | θ).
+
+    log_lik: (S, n) log p(y_i | θ_s) of every pair of D at those draws. Returns (elpd_i (n,), log v (S, n)):
+    elpd_i = log Σ_s a_s − log Σ_s a_s / p(y_i | θ_s), a_s = 1 / Σ_j p(y_j | θ_s)⁻¹, where v_si = a_s / p(y_i | θ_s)
+    ≤ 1 are the self-normalised weights from q_mix to the posterior without pair i. Bounded weights give the
+    estimator a finite variance where PSIS's ratios 1 / p(y_i | θ) from the full posterior have heavy tails."""
+    ll = log_lik.double()
+    log_a = -torch.logsumexp(-ll, 1)  # (S,)
+    log_v = log_a[:, None] - ll
+    return torch.logsumexp(log_a, 0) - torch.logsumexp(log_v, 0), log_v
+
+
+def _mixture_is_on_more_draws(mixture: Callable[[int], Fit], draws: int, data: EmbeddedPairs,
+                              pointwise: np.ndarray, pareto_k: np.ndarray, threshold: float) -> dict:
+    """``mixture_is_loo`` of the pairs above ``threshold`` on ``mixture(draws)``'s draws of q_mix, written into
+    ``pointwise`` (n,) elpd_i and ``pareto_k`` (n,) (the Pareto k̂ of their weights v). Returns {draws, pairs:
+    [{pair, pareto_k, pareto_k_mixture, elpd_psis, elpd_mixture}], still_above, elpd_loo_mixture (every pair)}."""
+    flagged = np.flatnonzero(pareto_k > threshold)
+    mixed = mixture(draws)
+    elpd, log_v = mixture_is_loo(mixed.pointwise_log_lik(data))
+    _, _, k = _loo_result(to_inference_data(mixed, data.subset(flagged), log_lik=-log_v[:, flagged]))
+    elpd = elpd.numpy()
+    rows = [{"pair": int(i), "pareto_k": float(pareto_k[i]), "pareto_k_mixture": float(k[j]),
+             "elpd_psis": float(pointwise[i]), "elpd_mixture": float(elpd[i])} for j, i in enumerate(flagged)]
+    pointwise[flagged], pareto_k[flagged] = elpd[flagged], k
+    return {"draws": draws, "pairs": rows, "still_above": int((pareto_k > threshold).sum()),
+            "elpd_loo_mixture": float(elpd.sum())}
 
 
 def compare(fits: dict[str, Fit], data: EmbeddedPairs) -> dict[str, dict]:
@@ -289,7 +332,7 @@ def auto_k(data: EmbeddedPairs, k_max: int = 5, router: str = "context", criteri
     common = dict(router=router, alpha=alpha, restarts=restarts, seed=seed, prior_scale=prior_scale, hidden=hidden,
                   router_prior_scale=router_prior_scale)
     if criterion == "loo":
-        schedule = VISchedule(steps=300, particles=1, draws=200, laplace_draws=1000)
+        schedule = VISchedule(steps=300, particles=1, draws=200, laplace_draws=1000, router_posterior="linearised")
         k, _, info = choose_k(lambda k: fit(train, k=k, inference="vi", vi=schedule, **common), train, k_max=k_max)
         return k, {**info, "criterion": "loo"}
     fits = {f"k={k}": fit(train, k=k, inference="map", **common) for k in ks}

@@ -63,8 +63,9 @@ def fit(
     to choose among with its labelled pairs (``routing.choose_restart``).
 
     ``inference``: ``map`` (one draw); ``vi`` (from the best MAP restart; routed mixtures: a Gaussian over the heads
-    and every router layer with the router linearised at the MAP — Laplace covariance, ELBO-optimal mean —, with
-    ``vi.router_posterior="refined"`` its draws then moved toward the exact posterior by HMC transitions; else SVI
+    and every router layer with the router linearised at the MAP — Laplace covariance, ELBO-optimal mean —, its
+    draws then moved toward the exact posterior by HMC transitions (``vi.router_posterior="refined"``, the default;
+    ``"linearised"``: the Gaussian alone); else SVI
     over the heads — and with ``router_posterior="svi"`` the router output layer, its hidden layer learned jointly;
     settings in ``vi``); ``nuts`` (NUTS over the heads and
     every router layer — ``nuts.router_layers=(2,)``: the output layer, the hidden one fixed at the MAP; small
@@ -189,11 +190,12 @@ def _feature_scale_blamed(inference: str, diff: torch.Tensor) -> Iterator[None]:
                        "the features, or fit with --inference map)") from None
 
 
-def refit_like(original: Fit, data: EmbeddedPairs, draws: int | None = None) -> Fit:
+def refit_like(original: Fit, data: EmbeddedPairs, draws: int | None = None, refine_target: str = "posterior") -> Fit:
     """``fit`` on ``data`` with ``original``'s recorded settings: its config (K, router, inference, priors, α,
     seed), restart count and posterior (VI kind and draw count; NUTS draws, warm-up, chains, router layers and mass
     matrix) — the refits of exact leave-one-out (``evaluate.arviz.reloo``). Settings a run does not record (SVI steps,
-    learning rates, NUTS tree depth) take their defaults. ``draws``: keep that many VI / Laplace draws instead."""
+    learning rates, NUTS tree depth) take their defaults. ``draws``: keep that many VI / Laplace draws instead;
+    ``refine_target``: what a refined VI's chains sample (``RefineSchedule.target``)."""
     cfg = original.config
     info = original.summary.get(cfg.inference) if isinstance(original.summary, dict) else None
     info = info if isinstance(info, dict) else {}
@@ -202,7 +204,7 @@ def refit_like(original: Fit, data: EmbeddedPairs, draws: int | None = None) -> 
         recorded, defaults = info.get("refine") or {}, RefineSchedule()
         refine = RefineSchedule(chains=recorded.get("chains", defaults.chains), draws=draws or original.n_draws,
                                 warmup=recorded.get("warmup", defaults.warmup),
-                                leapfrog=recorded.get("leapfrog", defaults.leapfrog))
+                                leapfrog=recorded.get("leapfrog", defaults.leapfrog), target=refine_target)
         schedules["vi"] = VISchedule(guide=info.get("guide", "lowrank"), draws=draws or original.n_draws,
                                      laplace_draws=draws or original.n_draws,
                                      router_posterior=info.get("router_posterior", "laplace"),

@@ -10,20 +10,26 @@ transition moves the draws away from the exact posterior; predictions then plug 
 NUTS's), not into its linearisation.
 
 Chains run in parallel, one per starting draw of q_0, in the Laplace-whitened coordinates u = Cᵀθ (C Cᵀ = F + Λ,
-so the mass matrix is the Laplace precision, as NUTS's default). The step size adapts to ``target_accept`` during
-``warmup`` iterations (their states are discarded); after it, every chain's state after each of the following
-iterations is a draw, ``draws`` in all.
+so the mass matrix is the Laplace precision, as NUTS's default). Each chain's step size adapts to ``target_accept``
+during ``warmup`` iterations (their states are discarded); after it, every chain's state after each of the following
+iterations is a draw, ``draws`` in all. (Until 2026-11-28 the chains shared one size: on the built-in population's
+seed 1 one chain started where the network is far more curved, rejected every proposal and stayed there — its 20
+identical draws at a log-likelihood 800 below the others' left held-out calibration nearly intact (1/32 of the
+draws) but flagged 938 of 4 500 pairs in PSIS-LOO.)
 
-Measured on the built-in population (``bayesmicro fit --inference vi --router-posterior refined``, seeds 0 / 1 / 2;
-the defaults below: 32 chains, 15 + 20 iterations of 10 leapfrog steps, 640 draws, 53 s of HMC on one thread):
-held-out 90 % coverage 0.889 / 0.954 / 0.963, NLL 0.2862 / 0.2952 / 0.2853, ECE 0.0066 / 0.0065 / 0.0174 — NUTS over
+Measured on the built-in population (``bayesmicro fit --inference vi``, the default, seeds 0 / 1 / 2; the defaults
+below: 32 chains, 15 + 20 iterations of 10 leapfrog steps, 640 draws, ~64 s of HMC on one thread): held-out 90 %
+coverage 0.892 / 0.942 / 0.963, NLL 0.2858 / 0.2950 / 0.2846, ECE 0.0065 / 0.0035 / 0.0158 (2026-11-28) — NUTS over
 the same exact posterior: 0.892 / 0.951 / 0.959, 0.2863 / 0.2946 / 0.2856; the linearised VI: 0.848 / 0.867 / 0.874,
 0.2864 / 0.2939 / 0.2855 (2026-11-27). The exact network evaluated at the linearised VI's own draws is far worse
 (seed 0: NLL 0.350, intervals 0.49 wide), the drift the transitions correct; the chains' log joint levels off after
 ~15 iterations. The cost after the fit: PSIS-LOO's importance ratios are heavier-tailed than a Gaussian's (seed 0,
-with the chains' relative efficiency: 118 of 4 500 pairs with Pareto k > 0.7 at 640 draws, 44 at 2 560; the
-smallest bulk ESS of a head weight 77 of 640), as are those of NUTS's exact draws (92 at 400), so this is not the
-default. PSIS moment matching (Paananen et al. 2021) does not rescue it: on the morning's run it brought 114
+with the chains' relative efficiency: 117 of 4 500 pairs with Pareto k > 0.7 at 640 draws — with the shared step
+size 118, and 44 on 2 560 draws of the same chains; the smallest bulk ESS of a head weight 77 of 640), as are those
+of NUTS's exact draws (92 at 400). ``diagnose`` scores
+those pairs by mixture importance sampling instead (``RefineSchedule(target="loo_mixture")``: the same chains on
+q_mix(θ) ∝ p(θ | D) Σ_i 1 / p(y_i | θ), Silva & Zanella 2023; ``evaluate.arviz.mixture_is_loo``), whose weights are
+bounded. PSIS moment matching (Paananen et al. 2021) does not rescue it: on the morning's run it brought 114
 such pairs down to 2, but its elpd_i of three pairs scored by exact refits (−0.059 / −0.072 /
 −0.063; PSIS −0.061 / −0.068 / −0.055) came out −0.030 / −0.046 / −0.033 — its density ratios between moved draws
 in 2 611 dimensions assume exact posterior draws, which 35 HMC iterations from the linearised VI are not: across
@@ -53,6 +59,7 @@ from bayesmicro.models.bt import entropy, mixture_log_prob, reward_margins
 from bayesmicro.models.mixture import BTMixture
 
 _CHUNK_FLOATS = 4_000_000  # (chains, pairs, hidden) activations held at once
+REFINE_TARGETS = ("posterior", "loo_mixture")
 
 
 @dataclass(frozen=True)
@@ -68,22 +75,29 @@ class RefineSchedule:
     target_accept: float = 0.75
     initial_step: float = 0.1
     max_pairs: int = 20_000
+    # "loo_mixture": sample q_mix(θ) ∝ p(θ | D) Σ_i 1 / p(y_i | θ) instead (``ExactLogJoint``), for mixture-IS LOO
+    target: str = "posterior"
 
     def __post_init__(self):
         if min(self.chains, self.draws, self.leapfrog) < 1 or self.warmup < 0 or not 0 < self.target_accept < 1:
             raise BadInput(f"refinement needs chains, draws, leapfrog ≥ 1, warmup ≥ 0 and 0 < target_accept < 1; "
                            f"got {self}")
+        if self.target not in REFINE_TARGETS:
+            raise BadInput(f"refinement target must be one of {REFINE_TARGETS}, got {self.target!r}")
 
 
 class ExactLogJoint:
     """log p(D | θ) + log p(θ) + α Σ_i H(π(x_i)) of the mixture with its ReLU router — the potential of
     ``BTMixture``'s Pyro model, which NUTS samples — for rows θ (S, P) in ``layout``'s order.
 
-    diff: (n, d); z: (n, d_r) standardised router input; prior_precision: (P,) the Gaussian prior's diagonal."""
+    diff: (n, d); z: (n, d_r) standardised router input; prior_precision: (P,) the Gaussian prior's diagonal.
+    ``loo_mixture``: add log Σ_i 1 / p(y_i | θ), the log density of Silva & Zanella's (2023) mixture of the n
+    leave-one-out posteriors, q_mix(θ) ∝ p(θ | D) Σ_i 1 / p(y_i | θ) (``evaluate.arviz.mixture_is_loo``)."""
 
     def __init__(self, model: BTMixture, layout: LaplaceParams, prior_precision: torch.Tensor, diff: torch.Tensor,
-                 z: torch.Tensor, dtype: torch.dtype = torch.float32):
+                 z: torch.Tensor, dtype: torch.dtype = torch.float32, loo_mixture: bool = False):
         self.layout, self.k, self.dim, self.dtype, self.alpha = layout, model.k, model.dim, dtype, model.alpha
+        self.loo_mixture = loo_mixture
         self.net = copy.deepcopy(model.router.net).to(dtype)
         self.diff, self.z, self.prior = diff.to(dtype), z.to(dtype), prior_precision.to(dtype)
         hidden = max(s[0] for s in layout.shapes)
@@ -95,7 +109,10 @@ class ExactLogJoint:
         logits = drawn_logits(self.net, draws, self.z)
         heads = theta[:, :self.layout.n_heads].reshape(-1, self.k, self.dim)
         log_w = torch.log_softmax(logits, -1)
-        log_joint = mixture_log_prob(log_w, reward_margins(heads, self.diff)).sum(-1)
+        pointwise = mixture_log_prob(log_w, reward_margins(heads, self.diff))  # (S, n)
+        log_joint = pointwise.sum(-1)
+        if self.loo_mixture:
+            log_joint = log_joint + torch.logsumexp(-pointwise, -1)
         if self.alpha:
             log_joint = log_joint + self.alpha * entropy(log_w).sum(-1)
         return log_joint - 0.5 * (self.prior * theta**2).sum(-1)
@@ -131,7 +148,12 @@ def hmc_refine(joint: ExactLogJoint, chol: torch.Tensor, start: torch.Tensor, sc
     u = start.to(joint.dtype) @ chol
     value, grad = potential_grad(u)
     first_log_joint = float(value.mean())
-    step, kept, accepted = schedule.initial_step, [], []
+    # one step size per chain, as Stan adapts one per chain: a chain started where the network is far more curved
+    # than at the others would otherwise reject every proposal with the shared size and stay where it started. Each
+    # chain keeps the geometric mean of its sizes over the second half of the warm-up (one iteration's acceptance
+    # is a noisy signal: the last size alone can overshoot and stall the chain)
+    step = torch.full((len(u), 1), schedule.initial_step, dtype=joint.dtype)
+    late_log_steps, kept, accepted = [], [], []
     for iteration in range(schedule.warmup + iterations):
         momentum = torch.randn(u.shape, generator=gen, dtype=joint.dtype)
         new_u, new_p = u, momentum + 0.5 * step * grad
@@ -146,15 +168,22 @@ def hmc_refine(joint: ExactLogJoint, chol: torch.Tensor, start: torch.Tensor, sc
         value = torch.where(accept, new_value, value)
         grad = torch.where(accept[:, None], new_grad, grad)
         if iteration < schedule.warmup:
-            step *= math.exp(float(accept_prob.mean()) - schedule.target_accept)
+            step = step * torch.exp(accept_prob - schedule.target_accept)[:, None]
+            if iteration >= schedule.warmup // 2:
+                late_log_steps.append(step.log())
+            if iteration == schedule.warmup - 1:
+                step = torch.stack(late_log_steps).mean(0).exp()
         else:
             kept.append(theta_of(u))
-            accepted.append(float(accept_prob.mean()))
+            accepted.append(accept_prob)
     by_chain = torch.stack(kept, 1)  # (chains, iterations, P)
     draws = by_chain.flatten(0, 1)[:schedule.draws].float()
     n = joint.diff.shape[0]
+    by_chain_accept = torch.stack(accepted).mean(0)  # (chains,)
     info = {"chains": len(start), "warmup": schedule.warmup, "iterations": iterations,
-            "leapfrog": schedule.leapfrog, "step_size": step, "accept_rate": sum(accepted) / len(accepted),
+            "leapfrog": schedule.leapfrog, "step_size": float(step.median()),
+            "step_size_range": [float(step.min()), float(step.max())],
+            "accept_rate": float(by_chain_accept.mean()), "min_chain_accept_rate": float(by_chain_accept.min()),
             "draw_order": "chain", "log_joint_per_pair_start": first_log_joint / n,
             "log_joint_per_pair_end": float(value.mean()) / n, "seconds": time.perf_counter() - clock}
     if len(start) > 1 and iterations >= 4 and len(draws) == by_chain.shape[0] * iterations:
@@ -173,8 +202,10 @@ def refined_vi_posterior(model: BTMixture, heads: torch.Tensor, diff: torch.Tens
     schedule = schedule or RefineSchedule()
     curv, chol, mean, info = linearised_vi(model, heads, diff, router_x, seed, mc_draws)
     start = flat_gaussian_draws(chol, mean, schedule.chains, seed + 1)
-    joint = ExactLogJoint(model, curv.layout, curv.prior_precision, diff, model.router.standardize(router_x))
+    joint = ExactLogJoint(model, curv.layout, curv.prior_precision, diff, model.router.standardize(router_x),
+                          loo_mixture=schedule.target == "loo_mixture")
     draws, refine_info = hmc_refine(joint, chol, start, schedule, seed + 2)
+    refine_info["target"] = schedule.target
     head_draws, router_draws = split_draws(model, curv.layout, draws)
     # "chains" beside NUTS's: the draws come chain by chain (``evaluate.arviz.n_chains``)
     return head_draws, router_draws, {**info, "router_posterior": "refined", "chains": refine_info["chains"],

@@ -1,9 +1,9 @@
-"""Variational inference over the heads and the router. For routed mixtures, by default, the linearised VI — a
-Gaussian over the heads and every router layer with the router linearised at the MAP, the Laplace covariance and the
-ELBO-optimal mean (``router_posterior="linearised"``, ``infer.linearised``); ``"refined"`` then moves its draws by HMC
-transitions that leave the exact posterior invariant (``infer.refine``: NUTS's calibration at a few times the
-linearised VI's time, and heavier-tailed PSIS ratios); ``"laplace"`` keeps the Gaussian's mean at the MAP
-(``infer.laplace``); ``"svi"`` is SVI over the heads and the router's output layer.
+"""Variational inference over the heads and the router. For routed mixtures, by default, the refined VI: the
+linearised VI — a Gaussian over the heads and every router layer with the router linearised at the MAP, the Laplace
+covariance and the ELBO-optimal mean (``router_posterior="linearised"``, ``infer.linearised``) — whose draws HMC
+transitions that leave the exact posterior invariant then move (``"refined"``, ``infer.refine``: NUTS's calibration at
+a few times the linearised VI's time, and heavier-tailed PSIS ratios); ``"laplace"`` keeps the Gaussian's mean at the
+MAP (``infer.laplace``); ``"svi"`` is SVI over the heads and the router's output layer.
 
 Why not SVI by default: with SVI the router's hidden layer stays a point estimate learned jointly (type-II MAP),
 and the 90 % credible intervals of P(chosen ≻ rejected) then ignore most of the router's error (coverage ~0.71 on
@@ -53,11 +53,12 @@ class VISchedule:
     batch_size: int = 4096
     draws: int = 1000  # posterior draws kept in the Fit (PSIS-LOO needs many: Pareto-k is noisy with few)
     latent_router: bool = True  # SVI: the router's output layer gets a posterior (False: point estimate)
-    # routed mixtures: "linearised" (every router layer + heads, router linearised at the MAP, Laplace covariance,
-    # ELBO-optimal mean), "refined" (its draws moved by HMC on the exact network, ``refine``), "laplace" (the same
-    # Gaussian centred on the MAP) or "svi" (SVI over the heads and the router output layer). Problems too large for
-    # the Laplace curvature use "svi"; "refined" above ``refine.max_pairs`` training pairs, "linearised".
-    router_posterior: str = "linearised"
+    # routed mixtures: "refined" (the linearised VI's draws moved by HMC on the exact network, ``refine``: NUTS's
+    # posterior at a fraction of its time), "linearised" (every router layer + heads, router linearised at the MAP,
+    # Laplace covariance, ELBO-optimal mean), "laplace" (the same Gaussian centred on the MAP) or "svi" (SVI over the
+    # heads and the router output layer). Problems too large for the Laplace curvature use "svi"; "refined" above
+    # ``refine.max_pairs`` training pairs, "linearised".
+    router_posterior: str = "refined"
     refine: RefineSchedule = field(default_factory=RefineSchedule)
     mc_draws: int = 64  # "linearised": antithetic draws averaged in the ELBO the mean maximises
     # Draws of the linearised posteriors are cheap, and PSIS-LOO's Pareto-k needs many over 2 611 parameters: on the

@@ -19,7 +19,8 @@ def vi_run(tmp_path_factory):
     data, _ = make_population(PopulationSpec(n_pairs=500, dim=4, prompt_dim=2, context_dim=2, k=2), seed=0)
     data.save(root / "pairs")
     result = runner.invoke(app, ["fit", str(root / "pairs"), "--k", "2", "--router", "context", "--inference", "vi",
-                                 "--restarts", "1", "--out", str(root / "run"), "--json"])
+                                 "--router-posterior", "linearised", "--restarts", "1", "--out", str(root / "run"),
+                                 "--json"])
     assert result.exit_code == 0, result.output
     return root, json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -165,18 +166,23 @@ def test_fit_keeps_the_draws_warmup_and_mass_matrix_asked_for(vi_run):
     vi = runner.invoke(app, common + ["--inference", "vi", "--draws", "50", "--out", str(root / "vi_short")])
     assert vi.exit_code == 0, vi.output
     assert Fit.load(root / "vi_short").n_draws == 50
-    assert Fit.load(root / "vi_short").summary["vi"]["router_posterior"] == "linearised"  # the default
-    for kind in ("refined", "laplace"):
+    assert Fit.load(root / "vi_short").summary["vi"]["router_posterior"] == "refined"  # the default
+    for kind in ("linearised", "laplace"):
         other = runner.invoke(app, common + ["--inference", "vi", "--draws", "50", "--router-posterior", kind,
                                              "--out", str(root / f"vi_{kind}")])
         assert other.exit_code == 0, other.output
         assert Fit.load(root / f"vi_{kind}").summary["vi"]["router_posterior"] == kind
         assert Fit.load(root / f"vi_{kind}").n_draws == 50
-    diagnosed = runner.invoke(app, ["diagnose", str(root / "vi_refined"), str(root / "pairs"), "--json"])
+    diagnosed = runner.invoke(app, ["diagnose", str(root / "vi_short"), str(root / "pairs"), "--json"])
     assert diagnosed.exit_code == 0, diagnosed.output
     loo = json.loads(diagnosed.stdout)["loo"]
-    assert loo["reloo"]["refitted"] == []  # refined runs are not refitted unless asked (each refit re-samples)
-    assert ("redraw" in loo) == (loo["pareto_k"]["bad"] > 0)  # but their chains are replayed for more draws
+    # a refined run's flagged pairs: its chains replayed on the mixture of leave-one-out posteriors (mixture
+    # importance sampling), then the pairs still above 0.7 refitted (the worst 10)
+    assert "redraw" not in loo and ("mixture_is" in loo) == (loo["pareto_k"]["bad"] > 0)
+    still_above = loo["mixture_is"]["still_above"] if "mixture_is" in loo else 0
+    assert len(loo["reloo"]["refitted"]) == min(10, still_above)
+    if loo["pareto_k"]["bad"]:
+        assert f"mixture IS on {loo['mixture_is']['draws']:,} draws" in diagnosed.stderr
 
 
 @pytest.mark.parametrize("args, message", [

@@ -7,8 +7,8 @@ import torch
 
 from bayesmicro.data.synthetic import PopulationSpec, make_population
 from bayesmicro.evaluate.arviz import (ROUTER_PRIOR_SCALES, auto_k, auto_router_prior_scale, compare,
-                                       head_correlation, holdout_compare, loo, merge_correlated_heads, reloo,
-                                       to_inference_data)
+                                       head_correlation, holdout_compare, loo, merge_correlated_heads,
+                                       mixture_is_loo, reloo, to_inference_data)
 from bayesmicro.infer import Fit, fit
 from bayesmicro.infer.vi import VISchedule
 from tests.common import assert_close
@@ -120,6 +120,62 @@ def test_flagged_pairs_of_a_gaussian_posterior_get_psis_on_more_draws_of_it():
     assert "redraw" not in reloo(full, data, no_refit, threshold=0.3, max_refits=0, redraw_factor=1)
 
 
+def test_mixture_is_loo_recovers_the_exact_loo_predictive_of_a_conjugate_normal_model():
+    """y_i ~ N(μ, 1), μ ~ N(0, 1), one outlier. q_mix(μ) ∝ p(μ | y) Σ_i 1 / p(y_i | μ) is the mixture of the
+    leave-one-out posteriors N(m₋ᵢ, 1/P) weighted ∝ 1 / p(y_i | y₋ᵢ): drawn exactly, the estimator must return the
+    closed-form log p(y_i | y₋ᵢ) = log N(y_i; m₋ᵢ, 1 + 1/P)."""
+    gen = torch.Generator().manual_seed(0)
+    y = torch.cat([torch.randn(19, generator=gen, dtype=torch.float64), torch.tensor([6.0], dtype=torch.float64)])
+    n, precision = len(y), 1.0 + (len(y) - 1)
+    loo_mean = (y.sum() - y) / precision
+    exact = torch.distributions.Normal(loo_mean, (1 + 1 / precision) ** 0.5).log_prob(y)
+    component = torch.multinomial(torch.softmax(-exact, 0), 40_000, replacement=True, generator=gen)
+    mu = loo_mean[component] + torch.randn(40_000, generator=gen, dtype=torch.float64) / precision**0.5
+    log_lik = torch.distributions.Normal(mu[:, None], 1.0).log_prob(y)  # (S, n)
+    elpd, log_v = mixture_is_loo(log_lik)
+    assert elpd.shape == (n,) and log_v.shape == (40_000, n) and float(log_v.max()) <= 0  # weights v ≤ 1
+    assert_close(elpd, exact, atol=0.03)
+    assert float(elpd[-1]) < -10  # the outlier, recovered as well as the rest
+
+
+def test_flagged_pairs_of_a_refined_run_get_mixture_importance_sampling():
+    from bayesmicro.evaluate.arviz import _loo_result
+    from bayesmicro.infer.api import refit_like
+    from bayesmicro.infer.refine import RefineSchedule
+
+    data, _ = make_population(PopulationSpec(n_pairs=150, dim=4, prompt_dim=2, context_dim=2, k=2), seed=6)
+    data = data.part("train")
+    full = fit(data, k=2, router="context", inference="vi", alpha=0.0, restarts=1, hidden=8,
+               vi=VISchedule(mc_draws=16, router_posterior="refined",
+                             refine=RefineSchedule(chains=8, draws=80, warmup=5, leapfrog=5)))
+
+    def no_refit(pairs):
+        raise AssertionError("max_refits=0: nothing is refitted")
+
+    _, elpd, pareto_k = _loo_result(to_inference_data(full, data))
+    flagged = np.flatnonzero(pareto_k > 0.3)
+    assert 0 < len(flagged) < len(data)
+    result = reloo(full, data, no_refit, threshold=0.3, max_refits=0, redraw_factor=2)
+    assert "redraw" not in result
+    mixed = refit_like(full, data, draws=160, refine_target="loo_mixture")  # the run's chains, on q_mix, replayed
+    assert mixed.summary["vi"]["refine"]["target"] == "loo_mixture"
+    mix_elpd, log_v = mixture_is_loo(mixed.pointwise_log_lik(data))
+    mixture = result["mixture_is"]
+    assert mixture["draws"] == 160 and [row["pair"] for row in mixture["pairs"]] == flagged.tolist()
+    assert mixture["elpd_loo_mixture"] == pytest.approx(float(mix_elpd.sum()), abs=1e-6)
+    for row in mixture["pairs"]:
+        i = row["pair"]
+        assert row["elpd_mixture"] == pytest.approx(float(mix_elpd[i]), abs=1e-6)
+        assert row["elpd_psis"] == pytest.approx(elpd[i], abs=1e-9)
+    weights_k = np.asarray([row["pareto_k_mixture"] for row in mixture["pairs"]])
+    assert mixture["still_above"] == int((weights_k > 0.3).sum())
+    assert result["reloo"] == {"threshold": 0.3, "refitted": [], "unreliable": mixture["still_above"]}
+    expected = elpd.copy()
+    expected[flagged] = mix_elpd.numpy()[flagged]
+    assert result["elpd_loo"] == pytest.approx(float(expected.sum()), abs=1e-6)
+    assert "mixture_is" not in reloo(full, data, no_refit, threshold=0.3, max_refits=0, redraw_factor=1)
+
+
 @pytest.mark.parametrize("inference, router", [("vi", "none"), ("vi", "context"), ("em", "context")],
                          ids=["vi-static", "vi-laplace", "em-laplace"])
 def test_refit_like_repeats_a_run_from_its_recorded_settings(inference, router):
@@ -127,7 +183,8 @@ def test_refit_like_repeats_a_run_from_its_recorded_settings(inference, router):
 
     data, _ = make_population(PopulationSpec(n_pairs=80, dim=4, prompt_dim=2, context_dim=2, k=2), seed=4)
     original = fit(data, k=2, router=router, inference=inference, alpha=0.0, restarts=2, seed=5, hidden=8,
-                   router_prior_scale=0.5, vi=VISchedule(guide="normal", draws=50, laplace_draws=50, steps=600))
+                   router_prior_scale=0.5, vi=VISchedule(guide="normal", draws=50, laplace_draws=50, steps=600,
+                                                         router_posterior="linearised"))
     again = refit_like(original, data)
     assert again.config == original.config and again.n_draws == original.n_draws
     assert_close(again.pointwise_log_lik(data), original.pointwise_log_lik(data), atol=1e-5)

@@ -87,8 +87,8 @@ def test_vi_posteriors_agree_with_nuts_over_every_router_layer():
         assert set(nuts.router_draws) == set(approx.router_draws) == {"net.0.weight", "net.0.bias", "net.2.weight",
                                                                       "net.2.bias"}
         p_approx = approx.pointwise_log_lik(data).exp()
-        # Measured max / mean gap: Laplace 0.036 / 0.010, linearised VI 0.045 / 0.0049, refined 0.018 / 0.0031;
-        # median sd ratio 1.14 / 1.08 / 1.01.
+        # Measured max / mean gap: Laplace 0.036 / 0.010, linearised VI 0.045 / 0.0049, refined 0.016 / 0.0030
+        # (0.018 / 0.0031 with one HMC step size shared by its chains); median sd ratio 1.14 / 1.08 / 1.01.
         gap = (p_approx.mean(0) - p_nuts.mean(0)).abs()
         ratio = (p_approx.std(0)[informative] / p_nuts.std(0)[informative]).median()
         assert float(gap.max()) <= (0.02 if kind == "refined" else 0.07) and float(gap.mean()) <= 0.015
@@ -107,7 +107,7 @@ def test_em_single_bt_equals_newton_solution():
 @pytest.mark.parametrize("router", ["none", "prompt"], ids=["static", "prompt"])
 def test_em_reaches_the_map_objective(router):
     data, _ = make_population(PopulationSpec(n_pairs=800, dim=6, k=2, head_scale=4.0, test_fraction=0.0), seed=2)
-    vi = VISchedule(steps=200, draws=200, laplace_draws=400)
+    vi = VISchedule(steps=200, draws=200, laplace_draws=400, router_posterior="linearised")
     vi_fit = fit(data, k=2, router=router, alpha=0.0, restarts=3, hidden=8, inference="vi", vi=vi)
     em_fit = fit(data, k=2, router=router, alpha=0.0, restarts=3, hidden=8, inference="em",
                  em=EMSchedule(max_iter=400), vi=vi)

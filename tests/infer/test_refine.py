@@ -58,6 +58,31 @@ def test_draws_come_chain_by_chain():
     assert info["max_r_hat"] > 10  # chains that never met
 
 
+@dataclass
+class QuarticTarget:
+    """log p(θ) = −Σ θ⁴ / 4: curvature 3θ², so a chain started far out needs far smaller steps than the others."""
+
+    dtype: torch.dtype = torch.float64
+    diff: torch.Tensor = torch.zeros(1, 1)
+
+    def value_and_grad(self, theta):
+        return -(theta**4).sum(-1) / 4, -theta**3
+
+
+def test_a_chain_started_where_the_target_is_far_more_curved_adapts_its_own_step_and_moves():
+    # with one step size shared by the 32 chains (tuned on the 31 near the mode) the far chain rejected every
+    # proposal and stayed at 6.0 — the stuck chain that wrecked PSIS-LOO on the built-in population's seed 1
+    near = 0.3 * torch.randn(31, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    start = torch.cat([near, torch.full((1, 2), 6.0, dtype=torch.float64)])
+    schedule = RefineSchedule(chains=32, draws=640, warmup=10, leapfrog=5, initial_step=0.3)
+    draws, info = hmc_refine(QuarticTarget(), torch.eye(2, dtype=torch.float64), start, schedule, 0)
+    far_chain = draws.reshape(32, 20, 2)[-1]
+    assert float(far_chain.abs().max()) < 3.0 and float(far_chain[:, 0].std()) > 0.1  # it left 6.0 and moves
+    assert info["min_chain_accept_rate"] > 0.1
+    low, high = info["step_size_range"]
+    assert low < info["step_size"] < high
+
+
 @pytest.mark.parametrize("alpha", [0.0, 0.5], ids=["no_entropy", "entropy"])
 def test_exact_log_joint_is_the_pyro_models_potential_and_its_gradient(alpha):
     data, _ = make_population(PopulationSpec(n_pairs=120, dim=3, prompt_dim=2, context_dim=2, k=2), seed=3)
@@ -87,6 +112,32 @@ def test_exact_log_joint_is_the_pyro_models_potential_and_its_gradient(alpha):
         assert_close(grad[0, i], numeric[0], rtol=1e-4, atol=1e-6)
 
 
+def test_the_loo_mixture_target_adds_the_log_sum_of_inverse_pair_likelihoods():
+    """q_mix(θ) ∝ p(θ | D) Σ_i 1 / p(y_i | θ): the potential gains log Σ_i exp(−log p(y_i | θ)), each p(y_i | θ) the
+    Pyro model's likelihood of pair i."""
+    data, _ = make_population(PopulationSpec(n_pairs=120, dim=3, prompt_dim=2, context_dim=2, k=2), seed=3)
+    point = fit(data, k=2, router="context", alpha=0.0, restarts=1, hidden=4)
+    model = point.config.build_model()
+    model.router.load_state_dict(point.router_state)
+    train = data.part("train")
+    router_x = point.config.router_input(train)
+    curv = laplace_curvature(model, point.heads[0], train.diff(), router_x)
+    posterior, mixture = (ExactLogJoint(model, LaplaceParams.of(model), curv.prior_precision, train.diff(),
+                                        model.router.standardize(router_x), dtype=torch.float64, loo_mixture=mix)
+                          for mix in (False, True))
+    trace = pyro.poutine.trace(pyro.poutine.condition(model, data={"heads": point.heads[0]})).get_trace(
+        train.diff(), router_x)
+    per_pair = trace.nodes["obs"]["fn"].log_prob(trace.nodes["obs"]["value"]).detach().double()  # (n,)
+    theta = curv.theta[None].clone()
+    gap = mixture.value_and_grad(theta)[0] - posterior.value_and_grad(theta)[0]
+    assert float(gap[0]) == pytest.approx(float(torch.logsumexp(-per_pair, 0)), rel=1e-6)
+    step, i = 1e-6, 5
+    shift = torch.zeros_like(theta)
+    shift[0, i] = step
+    numeric = (mixture.value_and_grad(theta + shift)[0] - mixture.value_and_grad(theta - shift)[0]) / (2 * step)
+    assert_close(mixture.value_and_grad(theta)[1][0, i], numeric[0], rtol=1e-4, atol=1e-6)
+
+
 @pytest.fixture(scope="module")
 def routed():
     data, _ = make_population(PopulationSpec(n_pairs=300, dim=3, prompt_dim=2, context_dim=2, k=2), seed=4)
@@ -110,6 +161,9 @@ def test_refined_vi_plugs_its_draws_into_the_network_and_replays(routed, tmp_pat
     again = refit_like(run, data)
     assert again.summary["vi"]["refine"]["chains"] == 16 and again.n_draws == 160
     assert_close(again.predict_proba(data), run.predict_proba(data), atol=1e-6)
+    mixture = refit_like(run, data, refine_target="loo_mixture")  # the same chains, on the leave-one-out mixture
+    assert mixture.summary["vi"]["refine"]["target"] == "loo_mixture" and info["refine"]["target"] == "posterior"
+    assert mixture.n_draws == 160 and not torch.equal(mixture.heads, run.heads)
 
 
 def test_above_max_pairs_the_linearised_vi_is_kept_and_said(routed):
@@ -120,9 +174,11 @@ def test_above_max_pairs_the_linearised_vi_is_kept_and_said(routed):
     assert run.summary["vi"]["refine_skipped"].endswith("training pairs > refine.max_pairs = 10")
 
 
-@pytest.mark.parametrize("settings", [dict(chains=0), dict(draws=0), dict(leapfrog=0), dict(warmup=-1),
-                                      dict(target_accept=1.0)], ids=["chains", "draws", "leapfrog", "warmup",
-                                                                     "target_accept"])
-def test_bad_refine_schedule_is_refused_when_built(settings):
-    with pytest.raises(BadInput, match="refinement needs"):
+@pytest.mark.parametrize("settings, message", [
+    (dict(chains=0), "refinement needs"), (dict(draws=0), "refinement needs"), (dict(leapfrog=0), "refinement needs"),
+    (dict(warmup=-1), "refinement needs"), (dict(target_accept=1.0), "refinement needs"),
+    (dict(target="prior"), "refinement target must be one of"),
+], ids=["chains", "draws", "leapfrog", "warmup", "target_accept", "target"])
+def test_bad_refine_schedule_is_refused_when_built(settings, message):
+    with pytest.raises(BadInput, match=message):
         RefineSchedule(**settings)
