@@ -75,6 +75,7 @@ def _loo_line(loo: dict | None) -> str:
             f"Pareto k > 0.7: {loo['pareto_k']['bad']} of {loo['n']}")
     if not loo["pareto_k"]["bad"]:
         return line
+    line += " at the run's draws"
     redraw, mixture = loo.get("redraw"), loo.get("mixture_is")
     steps = []
     if redraw:
@@ -83,7 +84,7 @@ def _loo_line(loo: dict | None) -> str:
         steps.append(f"mixture IS on {mixture['draws']:,} draws of the leave-one-out mixture: "
                      f"{mixture['still_above']} still above")
     steps.append(f"{len(loo['reloo']['refitted'])} refitted and scored exactly, {loo['reloo']['unreliable']} left "
-                 "to PSIS")
+                 f"above {loo['reloo']['threshold']}")
     return f"{line} ({'; '.join(steps)})"
 
 

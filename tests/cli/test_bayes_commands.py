@@ -101,6 +101,19 @@ def test_diagnose_writes_the_reliability_plot(vi_run):
     assert reloo["unreliable"] == still_above - len(reloo["refitted"])
 
 
+def test_diagnose_says_how_the_flagged_pairs_were_scored():
+    from bayesmicro.cli.diagnose import _loo_line
+
+    loo = {"elpd_loo": -1293.84, "se": 37.01, "p_loo": 108.1, "n": 4500, "pareto_k": {"bad": 117},
+           "mixture_is": {"draws": 2560, "still_above": 2},
+           "reloo": {"threshold": 0.7, "refitted": [{"pair": 128}, {"pair": 2800}], "unreliable": 0}}
+    assert _loo_line(loo) == ("LOO elpd -1293.8 ± 37.0, p_loo 108.1, Pareto k > 0.7: 117 of 4500 at the run's draws "
+                              "(mixture IS on 2,560 draws of the leave-one-out mixture: 2 still above; 2 refitted "
+                              "and scored exactly, 0 left above 0.7)")
+    clean = {**loo, "pareto_k": {"bad": 0}}
+    assert _loo_line(clean) == "LOO elpd -1293.8 ± 37.0, p_loo 108.1, Pareto k > 0.7: 0 of 4500"
+
+
 @pytest.mark.parametrize("option, value, message", [("--max-refits", "-1", "--max-refits must be ≥ 0, got -1"),
                                                      ("--redraw-factor", "0", "--redraw-factor must be ≥ 1, got 0")],
                          ids=["negative_refits", "zero_redraw_factor"])
@@ -182,7 +195,10 @@ def test_fit_keeps_the_draws_warmup_and_mass_matrix_asked_for(vi_run):
     still_above = loo["mixture_is"]["still_above"] if "mixture_is" in loo else 0
     assert len(loo["reloo"]["refitted"]) == min(10, still_above)
     if loo["pareto_k"]["bad"]:
+        assert f"Pareto k > 0.7: {loo['pareto_k']['bad']} of {loo['n']} at the run's draws" in diagnosed.stderr
         assert f"mixture IS on {loo['mixture_is']['draws']:,} draws" in diagnosed.stderr
+        assert (f"{len(loo['reloo']['refitted'])} refitted and scored exactly, {loo['reloo']['unreliable']} left "
+                "above 0.7") in diagnosed.stderr
 
 
 @pytest.mark.parametrize("args, message", [
