@@ -83,8 +83,9 @@ def test_a_chain_started_where_the_target_is_far_more_curved_adapts_its_own_step
     assert low < info["step_size"] < high
 
 
-@pytest.mark.parametrize("alpha", [0.0, 0.5], ids=["no_entropy", "entropy"])
-def test_exact_log_joint_is_the_pyro_models_potential_and_its_gradient(alpha):
+def _at_the_map(alpha: float):
+    """A small routed mixture's MAP: (θ* (1, P), its ``ExactLogJoint`` in float64, the Pyro model's trace there,
+    the curvature)."""
     data, _ = make_population(PopulationSpec(n_pairs=120, dim=3, prompt_dim=2, context_dim=2, k=2), seed=3)
     point = fit(data, k=2, router="context", alpha=alpha, restarts=1, hidden=4)
     model = point.config.build_model()
@@ -92,50 +93,42 @@ def test_exact_log_joint_is_the_pyro_models_potential_and_its_gradient(alpha):
     train = data.part("train")
     router_x = point.config.router_input(train)
     curv = laplace_curvature(model, point.heads[0], train.diff(), router_x)
-    joint = ExactLogJoint(model, LaplaceParams.of(model), curv.prior_precision, train.diff(),
-                          model.router.standardize(router_x), dtype=torch.float64)
-    theta = curv.theta[None].clone()
-    value, grad = joint.value_and_grad(theta)
-    # the likelihood (and α·entropy) factors of the Pyro model NUTS samples, traced at the MAP
+    joints = [ExactLogJoint(model, LaplaceParams.of(model), curv.prior_precision, train.diff(),
+                            model.router.standardize(router_x), dtype=torch.float64, loo_mixture=mix)
+              for mix in (False, True)]
     trace = pyro.poutine.trace(pyro.poutine.condition(model, data={"heads": point.heads[0]})).get_trace(
         train.diff(), router_x)
+    return curv.theta[None].clone(), joints, trace, curv
+
+
+def _numeric_grad(joint, theta: torch.Tensor, i: int, step: float = 1e-6) -> torch.Tensor:
+    shift = torch.zeros_like(theta)
+    shift[0, i] = step
+    return ((joint.value_and_grad(theta + shift)[0] - joint.value_and_grad(theta - shift)[0]) / (2 * step))[0]
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5], ids=["no_entropy", "entropy"])
+def test_exact_log_joint_is_the_pyro_models_potential_and_its_gradient(alpha):
+    theta, (joint, _), trace, curv = _at_the_map(alpha)
+    value, grad = joint.value_and_grad(theta)
+    # the likelihood (and α·entropy) factors of the Pyro model NUTS samples, traced at the MAP
     factors = {name: float(site["fn"].log_prob(site["value"]).sum().detach()) for name, site in trace.nodes.items()
                if name in ("obs", "router_entropy")}
     assert ("router_entropy" in factors) == (alpha > 0)
     unnormalised_prior = float(-0.5 * (curv.prior_precision * curv.theta**2).sum())
     assert float(value[0]) - unnormalised_prior == pytest.approx(sum(factors.values()), rel=1e-5)
-    step = 1e-6
     for i in (0, 5, curv.theta.numel() - 1):  # a head weight, a first-layer weight, the last router bias
-        shift = torch.zeros_like(theta)
-        shift[0, i] = step
-        numeric = (joint.value_and_grad(theta + shift)[0] - joint.value_and_grad(theta - shift)[0]) / (2 * step)
-        assert_close(grad[0, i], numeric[0], rtol=1e-4, atol=1e-6)
+        assert_close(grad[0, i], _numeric_grad(joint, theta, i), rtol=1e-4, atol=1e-6)
 
 
 def test_the_loo_mixture_target_adds_the_log_sum_of_inverse_pair_likelihoods():
     """q_mix(θ) ∝ p(θ | D) Σ_i 1 / p(y_i | θ): the potential gains log Σ_i exp(−log p(y_i | θ)), each p(y_i | θ) the
     Pyro model's likelihood of pair i."""
-    data, _ = make_population(PopulationSpec(n_pairs=120, dim=3, prompt_dim=2, context_dim=2, k=2), seed=3)
-    point = fit(data, k=2, router="context", alpha=0.0, restarts=1, hidden=4)
-    model = point.config.build_model()
-    model.router.load_state_dict(point.router_state)
-    train = data.part("train")
-    router_x = point.config.router_input(train)
-    curv = laplace_curvature(model, point.heads[0], train.diff(), router_x)
-    posterior, mixture = (ExactLogJoint(model, LaplaceParams.of(model), curv.prior_precision, train.diff(),
-                                        model.router.standardize(router_x), dtype=torch.float64, loo_mixture=mix)
-                          for mix in (False, True))
-    trace = pyro.poutine.trace(pyro.poutine.condition(model, data={"heads": point.heads[0]})).get_trace(
-        train.diff(), router_x)
+    theta, (posterior, mixture), trace, _ = _at_the_map(0.0)
     per_pair = trace.nodes["obs"]["fn"].log_prob(trace.nodes["obs"]["value"]).detach().double()  # (n,)
-    theta = curv.theta[None].clone()
     gap = mixture.value_and_grad(theta)[0] - posterior.value_and_grad(theta)[0]
     assert float(gap[0]) == pytest.approx(float(torch.logsumexp(-per_pair, 0)), rel=1e-6)
-    step, i = 1e-6, 5
-    shift = torch.zeros_like(theta)
-    shift[0, i] = step
-    numeric = (mixture.value_and_grad(theta + shift)[0] - mixture.value_and_grad(theta - shift)[0]) / (2 * step)
-    assert_close(mixture.value_and_grad(theta)[1][0, i], numeric[0], rtol=1e-4, atol=1e-6)
+    assert_close(mixture.value_and_grad(theta)[1][0, 5], _numeric_grad(mixture, theta, 5), rtol=1e-4, atol=1e-6)
 
 
 @pytest.fixture(scope="module")
