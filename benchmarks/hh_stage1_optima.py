@@ -80,7 +80,7 @@ def fit_from(config, train: EmbeddedPairs, targets: torch.Tensor, heads: torch.T
     guide = AutoDelta(model, init_loc_fn=init_to_value(values={"heads": heads.clone()}))
     elbo = Trace_ELBO()(model, guide)
     loss_on = per_pair_loss(elbo, diff, router_x)
-    loss = _run_lbfgs([p for p in elbo.parameters() if p.requires_grad], lambda: loss_on(None), Schedule(), None)
+    loss = _run_lbfgs([p for p in elbo.parameters() if p.requires_grad], lambda: loss_on(None), Schedule(), None).objective
     router_state = {k: v.detach().clone() for k, v in model.router.state_dict().items()}
     return Fit(config, guide.median()["heads"].detach().clone().unsqueeze(0), router_state), loss
 
@@ -134,7 +134,8 @@ def run_seed(data: EmbeddedPairs, seed: int, restarts: int) -> dict:
     out: dict = {"restarts": []}
     for r in range(restarts):
         model = config.build_model()
-        heads, loss = fit_map_once(model, diff, router_x, seed * 1000 + r, Schedule())
+        heads, info = fit_map_once(model, diff, router_x, seed * 1000 + r, Schedule())
+        loss = info.objective
         optimum = Fit(config, heads.unsqueeze(0), {k: v.detach().clone() for k, v in model.router.state_dict().items()})
         out["restarts"].append(describe(optimum, loss, train, test, labelled, seed))
     subsets = sorted(set(train.group.tolist()))

@@ -23,6 +23,7 @@ SUITES: dict[str, str] = {
     "classic": "bayesmicro.bench.classic",
     "helpsteer2": "bayesmicro.bench.helpsteer2",
     "rpr": "bayesmicro.bench.rpr",
+    "ukp": "bayesmicro.bench.ukp",
 }
 DEFAULT_RESULTS = Path("benchmarks") / "results"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -11,6 +12,7 @@ import torch
 
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.errors import BadInput
+from bayesmicro.infer.capacity import CapacityGrid, choose_capacity
 from bayesmicro.infer.em import EMSchedule, fit_em_once
 from bayesmicro.infer.laplace import mode_log_evidence
 from bayesmicro.infer.map import Schedule, fit_map_once, initial_heads
@@ -22,6 +24,7 @@ from bayesmicro.models.mixture import LABEL_ROUTERS, ROUTERS, BTMixture
 
 INFERENCE_METHODS = ("map", "vi", "nuts", "em")
 RESTART_SELECT = ("loglik", "evidence")
+SELECTION_TOL = 1e-5  # the candidates k="auto" compares stop earlier than the final fit (Schedule.tol)
 # Beyond this |chosen − rejected| the Fisher (∝ n·Δ²) can outgrow the unit prior precision past float64's ~1e16
 # condition limit, so a failed Cholesky or solve there is the features' scale, not a bug.
 FACTORISABLE_FEATURE_SCALE = 1e6
@@ -29,13 +32,13 @@ FACTORISABLE_FEATURE_SCALE = 1e6
 
 def fit(
     data: EmbeddedPairs,
-    k: int = 3,
+    k: int | str = "auto",
     router: str = "prompt",
     inference: str = "map",
     *,
     alpha: float | None = None,
-    prior_scale: float = 1.0,
-    router_prior_scale: float = 0.3,
+    prior_scale: float | None = None,
+    router_prior_scale: float | None = None,
     hidden: int = 128,
     restarts: int = 3,
     seed: int = 0,
@@ -46,6 +49,7 @@ def fit(
     em: EMSchedule | None = None,
     select: str = "loglik",
     keep_restarts: bool = False,
+    capacity: CapacityGrid | None = None,
 ) -> Fit:
     """Fit a mixture of ``k`` BT heads on the training part of ``data`` (all pairs when there is no split).
 
@@ -62,6 +66,12 @@ def fit(
     ``keep_restarts``: keep every restart's MAP in ``Fit.restart_modes`` (saved as ``restarts/<r>/``), for stage 2
     to choose among with its labelled pairs (``routing.choose_restart``).
 
+    ``k="auto"`` (the default): K (1 included), and each of ``prior_scale``, ``router_prior_scale`` and ``alpha``
+    left at None, are chosen by the validation log-likelihood of MAP fits on part of the training pairs
+    (``infer.capacity``; grid and validation units in ``capacity``), then the chosen setting is fitted on every
+    training pair; the choice and its validation table are in ``summary["capacity"]``. With an integer K, None means
+    prior_scale 1, router_prior_scale 0.3.
+
     ``inference``: ``map`` (one draw); ``vi`` (from the best MAP restart; routed mixtures: a Gaussian over the heads
     and every router layer with the router linearised at the MAP — Laplace covariance, ELBO-optimal mean —, its
     draws then moved toward the exact posterior by HMC transitions (``vi.router_posterior="refined"``, the default;
@@ -73,8 +83,15 @@ def fit(
     restarts instead of gradient restarts for the mode, then the same posterior as ``vi`` around the EM optimum;
     ``em.posterior=False``: the optimum alone).
     """
+    if isinstance(k, str):
+        return _fit_auto(data, k, router, inference, alpha=alpha, prior_scale=prior_scale,
+                         router_prior_scale=router_prior_scale, hidden=hidden, restarts=restarts, seed=seed,
+                         schedule=schedule, on_step=on_step, vi=vi, nuts=nuts, em=em, select=select,
+                         keep_restarts=keep_restarts, capacity=capacity)
     if alpha is None:
         alpha = 0.0 if router in LABEL_ROUTERS else 0.5
+    prior_scale = 1.0 if prior_scale is None else prior_scale
+    router_prior_scale = 0.3 if router_prior_scale is None else router_prior_scale
     config, n_train, diff, router_x = _checked_config(data, k, router, inference, alpha, prior_scale, hidden, seed,
                                                       router_prior_scale)
     if restarts < 1:
@@ -89,8 +106,9 @@ def fit(
                        "use --inference vi")
     _check_select(select, config)
     start = time.perf_counter()
-    loglik, result, history, modes = _best_mode(config, diff, router_x, restarts, inference, seed,
-                                                schedule or Schedule(), em, on_step, select)
+    loglik, result, history, modes, single = _best_mode(config, diff, router_x, restarts, inference, seed,
+                                                        schedule or Schedule(), em, on_step, select)
+    kept = next(record for record in history if record["train_loglik"] == loglik)
     extra = {}
     if inference in ("vi", "nuts") or (inference == "em" and (em or EMSchedule()).posterior):
         result, extra = _posterior_around(result, diff, router_x, inference, seed, vi, nuts, on_step)
@@ -100,7 +118,10 @@ def fit(
         "restarts": history,
         "restart_select": select,
         "fit_seconds": time.perf_counter() - start,
+        **{key: kept[key] for key in ("converged", "iterations", "objective") if key in kept},
     }
+    if single is not None:
+        result.summary["single_bt"] = single
     if keep_restarts:  # fresh Fits: the kept candidate may be ``result`` itself, whose summary was just replaced
         result.restart_modes = [Fit(config, mode.heads, mode.router_state, dict(record))
                                 for mode, record in zip(modes, history)]
@@ -109,6 +130,31 @@ def fit(
     if extra:
         result.summary[inference] = extra
         result.summary["posterior_draws"] = result.n_draws
+    return result
+
+
+def _fit_auto(data: EmbeddedPairs, k: str, router: str, inference: str, *, alpha, prior_scale, router_prior_scale,
+              hidden: int, restarts: int, seed: int, schedule: Schedule | None, capacity: CapacityGrid | None,
+              **options) -> Fit:
+    """``fit(k="auto")``: choose the capacity on the training pairs (``infer.capacity``), then fit it on all of them."""
+    if k != "auto":
+        raise BadInput(f"k must be an integer ≥ 1 or 'auto', got {k!r}")
+    fixed = {name: value for name, value in (("prior_scale", prior_scale), ("router_prior_scale", router_prior_scale),
+                                             ("alpha", alpha)) if value is not None}
+    if router in LABEL_ROUTERS:
+        fixed.setdefault("alpha", 0.0)  # α > 0 holds every label's weights at uniform
+    if router == "none":
+        fixed.setdefault("router_prior_scale", 0.3)
+
+    def fit_on(pairs: EmbeddedPairs, **settings) -> Fit:
+        return fit(pairs, inference="map", restarts=1, seed=seed, hidden=hidden, schedule=selection, **settings)
+
+    selection = replace(schedule or Schedule(), tol=SELECTION_TOL)
+
+    chosen, report = choose_capacity(data, fit_on, router, seed, capacity, fixed)
+    result = fit(data, chosen.pop("k"), router, inference, hidden=hidden, restarts=restarts, seed=seed,
+                 schedule=schedule, **chosen, **options)
+    result.summary["capacity"] = report
     return result
 
 
@@ -123,11 +169,19 @@ def _check_select(select: str, config: FitConfig) -> None:
 def _best_mode(config: FitConfig, diff: torch.Tensor, router_x: torch.Tensor | None, restarts: int, inference: str,
                seed: int, schedule: Schedule, em: EMSchedule | None,
                on_step: Callable[[], None] | None,
-               select: str = "loglik") -> tuple[float, Fit, list[dict], list[Fit]]:
+               select: str = "loglik") -> tuple[float, Fit, list[dict], list[Fit], dict | None]:
     """The MAP (``inference="em"``: EM) restart with the best training log-likelihood (``select="evidence"``: the
     largest Laplace evidence): (its training log-likelihood, its one-draw Fit, a record per restart, every
-    restart's one-draw Fit). diff: (n, d); router_x: (n, d_r) or None."""
+    restart's one-draw Fit, the single-BT record or None). diff: (n, d); router_x: (n, d_r) or None.
+
+    A mixture's MAP restarts start from the single-BT MAP (fitted first, same head prior): identical heads give the
+    single BT's likelihood whatever the router, so the optimisation starts where K = 1 ends."""
     best, history, modes = None, [], []
+    single, start = None, None
+    if config.k > 1 and inference != "em":
+        start, info = fit_map_once(replace(config, k=1, router="none", router_dim=0).build_model(), diff, None,
+                                   seed * 1000, schedule, on_step)
+        single = {"train_loglik": float(torch.nn.functional.logsigmoid(diff @ start[0]).sum()), **info.record}
     for restart in range(1 if config.k == 1 else restarts):
         if inference == "em":  # EM keeps the router's initial weights, drawn from the global RNG: seed it first
             torch.manual_seed(seed * 1000 + restart)
@@ -136,13 +190,14 @@ def _best_mode(config: FitConfig, diff: torch.Tensor, router_x: torch.Tensor | N
             gen = torch.Generator().manual_seed(seed * 1000 + restart)
             with _feature_scale_blamed(inference, diff):
                 heads, info = fit_em_once(model, diff, router_x, initial_heads(config.k, diff, gen), em, on_step)
-            loss = -info["objective_per_pair"]
+            optimisation = {"loss_per_pair": -info["objective_per_pair"]}
         else:
-            heads, loss = fit_map_once(model, diff, router_x, seed * 1000 + restart, schedule, on_step)
+            heads, info = fit_map_once(model, diff, router_x, seed * 1000 + restart, schedule, on_step, start)
+            optimisation = {"loss_per_pair": info.objective, **info.record}
         router_state = {k_: v.detach().clone() for k_, v in model.router.state_dict().items()}
         candidate = Fit(config, heads.unsqueeze(0), router_state)
         loglik = float(candidate.log_lik_from(diff, router_x).sum())
-        record = {"restart": restart, "train_loglik": loglik, "loss_per_pair": loss}
+        record = {"restart": restart, "train_loglik": loglik, **optimisation}
         if select == "evidence":
             record["log_evidence"] = _log_evidence(model, heads, diff, router_x)
         history.append(record)
@@ -150,7 +205,7 @@ def _best_mode(config: FitConfig, diff: torch.Tensor, router_x: torch.Tensor | N
         key = record["log_evidence" if select == "evidence" else "train_loglik"]
         if best is None or key > best[0]:
             best = (key, loglik, candidate)
-    return best[1], best[2], history, modes
+    return best[1], best[2], history, modes, single
 
 
 def _log_evidence(model: BTMixture, heads: torch.Tensor, diff: torch.Tensor, router_x: torch.Tensor) -> float:

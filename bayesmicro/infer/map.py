@@ -1,14 +1,17 @@
 """MAP fitting with Pyro SVI in the modern style: module-local params, ``Trace_ELBO()(model, guide)`` as a torch loss.
 
-Full-batch problems use L-BFGS (strong Wolfe); larger ones use minibatch AdamW with 5 % warmup and cosine decay (the
-paper's stage-1 recipe). Several restarts; the one with the best training log-likelihood wins.
+Full-batch problems use L-BFGS (strong Wolfe) run to convergence: it stops when the objective per pair changes by less
+than ``Schedule.tol`` (relative) over one block of iterations, or when the gradient vanishes; larger problems use
+minibatch AdamW with 5 % warmup and cosine decay (the paper's stage-1 recipe). A mixture's heads start from the
+single-BT solution plus a small symmetry-breaking perturbation, so its training fit starts where K = 1 ends.
+Several restarts; the one with the best training log-likelihood wins.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyro
 import torch
@@ -28,7 +31,8 @@ class Schedule:
     """How to optimise. ``optimizer='auto'`` picks L-BFGS for small problems and AdamW minibatches otherwise."""
 
     optimizer: str = "auto"
-    max_iter: int = 500  # L-BFGS iterations
+    max_iter: int = 3000  # L-BFGS iterations at most
+    tol: float = 1e-7  # L-BFGS stops when the objective per pair moves by less than tol·max(1, |objective|) in a block
     epochs: int = 20  # AdamW epochs
     batch_size: int = 512
     lr: float = 2e-3
@@ -52,6 +56,8 @@ class Schedule:
             raise BadInput(f"lr must be a finite number > 0, got {self.lr}")
         if not 0.0 <= self.warmup < 1.0:
             raise BadInput(f"warmup must be in [0, 1), got {self.warmup}")
+        if not (math.isfinite(self.tol) and self.tol > 0):
+            raise BadInput(f"tol must be a finite number > 0, got {self.tol}")
 
     def resolve(self, n: int, width: int) -> str:
         if self.optimizer not in ("auto", "lbfgs", "adam"):
@@ -80,9 +86,40 @@ def initial_heads(k: int, diff: torch.Tensor, gen: torch.Generator) -> torch.Ten
     return torch.randn(k, diff.shape[1], generator=gen) * (0.5 / max(rms_norm(diff), 1e-8))
 
 
+LBFGS_BLOCK = 20  # L-BFGS iterations between convergence checks
+SYMMETRY_BREAK = 0.1  # perturbation of heads started from one solution, relative to initial_heads' margin sd
+
+
+@dataclass
+class ModeInfo:
+    """How one MAP optimisation ended: the objective per pair (negative log joint / n), the optimizer that ran, its
+    iterations (L-BFGS) or epochs (AdamW), and whether the stopping rule was met (AdamW runs its epochs: False)."""
+
+    objective: float
+    optimizer: str
+    iterations: int
+    converged: bool
+    record: dict = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.record = {"objective": self.objective, "optimizer": self.optimizer, "iterations": self.iterations,
+                       "converged": self.converged}
+
+
+def start_heads(k: int, diff: torch.Tensor, gen: torch.Generator, start: torch.Tensor | None) -> torch.Tensor:
+    """(K, d) initial heads: ``start`` (1, d) or (K, d) — e.g. the single-BT solution — plus a small random
+    perturbation that breaks the symmetry between identical heads; random heads (``initial_heads``) without it."""
+    noise = initial_heads(k, diff, gen)
+    if start is None:
+        return noise
+    return start.expand(k, diff.shape[1]).clone() + (SYMMETRY_BREAK * noise if k > 1 else 0.0)
+
+
 def fit_map_once(model: BTMixture, diff: torch.Tensor, router_x: torch.Tensor | None, seed: int,
-                 schedule: Schedule, on_step: Callable[[], None] | None = None) -> tuple[torch.Tensor, float]:
-    """Fit one restart in place on ``model``; returns (heads (K, d), final loss per pair)."""
+                 schedule: Schedule, on_step: Callable[[], None] | None = None,
+                 start: torch.Tensor | None = None) -> tuple[torch.Tensor, ModeInfo]:
+    """Fit one restart in place on ``model``; returns (heads (K, d), how the optimisation ended). ``start``: (1, d)
+    or (K, d) heads to start from (see ``start_heads``)."""
     n = diff.shape[0]
     width = diff.shape[1] + (0 if router_x is None else router_x.shape[1])
     method = schedule.resolve(n, width)
@@ -91,17 +128,30 @@ def fit_map_once(model: BTMixture, diff: torch.Tensor, router_x: torch.Tensor | 
     # Normal(0, σ·s): the same optimum, in units where margins are O(1).
     scale = max(rms_norm(diff), 1e-30) if method == "lbfgs" else 1.0
     diff = diff / scale if scale != 1.0 else diff
+    start = None if start is None else start * scale
     prior_scale, model.prior_scale = model.prior_scale, model.prior_scale * scale
     try:
-        heads, loss = _fit_map_scaled(model, diff, router_x, seed, schedule, method, on_step)
+        heads, info = _fit_map_scaled(model, diff, router_x, seed, schedule, method, on_step, start)
     finally:
         model.prior_scale = prior_scale
-    # back to the caller's units; the loss drops the prior's log-Jacobian K·d·log s / n
-    return heads / scale, loss - model.k * diff.shape[1] * math.log(scale) / n
+    # back to the caller's units; the objective drops the prior's log-Jacobian K·d·log s / n
+    info = ModeInfo(info.objective - model.k * diff.shape[1] * math.log(scale) / n, info.optimizer, info.iterations,
+                    info.converged)
+    return heads / scale, info
+
+
+def distinct_rows(router_x: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(distinct rows (m, d_r), index (n,) of each pair's row) when pairs share router inputs (m < n), else
+    (router_x, None): the router then runs on m rows per step instead of n (prompts asked of many pairs)."""
+    if router_x is None:
+        return None, None
+    rows, index = torch.unique(router_x, dim=0, return_inverse=True)
+    return (rows, index) if rows.shape[0] < router_x.shape[0] else (router_x, None)
 
 
 def _fit_map_scaled(model: BTMixture, diff: torch.Tensor, router_x: torch.Tensor | None, seed: int,
-                    schedule: Schedule, method: str, on_step) -> tuple[torch.Tensor, float]:
+                    schedule: Schedule, method: str, on_step, start: torch.Tensor | None) -> tuple[torch.Tensor,
+                                                                                                  ModeInfo]:
     n = diff.shape[0]
     pyro.set_rng_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -110,25 +160,33 @@ def _fit_map_scaled(model: BTMixture, diff: torch.Tensor, router_x: torch.Tensor
             layer.reset_parameters()
     if router_x is not None:
         model.router.standardize_from(router_x)
-    guide = AutoDelta(model, init_loc_fn=init_to_value(values={"heads": initial_heads(model.k, diff, gen)}))
+    heads0 = start_heads(model.k, diff, gen, start)
+    guide = AutoDelta(model, init_loc_fn=init_to_value(values={"heads": heads0}))
     elbo = Trace_ELBO()(model, guide)
-    loss_on = per_pair_loss(elbo, diff, router_x)
-    params = [p for p in elbo.parameters() if p.requires_grad]
     if method == "lbfgs":
-        loss = _run_lbfgs(params, lambda: loss_on(None), schedule, on_step)
+        loss_on = per_pair_loss(elbo, diff, *distinct_rows(router_x))
+        params = [p for p in elbo.parameters() if p.requires_grad]
+        info = _run_lbfgs(params, lambda: loss_on(None), schedule, on_step)
     else:
+        loss_on = per_pair_loss(elbo, diff, router_x)
+        params = [p for p in elbo.parameters() if p.requires_grad]
         width = diff.shape[1] + (0 if router_x is None else router_x.shape[1])
-        loss = _run_adam(params, loss_on, n, schedule, schedule.adam_epochs(n, width), gen, on_step)
-    return guide.median()["heads"].detach().clone(), loss
+        epochs = schedule.adam_epochs(n, width)
+        info = ModeInfo(_run_adam(params, loss_on, n, schedule, epochs, gen, on_step), "adam", epochs, False)
+    return guide.median()["heads"].detach().clone(), info
 
 
-def per_pair_loss(elbo: torch.nn.Module, diff: torch.Tensor,
-                  router_x: torch.Tensor | None) -> Callable[[torch.Tensor | None], torch.Tensor]:
+def per_pair_loss(elbo: torch.nn.Module, diff: torch.Tensor, router_x: torch.Tensor | None,
+                  router_index: torch.Tensor | None = None) -> Callable[[torch.Tensor | None], torch.Tensor]:
     """``loss_on(idx)``: the ELBO loss on pairs ``idx`` (None: all) scaled to the full data, per pair.
+    ``router_index`` (n,): pair i's router input is ``router_x[router_index[i]]`` (``distinct_rows``).
     Calling it once here materialises the guide's parameters, so ``elbo.parameters()`` is complete afterwards."""
     n = diff.shape[0]
 
     def loss_on(idx: torch.Tensor | None) -> torch.Tensor:
+        if router_index is not None:
+            index = router_index if idx is None else router_index[idx]
+            return elbo(diff if idx is None else diff[idx], router_x, size=n, router_index=index) / n
         if idx is None:
             return elbo(diff, router_x, size=n) / n
         return elbo(diff[idx], None if router_x is None else router_x[idx], size=n) / n
@@ -137,9 +195,17 @@ def per_pair_loss(elbo: torch.nn.Module, diff: torch.Tensor,
     return loss_on
 
 
-def _run_lbfgs(params, closure_loss, schedule: Schedule, on_step) -> float:
-    opt = torch.optim.LBFGS(params, lr=1.0, max_iter=20, history_size=20, line_search_fn="strong_wolfe",
-                            tolerance_grad=1e-9, tolerance_change=1e-12)
+def _run_lbfgs(params, closure_loss, schedule: Schedule, on_step) -> ModeInfo:
+    """Full-batch L-BFGS in blocks of ``LBFGS_BLOCK`` iterations until the objective moves by less than
+    ``schedule.tol`` (relative) over a block, or ``schedule.max_iter`` iterations ran. When L-BFGS halts inside a
+    block (its line search stalls in float32, e.g. near the saddle of identical heads) it restarts with a fresh
+    history; convergence is judged by the objective alone."""
+
+    def new_optimizer() -> torch.optim.LBFGS:
+        return torch.optim.LBFGS(params, lr=1.0, max_iter=LBFGS_BLOCK, history_size=20,
+                                 line_search_fn="strong_wolfe", tolerance_grad=1e-9, tolerance_change=1e-12)
+
+    opt = new_optimizer()
 
     def closure():
         opt.zero_grad()
@@ -147,15 +213,22 @@ def _run_lbfgs(params, closure_loss, schedule: Schedule, on_step) -> float:
         loss.backward()
         return loss
 
-    previous = math.inf
-    for _ in range(max(1, schedule.max_iter // 20)):
-        loss = float(opt.step(closure).detach())
+    previous, iterations, converged = float(closure_loss().detach()), 0, False
+    while iterations < schedule.max_iter:
+        before = opt.state[opt._params[0]].get("n_iter", 0)
+        opt.step(closure)
+        done = opt.state[opt._params[0]]["n_iter"] - before
+        iterations, halted = iterations + done, done < LBFGS_BLOCK
+        loss = float(closure_loss().detach())
         if on_step:
             on_step()
-        if abs(previous - loss) < 1e-10 * max(1.0, abs(loss)):
+        if abs(previous - loss) <= schedule.tol * max(1.0, abs(loss)):
+            converged = True
             break
         previous = loss
-    return float(closure_loss().detach())
+        if halted:
+            opt = new_optimizer()
+    return ModeInfo(float(closure_loss().detach()), "lbfgs", iterations, converged)
 
 
 def _run_adam(params, loss_on, n: int, schedule: Schedule, epochs: int, gen: torch.Generator, on_step) -> float:

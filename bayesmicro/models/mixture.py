@@ -116,14 +116,18 @@ class BTMixture(PyroModule):
         self.heads = PyroSample(lambda self: dist.Normal(0.0, self.prior_scale).expand([self.k, self.dim]).to_event(2))
 
     def forward(self, diff: torch.Tensor, router_input: torch.Tensor | None = None,
-                size: int | None = None) -> torch.Tensor:
-        """diff: (B, d) chosen − rejected; router_input: (B, d_r); size: N pairs in the full data (for scaling)."""
+                size: int | None = None, router_index: torch.Tensor | None = None) -> torch.Tensor:
+        """diff: (B, d) chosen − rejected; router_input: (B, d_r), or (m, d_r) distinct rows with ``router_index``
+        (B,) naming each pair's row; size: N pairs in the full data (for scaling)."""
         heads = self.heads  # read the global site before entering the data plate
         if self.router.reads_input:
             pyro.factor("router_prior", self.router.log_prior(self.router_prior_scale))
         n = diff.shape[0]
         with pyro.plate("pairs", size or n, subsample=torch.arange(n)):
-            log_w = self.router.log_weights(router_input, n)
+            if router_index is None:
+                log_w = self.router.log_weights(router_input, n)
+            else:
+                log_w = self.router.log_weights(router_input, router_input.shape[0])[router_index]
             log_lik = mixture_log_prob(log_w, reward_margins(heads, diff))
             pyro.factor("obs", log_lik)
             if self.alpha and self.k > 1:
