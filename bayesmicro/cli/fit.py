@@ -19,7 +19,10 @@ from bayesmicro.errors import BadInput
 from bayesmicro.evaluate.calibration import ece
 from bayesmicro.evaluate.compare import compare_on_population
 from bayesmicro.evaluate.metrics import score
+import torch
+
 from bayesmicro.infer.api import RESTART_SELECT, fit
+from bayesmicro.infer.capacity import CapacityGrid
 from bayesmicro.infer.map import Schedule
 from bayesmicro.infer.result import Fit
 from bayesmicro.infer.nuts import NUTSSchedule
@@ -34,6 +37,7 @@ MEMORISATION_GAP = 0.1
 # sd of the router's weights across held-out pairs below which `fit` says the router routes nothing. Measured: 1e-7
 # (prompts that do not say whose preference a pair is), 1e-8 (HH with router prior sd 0.03); 0.09-0.39 routing
 STATIC_ROUTER_SD = 0.01
+COLLAPSED_COSINE = 0.99  # heads closer than this predict alike: a warning under --k auto
 
 
 @cli_errors
@@ -41,8 +45,11 @@ def fit_command(
     data: Optional[Path] = typer.Argument(None, help="Embedded pairs: a folder from `bayesmicro embed` or an .npz; "
                                           "or a shard store (bayesmicro.write_shards): a streamed fit. Omit to run "
                                           "the built-in synthetic comparison."),
-    k: str = typer.Option("3", "--k", help="Number of BT heads, or 'auto' (choose K = 1..--k-max by the ELPD of "
-                          "held-out training pairs; the test pairs play no part)."),
+    k: str = typer.Option("auto", "--k", help="Number of BT heads, or 'auto' (with DATA; the built-in comparison "
+                          "uses 3): K = 1..--k-max, and the prior scales and α not given, chosen by the log-likelihood "
+                          "of a validation part of the training pairs (--validate-by); the test pairs play no part."),
+    validate_by: str = typer.Option("pair", "--validate-by", help="pair | group | user: what --k auto holds out "
+                                    "whole — distinct comparisons, or whole groups/users (as the test will)."),
     router: Optional[str] = typer.Option(None, "--router", help="none | prompt | context | user | group: what the "
                                          "router reads — user/group: the one-hot of each pair's label, i.e. each "
                                          "user's (group's) own weights (default: prompt with DATA, context on the "
@@ -57,12 +64,15 @@ def fit_command(
                                        "evidence, which penalises a router that memorises pairs."),
     keep_restarts: bool = typer.Option(False, "--keep-restarts", help="Keep every restart's MAP in the run "
                                        "(restarts/<r>/) for `bayesmicro route --restart context` to choose among."),
-    alpha: Optional[float] = typer.Option(None, "--alpha", help="Router-entropy regulariser α (default: the "
-                                          "paper's 0.5 with DATA; 0 on the built-in population, see README)."),
-    prior_scale: float = typer.Option(1.0, "--prior-scale", help="sd of the Gaussian prior on head weights."),
-    router_prior_scale: str = typer.Option("0.3", "--router-prior-scale", help="sd of the Gaussian prior on the "
-                                           "router network's weights (smaller: smoother routing), or 'auto' (the "
-                                           "best held-out ELPD of 0.03, 0.1, 0.3, 1 on training pairs)."),
+    alpha: Optional[float] = typer.Option(None, "--alpha", help="Router-entropy regulariser α (default: chosen by "
+                                          "--k auto; with a given K the paper's 0.5 with DATA; 0 on the built-in "
+                                          "population)."),
+    prior_scale: Optional[float] = typer.Option(None, "--prior-scale", help="sd of the Gaussian prior on head "
+                                                "weights (default: chosen by --k auto, else 1)."),
+    router_prior_scale: Optional[str] = typer.Option(None, "--router-prior-scale", help="sd of the Gaussian prior on "
+                                                     "the router network's weights (default: chosen by --k auto, "
+                                                     "else 0.3), or 'auto' (the best held-out ELPD of 0.03, 0.1, "
+                                                     "0.3, 1 on training pairs)."),
     inference: str = typer.Option("map", "--inference", help="map | vi | nuts | em"),
     optimizer: str = typer.Option("auto", "--optimizer", help="auto | lbfgs | adam"),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="AdamW epochs (minibatch optimizer; default 20, "
@@ -130,25 +140,37 @@ def fit_command(
     if device != "cpu" or checkpoint_dir is not None:
         raise BadInput("--device and --checkpoint-dir are for a shard store's streamed fit (DATA written by "
                        "bayesmicro.write_shards); in-memory fits run on the CPU")
-    auto_scale = router_prior_scale.strip().lower() == "auto"
-    options = dict(restarts=restarts or 3, prior_scale=prior_scale, keep_restarts=keep_restarts,
-                   router_prior_scale=0.3 if auto_scale else _number(router_prior_scale, "--router-prior-scale"),
+    auto_k = k.strip().lower() == "auto" and data is not None
+    auto_scale = router_prior_scale is not None and router_prior_scale.strip().lower() == "auto"
+    given_scale = None if router_prior_scale is None or auto_scale else _number(router_prior_scale,
+                                                                                "--router-prior-scale")
+    options = dict(restarts=restarts or 3, prior_scale=prior_scale if auto_k or prior_scale is not None else 1.0,
+                   keep_restarts=keep_restarts,
+                   router_prior_scale=given_scale if auto_k or given_scale is not None else 0.3,
                    inference=inference,
                    schedule=Schedule(optimizer=optimizer, epochs=20 if epochs is None else epochs,
                                      batch_size=512 if batch_size is None else batch_size, lr=lr),
                    **_posterior_schedules(inference, draws, chains, warmup, nuts_mass, guide, router_posterior))
     pairs, drew_split = (None, False) if data is None else _load_split(data, test_fraction, seed)
     router = router or ("context" if data is None else "prompt")
-    options["alpha"] = (0.0 if data is None or router in LABEL_ROUTERS else 0.5) if alpha is None else alpha
+    options["alpha"] = ((None if auto_k else 0.0 if data is None or router in LABEL_ROUTERS else 0.5)
+                        if alpha is None else alpha)
     set_threads(threads)
-    k, k_choice = _resolve_k(k, k_max, pairs, router, seed, prior_scale, options["alpha"],
-                             options["router_prior_scale"])
+    if auto_k:
+        if k_max < 1:
+            raise BadInput(f"--k-max must be ≥ 1, got {k_max}")
+        if auto_scale:
+            raise BadInput("--router-prior-scale auto: --k auto already chooses the router prior scale; give --k "
+                           "a number to choose the scale alone")
+        options["capacity"] = CapacityGrid(ks=tuple(range(1, k_max + 1)), validate_by=validate_by)
+    else:
+        k = 3 if k.strip().lower() == "auto" else _resolve_k(k)
     scale_choice = None
-    if auto_scale and router != "none" and k > 1:
+    if auto_scale and router != "none" and not auto_k and k > 1:
         from bayesmicro.evaluate.arviz import auto_router_prior_scale
 
         options["router_prior_scale"], scale_choice = auto_router_prior_scale(
-            _selection_pairs(pairs, seed), k=k, router=router, seed=seed, prior_scale=prior_scale,
+            _selection_pairs(pairs, seed), k=k, router=router, seed=seed, prior_scale=options["prior_scale"],
             alpha=options["alpha"])
     with progress("fitting", None, not as_json) as step:
         if pairs is None:
@@ -157,8 +179,11 @@ def fit_command(
             main_fit = fits["routed_mixture"]
         else:
             results, main_fit = _fit_and_score(pairs, k, router, seed, step, {**options, "select": select_restart})
-    if k_choice is not None:
-        results["k_auto"] = k_choice
+    if auto_k:
+        results["capacity"] = main_fit.summary["capacity"]
+        warnings = _capacity_warnings(main_fit)
+        if warnings:
+            results.setdefault("warnings", []).extend(warnings)
     if scale_choice is not None:
         results["router_prior_scale_auto"] = scale_choice
     hint = _static_router_hint(results, main_fit, pairs) if pairs is not None else None
@@ -176,30 +201,56 @@ def fit_command(
                      f"pairs at random (--test-fraction {test_fraction}, --seed {seed}){kept}")
     rows = {name: value for name, value in results.items() if isinstance(value, dict) and "accuracy" in value}
     print_table("held-out pairs", rows, ("accuracy", "nll", "brier", "ece", "n"))
-    for line in _auto_choice_lines(k_choice, scale_choice):
+    for line in _auto_choice_lines(scale_choice) + _capacity_lines(results.get("capacity")):
         stderr.print(line)
+    for line in results.get("warnings", []):
+        stderr.print(f"warning: {line}")
     if hint:
         stderr.print(hint)
     if as_json:
         emit_json(results)
 
 
-def _auto_choice_lines(k_choice: dict | None, scale_choice: dict | None) -> list[str]:
-    """What ``--k auto`` and ``--router-prior-scale auto`` chose, and on what (JSON: ``k_auto`` and
-    ``router_prior_scale_auto``)."""
-    lines = []
-    if k_choice is not None and k_choice.get("criterion") == "holdout":
-        table = k_choice["compare"]
-        best = min(table, key=lambda name: table[name]["rank"])
-        own = table[f"k={k_choice['k']}"]
-        behind = "" if best == f"k={k_choice['k']}" else (
-            f" ({best.replace('k=', 'K = ')}: {own['elpd_diff']:.1f} ± {own['dse']:.1f} nats better)")
-        lines.append(f"--k auto: K = {k_choice['k']}, the smallest K whose ELPD on {k_choice['holdout_pairs']} "
-                     f"held-out training pairs is within max(4, dse) nats of the best{behind}")
-    if scale_choice is not None:
-        lines.append(f"--router-prior-scale auto: sd {scale_choice['router_prior_scale']} (largest held-out ELPD on "
-                     f"{scale_choice['holdout_pairs']} of the training pairs)")
-    return lines
+def _capacity_lines(report: dict | None) -> list[str]:
+    """What ``--k auto`` chose, and on what (JSON: ``capacity``)."""
+    if report is None:
+        return []
+    chosen = report["chosen"]
+    line = (f"--k auto: K = {chosen['k']}, head prior sd {chosen['prior_scale']:g}, router prior sd "
+            f"{chosen['router_prior_scale']:g}, alpha {chosen['alpha']:g} — validation NLL on "
+            f"{report['validation_pairs']} training pairs held out by {report['validate_by']}")
+    if "single_bt_validation_nll" in report:
+        line += (f" (single BT {report['single_bt_validation_nll']:.4f}, "
+                 f"mixture {report['mixture_validation_nll']:.4f})")
+    return [line]
+
+
+def _capacity_warnings(main_fit: Fit) -> list[str]:
+    """Warnings about an automatic capacity choice: a mixture that lost to one BT on validation, heads that
+    collapsed onto each other, a final fit that stopped before its stopping rule."""
+    report, out = main_fit.summary["capacity"], []
+    single = [row["nll"] for row in report["table"].values() if row["settings"]["k"] == 1]
+    mixtures = [row["nll"] for row in report["table"].values() if row["settings"]["k"] > 1]
+    if single and mixtures and min(mixtures) >= min(single):
+        out.append(f"no mixture beat one BT on the validation pairs (best mixture NLL {min(mixtures):.4f} vs "
+                   f"{min(single):.4f}): K = 1 kept")
+    if main_fit.config.k > 1:
+        heads = torch.nn.functional.normalize(main_fit.heads.mean(0), dim=1)
+        cosine = heads @ heads.T - 2 * torch.eye(main_fit.config.k)
+        if float(cosine.max()) > COLLAPSED_COSINE:
+            out.append(f"two heads have collapsed onto each other (cosine {float(cosine.max()):.3f})")
+    if main_fit.summary.get("converged") is False:
+        out.append(f"the final fit stopped at {main_fit.summary.get('iterations')} iterations before its "
+                   "stopping rule was met")
+    return out
+
+
+def _auto_choice_lines(scale_choice: dict | None) -> list[str]:
+    """What ``--router-prior-scale auto`` chose, and on what (JSON: ``router_prior_scale_auto``)."""
+    if scale_choice is None:
+        return []
+    return [f"--router-prior-scale auto: sd {scale_choice['router_prior_scale']} (largest held-out ELPD on "
+            f"{scale_choice['holdout_pairs']} of the training pairs)"]
 
 
 def _posterior_schedules(inference: str, draws: int | None, chains: int, warmup: int | None, nuts_mass: str,
@@ -230,21 +281,12 @@ def _load_split(data: Path, test_fraction: float, seed: int) -> tuple[EmbeddedPa
     return pairs.with_split(test_fraction, seed), True
 
 
-def _resolve_k(k: str, k_max: int, pairs: EmbeddedPairs | None, router: str, seed: int, prior_scale: float,
-               alpha: float, router_prior_scale: float) -> tuple[int, dict | None]:
-    """``--k`` as an integer, or chosen by held-out ELPD over K = 1..k_max for ``auto`` (with
-    ``--router-prior-scale auto``: at the default 0.3, the scale being chosen afterwards for that K)."""
-    if k.strip().lower() != "auto":
-        try:
-            return int(k), None
-        except ValueError:
-            raise BadInput(f"--k expects a positive integer or 'auto', got {k!r}") from None
-    if k_max < 1:
-        raise BadInput(f"--k-max must be ≥ 1, got {k_max}")
-    from bayesmicro.evaluate.arviz import auto_k
-
-    return auto_k(_selection_pairs(pairs, seed), k_max=k_max, router=router, seed=seed, prior_scale=prior_scale,
-                  alpha=alpha, router_prior_scale=router_prior_scale)
+def _resolve_k(k: str) -> int:
+    """``--k`` given as a number."""
+    try:
+        return int(k)
+    except ValueError:
+        raise BadInput(f"--k expects a positive integer or 'auto', got {k!r}") from None
 
 
 def _selection_pairs(pairs: EmbeddedPairs | None, seed: int) -> EmbeddedPairs:
@@ -269,9 +311,14 @@ def _fit_and_score(pairs: EmbeddedPairs, k: int, router: str, seed: int, step, o
     main_fit = fit(pairs, k=k, router=router, seed=seed, on_step=step, **options)
     held_out = pairs.part("test") if pairs.split is not None and "test" in set(pairs.split) else pairs
     proba = main_fit.predict_proba(held_out)
+    k = main_fit.config.k
     key = model_key(k, router)
     results = {key: score(proba, held_out.group), "fit_seconds": time.perf_counter() - start,
                "evaluated_on": "test" if held_out is not pairs else "train"}
+    if "capacity" in main_fit.summary and k > 1:  # one BT beside the chosen mixture, at the head prior it chose
+        single = fit(pairs, k=1, seed=seed, prior_scale=main_fit.config.prior_scale)
+        results["single_bt"] = score(single.predict_proba(held_out), held_out.group)
+        results["single_bt"]["train_nll"] = -single.summary["train_loglik"] / single.summary["train_pairs"]
     results[key]["ece"] = ece(proba)
     results[key]["train_nll"] = -main_fit.summary["train_loglik"] / main_fit.summary["train_pairs"]
     if main_fit.config.router != "none" and k > 1 and len(held_out) > 1:

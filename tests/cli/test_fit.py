@@ -137,15 +137,17 @@ def test_other_data_without_a_split_is_scored_whole_and_said_so(tmp_path):
 def test_k_auto_chooses_on_training_pairs_only(tmp_path):
     data, _ = make_population(PopulationSpec(n_pairs=800, dim=6, prompt_dim=4, context_dim=3, k=2), seed=0)
     data.save(tmp_path / "pairs")
-    result = run_cli("fit", tmp_path / "pairs", "--k", "auto", "--k-max", "3", "--router", "context",
-                     "--alpha", "0", "--json")
+    result = run_cli("fit", tmp_path / "pairs", "--k-max", "3", "--router", "context", "--alpha", "0",
+                     "--prior-scale", "1", "--router-prior-scale", "0.3", "--json")
     assert result.code == 0, result.stderr
-    choice = result.json()["k_auto"]
-    assert choice["k"] == 2, choice["compare"]
+    choice = result.json()["capacity"]
+    assert choice["chosen"] == {"k": 2, "prior_scale": 1.0, "router_prior_scale": 0.3, "alpha": 0.0}, choice["table"]
     n_train = int((data.split == "train").sum())
-    assert choice["holdout_pairs"] == round(0.3 * n_train)
-    assert f"--k auto: K = 2, the smallest K whose ELPD on {choice['holdout_pairs']} held-out training pairs is " \
-           "within max(4, dse) nats of the best" in result.stderr
+    assert choice["validation_pairs"] + choice["fitting_pairs"] == n_train
+    assert {row["settings"]["k"] for row in choice["table"].values()} == {1, 2, 3}
+    assert {"routed_mixture", "single_bt"} <= set(result.json())  # one BT scored beside the chosen mixture
+    assert f"--k auto: K = 2, head prior sd 1, router prior sd 0.3, alpha 0 — validation NLL on " \
+           f"{choice['validation_pairs']} training pairs held out by pair" in result.stderr
 
 
 def test_a_damaged_split_file_is_one_line_and_exit_2(tmp_path):
