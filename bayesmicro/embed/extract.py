@@ -7,7 +7,7 @@ into **batches** of at most ``max_batch_tokens`` tokens, laid out by one of thre
 ``varlen``  every sequence of the batch back to back in one row, per-sequence position ids, and an attention function
             registered with transformers' ``AttentionInterface`` that calls ``torch.nn.attention.varlen.varlen_attn``
             with the sequences' cumulative lengths (CUDA, causal decoders): no padding, no mask, no wasted attention.
-``packed``  rows of ``PACK_ROW_TOKENS`` tokens filled with whole sequences, per-sequence position ids and no 2-D
+``packed``  rows of ``PACK_ROW_TOKENS`` tokens (by default half the hidden size, 128–1024) filled with whole sequences, per-sequence position ids and no 2-D
             attention mask: transformers (``masking_utils.find_packed_sequence_indices``) then builds a block-diagonal
             causal mask for the sdpa/eager/flex attention paths. Padding only at row ends.
 ``padded``  length-sorted batches padded to their longest with an attention mask (every model; at most
@@ -48,7 +48,9 @@ MAX_PADDING = 0.2  # padded mode: at most this share of a batch's padded tokens 
 CPU_BATCH_TOKENS = 1024  # tokens per CPU batch: larger activations fall out of cache (measured: 16 × 256 tokens ran
 #                          slower batched than one text at a time on a 1-thread CPU; 16 × 64 ran 1.5× faster)
 GPU_BATCH_TOKENS = (4096, 32768)  # bounds of the default CUDA token budget (sized to free memory in between)
-PACK_ROW_TOKENS = 1024  # packed mode: row length (masked attention costs row length × tokens)
+PACK_ROW_TOKENS: int | None = None  # packed mode: row length; None = hidden size / 2 within 128…1024. A masked row
+#   of R tokens costs about R / (6 × hidden) of the matmuls in attention (≤ 8 %); measured on CPU with the bench's
+#   small model (hidden 256, HH texts): rows of 128 ran 1.5–2× faster than rows of 1024 and than padded batches.
 BLOCK_TEXTS = 4096  # at most this many texts per block (cache shard, device→host copy)
 MIN_BLOCK_TEXTS = 256  # at least this many (unless fewer are missing); in between, a job makes MIN_BLOCKS blocks
 MIN_BLOCKS = 8
@@ -138,19 +140,23 @@ def pack_rows(lengths: Sequence[int], keys: Sequence[str], row_tokens: int,
 
 def plan_packed(lengths: Sequence[int], keys: Sequence[str], max_tokens: int, row_tokens: int,
                 batch_size: int | None) -> list[list[list[int]]]:
-    """Packed mode: batches of rows; a batch holds at most ``max_tokens`` padded tokens (rows × longest row)."""
+    """Packed mode: batches of rows; a batch holds at most ``max_tokens`` padded tokens (rows × widest row) and, as
+    in padded mode, at most ``MAX_PADDING`` of it is row-end padding (rows of similar fill go together)."""
     rows = pack_rows(lengths, keys, row_tokens, batch_size)
+    fills = [sum(lengths[i] for i in row) for row in rows]
+    order = sorted(range(len(rows)), key=lambda r: -fills[r])  # stable: ties keep the (deterministic) row order
     batches: list[list[list[int]]] = []
-    for row in rows:
-        width = max(row_tokens, sum(lengths[i] for i in row))
-        batch = batches[-1] if batches else None
-        if batch is not None:
-            n = sum(len(r) for r in batch) + len(row)
-            widest = max(width, max(sum(lengths[i] for i in r) for r in batch))
-            if widest * (len(batch) + 1) <= max_tokens and (batch_size is None or n <= batch_size):
-                batch.append(row)
+    widest = real = texts = 0
+    for r in order:
+        if batches:
+            grown = widest * (len(batches[-1]) + 1)
+            if (grown <= max_tokens and real + fills[r] >= (1.0 - MAX_PADDING) * grown
+                    and (batch_size is None or texts + len(rows[r]) <= batch_size)):
+                batches[-1].append(rows[r])
+                real, texts = real + fills[r], texts + len(rows[r])
                 continue
-        batches.append([row])
+        batches.append([rows[r]])
+        widest, real, texts = fills[r], fills[r], len(rows[r])
     return batches
 
 
@@ -398,7 +404,7 @@ class Extractor:
         if self.mode == "varlen":
             return [([batch], batch) for batch in plan_varlen(lengths, keys, budget, self.batch_size)]
         if self.mode == "packed":
-            row = min(PACK_ROW_TOKENS, budget)
+            row = min(PACK_ROW_TOKENS or max(128, min(1024, self.dim // 2)), budget)
             return [(rows, [i for r in rows for i in r]) for rows in plan_packed(lengths, keys, budget, row,
                                                                                   self.batch_size)]
         return [([[i] for i in batch], batch) for batch in plan_batches(lengths, keys, self.batch_size,

@@ -61,8 +61,9 @@ def test_packed_and_varlen_batches_respect_the_token_budget():
         batches = plan_packed(lengths, keys, budget, min(256, budget), None)
         assert sorted(i for b in batches for r in b for i in r) == list(range(300))
         for rows in batches:
-            width = max(max(256, sum(lengths[i] for i in r)) for r in rows)
-            assert len(rows) == 1 or width * len(rows) <= budget
+            fills = [sum(lengths[i] for i in r) for r in rows]
+            assert len(rows) == 1 or max(fills) * len(rows) <= budget
+            assert sum(fills) >= 0.8 * max(fills) * len(rows) - 1e-9  # at most 20 % row-end padding
         flat = plan_varlen(lengths, keys, budget, None)
         assert sorted(i for b in flat for i in b) == list(range(300))
         assert all(len(b) == 1 or sum(lengths[i] for i in b) <= budget for b in flat)
