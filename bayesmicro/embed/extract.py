@@ -315,7 +315,7 @@ class Extractor:
         self.dim = int(model.config.hidden_size)
         self.pad_id = pad_id if pad_id is not None else 0
         self.base_attention = model.config._attn_implementation
-        self.max_batch_tokens = max(max_batch_tokens or default_batch_tokens(model, device), max_length)
+        self.max_batch_tokens = max_batch_tokens or default_batch_tokens(model, device)  # a longer text runs alone
         self.mode = self._choose(mode)
 
     # modes
