@@ -14,6 +14,7 @@ tokenization and excludes the model load (each path is warmed up first).
 
 from __future__ import annotations
 
+import os
 import random
 import tempfile
 import time
@@ -60,12 +61,14 @@ def build_model(folder: Path, size: str, dtype: torch.dtype) -> int:
 
 def sample_texts(n: int) -> tuple[list[str], list[str], str]:
     """``n`` (prompt, response) pairs: the shared HH-RLHF file's first-seeded ``n`` chosen pairs when present, else
-    seeded random word strings (prompts 20–80 words, responses 20–120). Returns prompts, responses, source."""
-    if HH.exists():
+    seeded random word strings (prompts 20–80 words, responses 20–120). Returns prompts, responses, source.
+    ``$BAYESMICRO_HH_DATA`` names another copy of the HH-RLHF file (a machine without the shared folder)."""
+    hh = Path(os.environ.get("BAYESMICRO_HH_DATA") or HH)
+    if hh.exists():
         from bayesmicro.data.protocols import load_protocol
 
-        pairs = load_protocol("hh_rlhf", HH, limit=n)
-        return list(pairs["prompt"]), list(pairs["chosen"]), str(HH)
+        pairs = load_protocol("hh_rlhf", hh, limit=n)
+        return list(pairs["prompt"]), list(pairs["chosen"]), str(hh)
     rng = random.Random(0)
     words = "the a of to and in is it that for on with as you this be are or by not what how can".split()
 
@@ -181,9 +184,10 @@ def matmul_peak(device: torch.device, dtype: torch.dtype) -> float:
 
 
 def measure(device: str = "auto", size: str = "auto", n_texts: int | None = None, batch_size: int | None = None,
-            max_length: int = 1024, max_batch_tokens: int | None = None,
-            reference_tokens: int | None = None) -> dict[str, Any]:
-    """Naive, reference and library on ``n_texts`` pairs; the defaults follow the device (``DEFAULTS``)."""
+            max_length: int = 1024, max_batch_tokens: int | None = None, reference_tokens: int | None = None,
+            model: tuple[Path, int] | None = None) -> dict[str, Any]:
+    """Naive, reference and library on ``n_texts`` pairs; the defaults follow the device (``DEFAULTS``). ``model``:
+    a folder ``build_model`` wrote and its parameter count, to time several settings on one model."""
     dev = pick_device(device)
     defaults = DEFAULTS["cuda" if dev.type == "cuda" else "cpu"]
     size = defaults["size"] if size == "auto" else size
@@ -194,8 +198,8 @@ def measure(device: str = "auto", size: str = "auto", n_texts: int | None = None
     dtype = compute_dtype(dev)
     prompts, responses, source = sample_texts(n)
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "model"
-        params = build_model(folder, size, dtype)
+        folder, params = model or (Path(tmp) / "model", None)
+        params = params or build_model(folder, size, dtype)
         fast, fast_tokens, fast_seconds, texts, stats = library(folder, prompts, responses, dev, batch_size,
                                                                 max_length, max_batch_tokens)
         ref, ref_tokens, ref_seconds = reference(folder, texts, dev, dtype, max_length, reference_tokens)
