@@ -7,15 +7,16 @@ into **batches** of at most ``max_batch_tokens`` tokens, laid out by one of thre
 ``varlen``  every sequence of the batch back to back in one row, per-sequence position ids, and an attention function
             registered with transformers' ``AttentionInterface`` that calls ``torch.nn.attention.varlen.varlen_attn``
             with the sequences' cumulative lengths (CUDA, causal decoders): no padding, no mask, no wasted attention.
-``packed``  rows of ``PACK_ROW_TOKENS`` tokens (by default half the hidden size, 128–1024) filled with whole sequences, per-sequence position ids and no 2-D
-            attention mask: transformers (``masking_utils.find_packed_sequence_indices``) then builds a block-diagonal
-            causal mask for the sdpa/eager/flex attention paths. Padding only at row ends.
+``packed``  rows of ``PACK_ROW_TOKENS`` tokens (by default half the hidden size, 128–1024) filled with whole
+            sequences, per-sequence position ids and no 2-D attention mask: transformers
+            (``masking_utils.find_packed_sequence_indices``) then builds a block-diagonal causal (or, for encoders,
+            bidirectional) mask for the sdpa/eager/flex attention paths. Padding only at row ends.
 ``padded``  length-sorted batches padded to their longest with an attention mask (every model; at most
             ``MAX_PADDING`` of a batch is padding).
 
 ``auto`` takes the first mode of (varlen, packed, padded) that the loaded model supports, checked by a probe: three
 sequences run in the mode and one at a time must give the same hidden states (to fp32 or half-precision tolerance).
-Encoders (bidirectional attention) fail the packed probes and use padded batches.
+A model whose mask ignores packed position ids fails the probe and gets padded batches.
 
 A producer thread tokenizes, plans and collates the batches (pinned memory on CUDA) while the main thread loads the
 model and runs the forward passes; inputs go to the device with ``non_blocking`` copies, pooled vectors stay on the
@@ -249,7 +250,7 @@ VARLEN_KERNEL: Callable | None = None  # (q, k, v, cu_seqlens, max_seqlen, scale
 
 
 def torch_varlen_kernel(q, k, v, cu_seqlens, max_seqlen, scale, causal):
-    """(T, H, D) q and (T, H_kv, D) k, v of sequences back to back → (T, H, D): ``varlen_attn`` (flash/cuDNN, CUDA)."""
+    """(T, H, D) q and (T, H_kv, D) k, v of sequences back to back → (T, H, D): ``varlen_attn`` (flash/cuDNN)."""
     from torch.nn.attention.varlen import varlen_attn
 
     return varlen_attn(q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen, scale=scale,

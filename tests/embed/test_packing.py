@@ -230,7 +230,7 @@ def _stored(folder: Path) -> dict[str, torch.Tensor]:
 def test_a_cache_written_before_packing_is_read_and_matches_new_rows(tiny_model, tmp_path):
     fixture = _fixture()
     # the tiny model is rebuilt from a seed: same weights as when the fixture was written, else nothing below means
-    assert _weights_sha256(tiny_model) == fixture["weights_sha256"], "tests/embed/tiny.py no longer builds the same model"
+    assert _weights_sha256(tiny_model) == fixture["weights_sha256"], "tests/embed/tiny.py builds another model now"
     embedder = Embedder(tiny_model, cache_dir=str(tmp_path / "old"), device="cpu")
     settings = embedder.settings()
     assert set(settings) == {"model", "revision", "pooling", "template", "max_length"}  # no new cache settings
@@ -269,3 +269,24 @@ def test_a_failing_tokenizer_stops_the_run_instead_of_hanging(tiny_model, tmp_pa
     monkeypatch.setattr("bayesmicro.embed.embedder.tokenize", broken)
     with pytest.raises(ValueError, match="tokenizer exploded"):
         Embedder(tiny_model, cache_dir=str(tmp_path), device="cpu").embed_responses(["q"], ["a"])
+
+
+def test_a_batch_moves_every_tensor_to_the_device():
+    batch = collate([[5, 6, 7], [8, 9]], [[0, 1]], [3, 4], "varlen", pad_id=0)
+    moved = batch.to(torch.device("meta"))  # stands in for CUDA: every tensor field must travel
+    tensors = ("dest", "input_ids", "position_ids", "last", "segment", "lengths", "cu_seqlens")
+    assert all(getattr(moved, name).device.type == "meta" for name in tensors) and moved.attention_mask is None
+    assert (moved.ids, moved.max_seqlen, moved.tokens) == (batch.ids, 3, 5)
+    assert batch.to(torch.device("cpu")) is batch
+
+
+def test_default_token_budget_follows_free_memory(monkeypatch):
+    from types import SimpleNamespace
+
+    model = torch.nn.Linear(2, 2).to(torch.bfloat16)
+    model.config = SimpleNamespace(hidden_size=2048, intermediate_size=8192)
+    assert extract.default_batch_tokens(model, torch.device("cpu")) == extract.CPU_BATCH_TOKENS
+    for free, expected in ((80 << 30, 32768), (2 << 30, 8192), (100 << 20, 4096)):
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None, free=free: (free, 80 << 30))
+        # bf16, (8 × 2048 + 3 × 8192) values per token = 80 KiB: a third of 2 GiB holds 8,738 → 8,192
+        assert extract.default_batch_tokens(model, torch.device("cuda")) == expected
