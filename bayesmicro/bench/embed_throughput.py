@@ -1,15 +1,20 @@
-"""Embedding throughput: a naive loop (one example per forward pass, the official code's evaluation loop) against
-bayesmicro's extraction (length-sorted batches, ``inference_mode``, each distinct text once), on the same texts.
+"""Embedding throughput on the same texts, in one run: a naive loop (one example per forward pass, the official code's
+evaluation loop), a reference loop (plain PyTorch: texts sorted by length, padded batches of about
+``reference_tokens`` tokens, ``inference_mode``) and bayesmicro's extraction (token-budget batches, sequence packing,
+no per-batch synchronisation, tokenization overlapped; see ``bayesmicro.embed.extract``).
 
 A decoder is built from a config with random weights (throughput does not depend on weight values): Llama-3.2-1B-sized
 in bf16 on a GPU, a small Llama (3.9 M non-embedding parameters) in fp32 on CPU. Texts are (prompt, chosen) pairs of
 the shared HH-RLHF file when it is there (else seeded random word strings of HH-like lengths) through a chat template.
 Reports tokens/s and achieved TFLOP/s = 2 × non-embedding parameters × tokens / s (the embedding lookup is not a
-matmul), and the largest difference between the two feature sets relative to the largest feature.
+matmul) for each, the share of the matmul peak measured on the same device (a large square matmul in the compute
+dtype), and the largest difference between feature sets relative to the largest feature. Every timing includes
+tokenization and excludes the model load (each path is warmed up first).
 """
 
 from __future__ import annotations
 
+import os
 import random
 import tempfile
 import time
@@ -31,8 +36,9 @@ SIZES = {  # Llama-3.2-1B: hidden 2048, 16 layers, 32 heads (8 KV), MLP 8192, vo
     "small": dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=8,
                   num_key_value_heads=4, vocab_size=None),
 }
-DEFAULTS = {"cuda": {"size": "1b", "texts": 2000, "batch_size": 64},
-            "cpu": {"size": "small", "texts": 48, "batch_size": 16}}
+DEFAULTS = {"cuda": {"size": "1b", "texts": 1000, "reference_tokens": 16384},
+            "cpu": {"size": "small", "texts": 48, "reference_tokens": 1024}}
+METHODS = ("naive", "reference", "library")
 
 
 def build_model(folder: Path, size: str, dtype: torch.dtype) -> int:
@@ -55,12 +61,14 @@ def build_model(folder: Path, size: str, dtype: torch.dtype) -> int:
 
 def sample_texts(n: int) -> tuple[list[str], list[str], str]:
     """``n`` (prompt, response) pairs: the shared HH-RLHF file's first-seeded ``n`` chosen pairs when present, else
-    seeded random word strings (prompts 20–80 words, responses 20–120). Returns prompts, responses, source."""
-    if HH.exists():
+    seeded random word strings (prompts 20–80 words, responses 20–120). Returns prompts, responses, source.
+    ``$BAYESMICRO_HH_DATA`` names another copy of the HH-RLHF file (a machine without the shared folder)."""
+    hh = Path(os.environ.get("BAYESMICRO_HH_DATA") or HH)
+    if hh.exists():
         from bayesmicro.data.protocols import load_protocol
 
-        pairs = load_protocol("hh_rlhf", HH, limit=n)
-        return list(pairs["prompt"]), list(pairs["chosen"]), str(HH)
+        pairs = load_protocol("hh_rlhf", hh, limit=n)
+        return list(pairs["prompt"]), list(pairs["chosen"]), str(hh)
     rng = random.Random(0)
     words = "the a of to and in is it that for on with as you this be are or by not what how can".split()
 
@@ -99,53 +107,121 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def library(folder: Path, prompts: list[str], responses: list[str], device: torch.device, batch_size: int,
-            max_length: int) -> tuple[torch.Tensor, int, float, list]:
+def reference(folder: Path, texts, device: torch.device, dtype: torch.dtype, max_length: int,
+              max_tokens: int) -> tuple[torch.Tensor, int, float]:
+    """A plain PyTorch loop: tokenize, sort by length (longest first), padded batches of at most ``max_tokens``
+    padded tokens, ``inference_mode``, last-token pooling, one copy to the host per batch: (features, tokens, s)."""
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    tokenizer.truncation_side, tokenizer.padding_side = "left", "right"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModel.from_pretrained(folder, dtype=dtype, local_files_only=True).to(device).eval()
+
+    def run(batch_ids: list[list[int]]) -> torch.Tensor:
+        batch = tokenizer.pad({"input_ids": batch_ids}, return_tensors="pt").to(device)
+        hidden = model(**batch, use_cache=False).last_hidden_state
+        return pool(hidden, batch["attention_mask"], "last").cpu()
+
+    with torch.inference_mode():
+        run([tokenizer(texts[0].text, add_special_tokens=False)["input_ids"]])  # warm-up
+        sync(device)
+        start = time.perf_counter()
+        ids = tokenizer([t.text for t in texts], add_special_tokens=False, truncation=True,
+                        max_length=max_length)["input_ids"]
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        out: list[torch.Tensor | None] = [None] * len(ids)
+        batch: list[int] = []
+        for i in order + [None]:
+            if batch and (i is None or len(ids[batch[0]]) * (len(batch) + 1) > max_tokens):
+                for j, row in zip(batch, run([ids[j] for j in batch])):
+                    out[j] = row
+                batch = []
+            if i is not None:
+                batch.append(i)
+        sync(device)
+        seconds = time.perf_counter() - start
+    return torch.stack(out), sum(len(x) for x in ids), seconds
+
+
+def library(folder: Path, prompts: list[str], responses: list[str], device: torch.device, batch_size: int | None,
+            max_length: int, max_batch_tokens: int | None = None) -> tuple[torch.Tensor, int, float, list, dict]:
     """bayesmicro's ``Embedder`` on the same pairs with an empty in-memory cache (no hits), after a warm-up:
-    (features (n, d), tokens, seconds, the templated texts)."""
+    (features (n, d), tokens, seconds, the templated texts, its stats)."""
     from bayesmicro.embed import Embedder
     from bayesmicro.embed.template import pair_text
 
     with tempfile.TemporaryDirectory() as tmp:
         embedder = Embedder(str(folder), device=str(device), batch_size=batch_size, max_length=max_length,
-                            cache_dir=tmp)
+                            cache_dir=tmp, max_batch_tokens=max_batch_tokens)
         texts = [pair_text(embedder.tokenizer, p, a) for p, a in zip(prompts, responses)]
-        embedder.embed_responses(prompts[:2], responses[:2])  # warm-up (load, first kernels)
+        embedder.embed_responses(prompts[:2], responses[:2])  # warm-up (load, probe, first kernels)
         embedder.cache = type(embedder.cache)(None, embedder.settings())  # fresh in-memory cache: no hits
         start = time.perf_counter()
         fast = embedder.embed_responses(prompts, responses)
         sync(device)
         seconds = time.perf_counter() - start
-        return fast, embedder.last_stats["tokens"], seconds, texts
+        return fast, embedder.last_stats["tokens"], seconds, texts, embedder.last_stats
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype) -> float:
+    """TFLOP/s of a large square matmul in ``dtype`` on ``device`` (best of the timed repeats)."""
+    n, repeats = (8192, 20) if device.type == "cuda" else (512, 5)
+    g = torch.Generator(device="cpu").manual_seed(0)
+    a = torch.randn(n, n, generator=g).to(device, dtype)
+    b = torch.randn(n, n, generator=g).to(device, dtype)
+    for _ in range(3):
+        a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        a @ b
+        sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n ** 3 / best / 1e12
 
 
 def measure(device: str = "auto", size: str = "auto", n_texts: int | None = None, batch_size: int | None = None,
-            max_length: int = 1024) -> dict[str, Any]:
-    """Naive vs library on ``n_texts`` pairs; the defaults follow the device (``DEFAULTS``)."""
+            max_length: int = 1024, max_batch_tokens: int | None = None, reference_tokens: int | None = None,
+            model: tuple[Path, int] | None = None) -> dict[str, Any]:
+    """Naive, reference and library on ``n_texts`` pairs; the defaults follow the device (``DEFAULTS``). ``model``:
+    a folder ``build_model`` wrote and its parameter count, to time several settings on one model."""
     dev = pick_device(device)
     defaults = DEFAULTS["cuda" if dev.type == "cuda" else "cpu"]
     size = defaults["size"] if size == "auto" else size
     if size not in SIZES:
         raise BadInput(f"size must be auto or one of {sorted(SIZES)}, got {size!r}")
     n = n_texts or defaults["texts"]
-    batch_size = batch_size or defaults["batch_size"]
+    reference_tokens = reference_tokens or defaults["reference_tokens"]
     dtype = compute_dtype(dev)
     prompts, responses, source = sample_texts(n)
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "model"
-        params = build_model(folder, size, dtype)
-        fast, fast_tokens, fast_seconds, texts = library(folder, prompts, responses, dev, batch_size, max_length)
+        folder, params = model or (Path(tmp) / "model", None)
+        params = params or build_model(folder, size, dtype)
+        fast, fast_tokens, fast_seconds, texts, stats = library(folder, prompts, responses, dev, batch_size,
+                                                                max_length, max_batch_tokens)
+        ref, ref_tokens, ref_seconds = reference(folder, texts, dev, dtype, max_length, reference_tokens)
         base, base_tokens, base_seconds = naive(folder, texts, dev, dtype, max_length)
+    peak = matmul_peak(dev, dtype)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     result: dict[str, Any] = {"device": name, "size": size, "dtype": str(dtype).removeprefix("torch."),
                               "non_embedding_params": params, "texts": len(texts), "text_source": source,
-                              "batch_size": batch_size, "max_length": max_length}
-    for key, tokens, seconds in (("naive", base_tokens, base_seconds), ("library", fast_tokens, fast_seconds)):
+                              "batch_size": batch_size, "max_length": max_length, "batching": stats["batching"],
+                              "max_batch_tokens": stats["max_batch_tokens"], "reference_tokens": reference_tokens,
+                              "matmul_peak_tflops": peak}
+    for key, tokens, seconds in (("naive", base_tokens, base_seconds), ("reference", ref_tokens, ref_seconds),
+                                 ("library", fast_tokens, fast_seconds)):
+        tflops = 2 * params * tokens / seconds / 1e12
         result[key] = {"tokens": tokens, "seconds": seconds, "tokens_per_second": tokens / seconds,
-                       "tflops": 2 * params * tokens / seconds / 1e12}
+                       "tflops": tflops, "share_of_peak": tflops / peak}
     result["speedup"] = result["library"]["tokens_per_second"] / result["naive"]["tokens_per_second"]
-    scale = base.float().abs().max().item()
-    result["max_abs_diff_relative"] = (fast - base.float()).abs().max().item() / max(scale, 1e-12)
+    result["library_vs_reference"] = (result["library"]["tokens_per_second"]
+                                      / result["reference"]["tokens_per_second"])
+    scale = max(base.float().abs().max().item(), 1e-12)
+    result["max_abs_diff_relative"] = (fast - base.float()).abs().max().item() / scale
+    result["reference_max_abs_diff_relative"] = (ref.float() - base.float()).abs().max().item() / scale
     return result
 
 
@@ -154,16 +230,22 @@ def markdown(result: dict[str, Any]) -> str:
     from bayesmicro.bench.report import markdown_table
 
     rows = [{"method": key, "tokens": result[key]["tokens"], "seconds": result[key]["seconds"],
-             "tokens/s": result[key]["tokens_per_second"], "TFLOP/s": result[key]["tflops"]}
-            for key in ("naive", "library")]
+             "tokens/s": result[key]["tokens_per_second"], "TFLOP/s": result[key]["tflops"],
+             "% of peak": 100 * result[key]["share_of_peak"]} for key in METHODS]
     text = (f"{result['texts']:,} (prompt, chosen) texts from `{Path(result['text_source']).name}` on "
             f"{result['device']}: a random Llama built from a config ({result['size']}: "
             f"{result['non_embedding_params'] / 1e6:.1f} M non-embedding parameters, {result['dtype']}), max length "
-            f"{result['max_length']}, library batch size {result['batch_size']}. naive = one example per forward "
-            f"pass; library = `bayesmicro.embed.Embedder` (length-sorted batches, empty cache). TFLOP/s = 2 × "
-            f"non-embedding parameters × tokens / s. Library / naive: **{result['speedup']:.2f}×**; largest feature "
-            f"difference {result['max_abs_diff_relative']:.1e} of the largest feature.")
-    return text + "\n\n" + markdown_table(rows, ["method", "tokens", "seconds", "tokens/s", "TFLOP/s"], digits=4)
+            f"{result['max_length']}. naive = one example per forward pass; reference = plain PyTorch, texts sorted "
+            f"by length, padded batches of ≤ {result['reference_tokens']:,} tokens; library = "
+            f"`bayesmicro.embed.Embedder` ({result['batching']} batches of ≤ {result['max_batch_tokens']:,} tokens, "
+            f"empty cache). TFLOP/s = 2 × non-embedding parameters × tokens / s; peak = a large {result['dtype']} "
+            f"matmul on the same device, {result['matmul_peak_tflops']:.3g} TFLOP/s. Library / naive: "
+            f"**{result['speedup']:.2f}×**, library / reference: **{result['library_vs_reference']:.2f}×**; largest "
+            f"feature difference to naive {result['max_abs_diff_relative']:.1e} (library), "
+            f"{result['reference_max_abs_diff_relative']:.1e} (reference) of the largest feature.")
+    return text + "\n\n" + markdown_table(rows, ["method", "tokens", "seconds", "tokens/s", "TFLOP/s", "% of peak"],
+                                           digits=4)
 
 
-__all__ = ["DEFAULTS", "SIZES", "build_model", "library", "markdown", "measure", "naive", "sample_texts"]
+__all__ = ["DEFAULTS", "METHODS", "SIZES", "build_model", "library", "markdown", "matmul_peak", "measure", "naive",
+           "reference", "sample_texts"]

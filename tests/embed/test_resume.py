@@ -16,12 +16,14 @@ from tests.common import child_env
 ROOT = Path(__file__).resolve().parents[2]
 CHILD = """
 import sys, time
+from bayesmicro.embed import extract
 from bayesmicro.embed.extract import Extractor
-real = Extractor.embed
-def slow(self, ids):  # slow each batch down so the kill lands mid-run
+extract.BLOCK_TEXTS = extract.MIN_BLOCK_TEXTS = 1  # one text per block: one cache shard each
+real = Extractor.run
+def slow(self, batch, buffer):  # slow each batch down so the kill lands mid-run
     time.sleep(0.15)
-    return real(self, ids)
-Extractor.embed = slow
+    return real(self, batch, buffer)
+Extractor.run = slow
 from bayesmicro.cli.app import app
 app(sys.argv[1:])
 """
@@ -43,14 +45,18 @@ def _args(data, model, out, cache):
             "--cache-dir", str(cache), "--json"]
 
 
-def test_sigkill_midway_then_rerun_is_byte_identical(tiny_model, tmp_path):
+def test_sigkill_midway_then_rerun_is_byte_identical(tiny_model, tmp_path, monkeypatch):
+    from bayesmicro.embed import extract
+
+    monkeypatch.setattr(extract, "BLOCK_TEXTS", 1)
+    monkeypatch.setattr(extract, "MIN_BLOCK_TEXTS", 1)
     data = tmp_path / "pairs.jsonl"
     _write_data(data)
     runner = CliRunner()
     done = runner.invoke(app, _args(data, tiny_model, tmp_path / "ref", tmp_path / "ref_cache"))
     assert done.exit_code == 0, done.output
     n_shards = len(list((tmp_path / "ref_cache").rglob("shard-*.safetensors")))
-    assert n_shards == 36  # 24 responses + 12 prompts, one per batch
+    assert n_shards == 36  # 24 responses + 12 prompts, one per block
 
     env = child_env()
     child = subprocess.Popen([sys.executable, "-c", CHILD, *_args(data, tiny_model, tmp_path / "out",
