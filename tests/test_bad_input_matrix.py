@@ -30,6 +30,7 @@ import bayesmicro as bm
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.data.pairs import load_pairs
 from bayesmicro.data.synthetic import PopulationSpec, make_population
+from bayesmicro.cli.common import cli_message
 from bayesmicro.errors import BadInput
 from bayesmicro.evaluate.metrics import score
 from bayesmicro.infer.map import Schedule
@@ -427,7 +428,8 @@ def test_bad_input_is_one_clear_line_and_writes_nothing(case: Case, built: dict[
         assert case.id in API_ONLY_NEEDS_CLI_TWIN or case.id.startswith("score_")
     else:
         assert_bad_input(entry.cli, *case.fragments)
-        assert entry.cli.stderr.strip() == f"error: {message}"  # the CLI says exactly what the API raises
+        # the CLI says exactly what the API raises, an argument named by its option (seed → --seed)
+        assert entry.cli.stderr.strip() == f"error: {cli_message(info.value)}"
         assert entry.after_cli == entry.before  # no --out folder, no temp leftovers
     assert _listing(entry.folder) == entry.before  # the API call wrote nothing either
 

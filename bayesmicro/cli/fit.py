@@ -9,7 +9,8 @@ from typing import Optional
 
 import typer
 
-from bayesmicro._io import atomic_dir, write_json
+from bayesmicro import _check as check
+from bayesmicro._io import atomic_dir, check_output, write_json
 from bayesmicro.cli.fit_comparisons import fit_comparisons
 from bayesmicro.cli.fit_streamed import fit_streamed, is_shard_store, refuse_for_a_store
 from bayesmicro.cli.common import cli_errors, emit_json, model_key, print_table, progress, set_threads, stderr
@@ -19,13 +20,13 @@ from bayesmicro.errors import BadInput
 from bayesmicro.evaluate.calibration import ece
 from bayesmicro.evaluate.compare import compare_on_population
 from bayesmicro.evaluate.metrics import score
-from bayesmicro.infer.api import RESTART_SELECT, fit
+from bayesmicro.infer.api import INFERENCE_METHODS, RESTART_SELECT, fit
 from bayesmicro.infer.map import Schedule
 from bayesmicro.infer.result import Fit
 from bayesmicro.infer.nuts import NUTSSchedule
 from bayesmicro.infer.refine import RefineSchedule
-from bayesmicro.infer.vi import VISchedule
-from bayesmicro.models.mixture import LABEL_ROUTERS
+from bayesmicro.infer.vi import GUIDES, ROUTER_POSTERIORS, VISchedule
+from bayesmicro.models.mixture import LABEL_ROUTERS, ROUTERS
 
 
 # held-out minus training NLL (nats per pair) above which `fit` suggests a stronger router prior. Measured: 0.30 for
@@ -48,7 +49,10 @@ def fit_command(
                                          "user's (group's) own weights (default: prompt with DATA, context on the "
                                          "built-in population)."),
     seed: int = typer.Option(0, "--seed"),
-    out: Optional[Path] = typer.Option(None, "--out", help="Run folder to write (config, params, metrics)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run folder to write (config, params, metrics): a new or "
+                                       "empty folder, or with --overwrite an earlier run folder."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out when it is an earlier run folder "
+                                   "(holding only what bayesmicro wrote)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
     restarts: Optional[int] = typer.Option(None, "--restarts", help="Random restarts; the best training "
                                            "log-likelihood wins (default 3; 10 with --format comparisons)."),
@@ -101,8 +105,34 @@ def fit_command(
     latent: str = typer.Option("user", "--latent", help="user: all comparisons of a user share one class."),
 ) -> None:
     """Fit a mixture of Bradley–Terry heads and report held-out accuracy and NLL."""
-    if select_restart not in RESTART_SELECT:
-        raise BadInput(f"--select-restart must be one of {', '.join(RESTART_SELECT)}, got {select_restart!r}")
+    select_restart = check.choice(select_restart, "select", RESTART_SELECT)
+    data_format = check.choice(data_format, "data_format", ("embedded", "comparisons"))
+    seed = check.seed(seed)
+    if restarts is not None:
+        check.integer(restarts, "restarts", 1)
+    if alpha is not None:
+        check.number(alpha, "alpha", 0)
+    check.number(prior_scale, "prior_scale", 0, low_open=True)
+    check.number(lr, "lr", 0, low_open=True)
+    check.number(test_fraction, "test_fraction", 0, 1, high_open=True)
+    check.integer(k_max, "k_max", 1)
+    check.integer(checkpoint_every, "checkpoint_every", 1)
+    check.integer(chains, "chains", 1)
+    for name, value, least in (("epochs", epochs, 1), ("batch_size", batch_size, 1), ("threads", threads, 1),
+                               ("draws", draws, 1), ("warmup", warmup, 0)):
+        if value is not None:
+            check.integer(value, name, least)
+    if router is not None:
+        check.choice(router, "router", ROUTERS)
+    check.choice(inference, "inference", INFERENCE_METHODS)
+    check.choice(optimizer, "optimizer", ("auto", "lbfgs", "adam"))
+    check.choice(guide, "guide", GUIDES)
+    check.choice(nuts_mass, "nuts_mass", ("laplace", "adapt"))
+    check.choice(router_posterior, "router_posterior", ROUTER_POSTERIORS)
+    if router_prior_scale.strip().lower() != "auto":
+        check.number(_number(router_prior_scale, "router_prior_scale"), "router_prior_scale", 0, low_open=True)
+    if out is not None:  # before any work: a refused or unwritable --out costs nothing
+        check_output(out, "run", overwrite=overwrite, inputs=(data, checkpoint_dir))
     if data_format == "comparisons":
         if data is None:
             raise BadInput("--format comparisons needs a DATA table")
@@ -111,11 +141,9 @@ def fit_command(
         if keep_restarts:
             raise BadInput("--keep-restarts: a latent class model keeps its best EM restart only")
         fit_comparisons(data, item1_col=item1_col, item2_col=item2_col, outcome_col=outcome_col, user_col=user_col,
-                        context_cols=context_cols, latent=latent, k=k, restarts=restarts or 10, seed=seed, out=out,
-                        as_json=as_json, threads=threads, k_max=k_max)
+                        context_cols=context_cols, latent=latent, k=k, restarts=10 if restarts is None else restarts,
+                        seed=seed, out=out, as_json=as_json, threads=threads, k_max=k_max, overwrite=overwrite)
         return
-    if data_format != "embedded":
-        raise BadInput(f"--format must be 'embedded' or 'comparisons', got {data_format!r}")
     if data is not None and is_shard_store(data):
         refuse_for_a_store(inference=inference, router_prior_scale=router_prior_scale, restarts=restarts,
                            optimizer=optimizer, select_restart=select_restart, keep_restarts=keep_restarts)
@@ -123,16 +151,16 @@ def fit_command(
                     **({} if epochs is None else {"epochs": epochs}),
                     **({} if batch_size is None else {"batch_size": batch_size})}
         fit_streamed(data, k=k, router=router or "prompt", alpha=0.5 if alpha is None else alpha,
-                     prior_scale=prior_scale, router_prior_scale=_number(router_prior_scale, "--router-prior-scale"),
+                     prior_scale=prior_scale, router_prior_scale=_number(router_prior_scale, "router_prior_scale"),
                      seed=seed, schedule=schedule, device=device, checkpoint_dir=checkpoint_dir, out=out,
-                     as_json=as_json, threads=threads)
+                     as_json=as_json, threads=threads, overwrite=overwrite)
         return
     if device != "cpu" or checkpoint_dir is not None:
         raise BadInput("--device and --checkpoint-dir are for a shard store's streamed fit (DATA written by "
                        "bayesmicro.write_shards); in-memory fits run on the CPU")
     auto_scale = router_prior_scale.strip().lower() == "auto"
-    options = dict(restarts=restarts or 3, prior_scale=prior_scale, keep_restarts=keep_restarts,
-                   router_prior_scale=0.3 if auto_scale else _number(router_prior_scale, "--router-prior-scale"),
+    options = dict(restarts=3 if restarts is None else restarts, prior_scale=prior_scale, keep_restarts=keep_restarts,
+                   router_prior_scale=0.3 if auto_scale else _number(router_prior_scale, "router_prior_scale"),
                    inference=inference,
                    schedule=Schedule(optimizer=optimizer, epochs=20 if epochs is None else epochs,
                                      batch_size=512 if batch_size is None else batch_size, lr=lr),
@@ -165,7 +193,7 @@ def fit_command(
     hint = hint or (None if auto_scale else _memorisation_hint(results, router, k))
     if out is not None:
         results["out"] = str(out)
-        with atomic_dir(out) as tmp:
+        with atomic_dir(out, "run", overwrite=overwrite, inputs=(data,)) as tmp:
             main_fit.write_into(tmp)
             if drew_split:
                 write_run_split(tmp, pairs, test_fraction, seed)
@@ -236,9 +264,10 @@ def _resolve_k(k: str, k_max: int, pairs: EmbeddedPairs | None, router: str, see
     ``--router-prior-scale auto``: at the default 0.3, the scale being chosen afterwards for that K)."""
     if k.strip().lower() != "auto":
         try:
-            return int(k), None
+            value = int(k)
         except ValueError:
-            raise BadInput(f"--k expects a positive integer or 'auto', got {k!r}") from None
+            raise BadInput(f"k expects a positive integer or 'auto', got {k!r}", argument="k") from None
+        return check.integer(value, "k", 1), None
     if k_max < 1:
         raise BadInput(f"--k-max must be ≥ 1, got {k_max}")
     from bayesmicro.evaluate.arviz import auto_k
@@ -256,11 +285,11 @@ def _selection_pairs(pairs: EmbeddedPairs | None, seed: int) -> EmbeddedPairs:
     return source if source.split is None else replace(source.part("train"), split=None)
 
 
-def _number(text: str, flag: str) -> float:
+def _number(text: str, name: str) -> float:
     try:
         return float(text)
     except ValueError:
-        raise BadInput(f"{flag} expects a number or 'auto', got {text!r}") from None
+        raise BadInput(f"{name} expects a number or 'auto', got {text!r}", argument=name) from None
 
 
 def _fit_and_score(pairs: EmbeddedPairs, k: int, router: str, seed: int, step, options: dict):

@@ -199,12 +199,14 @@ class EmbeddedPairs:
         return digest.hexdigest()
 
     # -- disk ---------------------------------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> Path:
+    def save(self, path: str | os.PathLike, dtype: torch.dtype = torch.float32, *, overwrite: bool = False) -> Path:
+        """Write the folder atomically. ``path`` must not exist, be empty, or (``overwrite``) be an earlier
+        embedded-pairs folder holding only what bayesmicro wrote; anything else is refused."""
         tensors = {k: getattr(self, k).to(dtype) for k in FEATURE_KEYS if getattr(self, k) is not None}
         labels = {k: getattr(self, k).tolist() for k in LABEL_KEYS if getattr(self, k) is not None}
         meta = {"format": FORMAT, "n": len(self), "dim": self.dim, "prompt_dim": self.prompt_dim,
                 "context_dim": self.context_dim, "labels": labels, "meta": self.meta}
-        with atomic_dir(path) as tmp:
+        with atomic_dir(path, "embedded_pairs", overwrite=overwrite) as tmp:
             write_tensors(tmp / FEATURES_FILE, tensors)
             write_json(tmp / META_FILE, meta)
         return Path(path)
