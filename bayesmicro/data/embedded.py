@@ -317,9 +317,19 @@ def _load_npz(path: Path) -> EmbeddedPairs:
         if unknown:
             raise BadInput(f"unexpected key(s) {unknown}; allowed: {list(FEATURE_KEYS + LABEL_KEYS)}",
                            source=str(path))
-        try:
-            arrays = {k: archive[k] for k in keys}
-        except ValueError as exc:  # object arrays would need pickle
-            raise BadInput(f"array needs pickle to load ({exc}); store strings as fixed-width unicode",
-                           source=str(path)) from None
+        arrays = {}
+        for key in sorted(keys):
+            try:
+                arrays[key] = archive[key]
+            except ValueError as exc:
+                if "allow_pickle" in str(exc):  # object arrays would need pickle
+                    raise BadInput(f"array '{key}' is an object array: it needs pickle to load, which bayesmicro "
+                                   "never does; store strings as fixed-width unicode", source=str(path)) from None
+                raise BadInput(f"array '{key}' is damaged ({(str(exc).splitlines() or [''])[0][:200]})",
+                               source=str(path)) from None
+            except Exception as exc:  # a bad CRC, a truncated member, an unparsable .npy header
+                raise BadInput(f"array '{key}' is damaged ({type(exc).__name__}: {str(exc)[:200]})",
+                               source=str(path)) from None
+            if not isinstance(arrays[key], np.ndarray):  # numpy hands back the raw bytes of a member with no header
+                raise BadInput(f"array '{key}' is damaged (not a .npy array)", source=str(path))
     return EmbeddedPairs(**arrays, source=str(path))

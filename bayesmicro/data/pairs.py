@@ -275,7 +275,8 @@ def load_pairs(
                            "a label keeps its exact value and type: make them all text or all numbers",
                            source=str(source))
     dropped = [c for c in ds.column_names if c not in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS)]
+    pairs = PreferencePairs(ds, str(source))  # the schema checked first: a bad file is one error line
     if dropped:
         warn(f"{source}: column(s) {dropped} are not read (only {list(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)} are; "
              "a --protocol or a column mapping reads others)")
-    return PreferencePairs(ds, str(source))
+    return pairs
