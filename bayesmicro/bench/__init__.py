@@ -33,13 +33,13 @@ def run_suite(name: str, seeds: int = 5, out_dir: str | Path | None = None, over
 
     ``out_dir`` must not exist, be empty, or (``overwrite``) hold an earlier result of a suite and nothing else;
     ``overwrite`` None: replace the default folder (regenerating the repository's results), never a given one."""
-    from bayesmicro._check import integer
     from bayesmicro._io import check_output
     from bayesmicro.bench.report import replacing
 
     if name not in SUITES:
         raise BadInput(f"unknown benchmark suite {name!r}; choose one of {', '.join(sorted(SUITES))}")
-    integer(seeds, "seeds", 1)
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise BadInput(f"--seeds must be ≥ 1, got {seeds}")
     target = Path(out_dir) if out_dir else DEFAULT_RESULTS / name
     allowed = (not out_dir) if overwrite is None else bool(overwrite)
     check_output(target, "bench", overwrite=allowed, inputs=(kw.get("data"),))

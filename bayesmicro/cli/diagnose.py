@@ -10,7 +10,6 @@ from typing import Optional
 import numpy as np
 import typer
 
-from bayesmicro._check import integer
 from bayesmicro._io import add_to_marker, read_json, write_json
 from bayesmicro.cli.common import cli_errors, emit_json, pairs_for_run, stderr
 from bayesmicro.errors import BadInput
@@ -106,9 +105,10 @@ def diagnose_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ) -> None:
     """PSIS-LOO on the training pairs, calibration on the held-out pairs, a reliability plot in RUN_DIR."""
-    if max_refits is not None:
-        integer(max_refits, "max_refits", 0)
-    integer(redraw_factor, "redraw_factor", 1)
+    if max_refits is not None and max_refits < 0:
+        raise BadInput(f"--max-refits must be ≥ 0, got {max_refits}")
+    if redraw_factor < 1:
+        raise BadInput(f"--redraw-factor must be ≥ 1, got {redraw_factor}")
     fitted = Fit.load(run_dir)
     for name in (PLOT_FILE, REPORT_FILE):  # written into RUN_DIR: found out now, not after the LOO refits
         target = run_dir / name
