@@ -118,14 +118,12 @@ def fit_command(
     check.integer(k_max, "k_max", 1)
     check.integer(checkpoint_every, "checkpoint_every", 1)
     check.integer(chains, "chains", 1)
-    for name, value, least in (("epochs", epochs, 1), ("batch_size", batch_size, 1), ("threads", threads, 1),
-                               ("draws", draws, 1), ("warmup", warmup, 0)):
+    for name, value, least in (("threads", threads, 1), ("draws", draws, 1), ("warmup", warmup, 0)):
         if value is not None:
             check.integer(value, name, least)
     if router is not None:
         check.choice(router, "router", ROUTERS)
     check.choice(inference, "inference", INFERENCE_METHODS)
-    check.choice(optimizer, "optimizer", ("auto", "lbfgs", "adam"))
     check.choice(guide, "guide", GUIDES)
     check.choice(nuts_mass, "nuts_mass", ("laplace", "adapt"))
     check.choice(router_posterior, "router_posterior", ROUTER_POSTERIORS)

@@ -269,7 +269,7 @@ def load_pairs(
     renamed = {src: dst for dst, src in (columns or {}).items()}
     for raw, found in mixed.items():
         column = renamed.get(raw, raw)
-        if column in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS):
+        if column in OPTIONAL_COLUMNS:  # the text columns are checked row by row
             shown = ", ".join(f"line {line}: {value!r}" for line, value in found)
             raise BadInput(f"column '{column}' mixes {' and '.join(_kind(v) for _, v in found)} values ({shown}); "
                            "a label keeps its exact value and type: make them all text or all numbers",
