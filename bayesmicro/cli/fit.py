@@ -117,15 +117,12 @@ def fit_command(
     check.number(test_fraction, "test_fraction", 0, 1, high_open=True)
     check.integer(k_max, "k_max", 1)
     check.integer(checkpoint_every, "checkpoint_every", 1)
-    check.integer(chains, "chains", 1)
-    for name, value, least in (("threads", threads, 1), ("draws", draws, 1), ("warmup", warmup, 0)):
-        if value is not None:
-            check.integer(value, name, least)
+    if threads is not None:
+        check.integer(threads, "threads", 1)
     if router is not None:
         check.choice(router, "router", ROUTERS)
     check.choice(inference, "inference", INFERENCE_METHODS)
     check.choice(guide, "guide", GUIDES)
-    check.choice(nuts_mass, "nuts_mass", ("laplace", "adapt"))
     check.choice(router_posterior, "router_posterior", ROUTER_POSTERIORS)
     if router_prior_scale.strip().lower() != "auto":
         check.number(_number(router_prior_scale, "router_prior_scale"), "router_prior_scale", 0, low_open=True)
