@@ -13,9 +13,11 @@ directly). To add a row, add a
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import os
 import shutil
+import zipfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,7 +32,9 @@ import bayesmicro as bm
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.data.pairs import load_pairs
 from bayesmicro.data.synthetic import PopulationSpec, make_population
-from bayesmicro.errors import BadInput
+from bayesmicro._io import check_output
+from bayesmicro.cli.common import cli_message
+from bayesmicro.errors import BadInput, BayesmicroWarning
 from bayesmicro.evaluate.metrics import score
 from bayesmicro.infer.map import Schedule
 from bayesmicro.infer.result import Fit
@@ -206,6 +210,67 @@ def _text_to_fit(tmp: Path) -> Call:
     return Call(lambda: fit_like_cli(path), ("fit", path, "--out", tmp / "out", "--json"), str(path))
 
 
+def flip_byte_of(member: str, offset: int = 400) -> Callable[[Path, Assets], Call]:
+    """The valid .npz with one byte of ``member``'s data flipped (np.savez stores members uncompressed): a bad CRC."""
+
+    def build(tmp: Path, assets: Assets) -> Call:
+        raw = bytearray(assets.data.read_bytes())
+        raw[raw.find(member.encode()) + offset] ^= 0xFF
+        return npz(raw=bytes(raw))(tmp, assets)
+
+    return build
+
+
+def npz_damaged_header(tmp: Path, assets: Assets) -> Call:
+    """An .npz whose 'chosen.npy' has a garbled header (the CRC matches: the zip is intact)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for key, value in assets.arrays.items():
+            member = io.BytesIO()
+            np.save(member, value)
+            data = member.getvalue()
+            archive.writestr(f"{key}.npy", data[:10] + b"garbage!!" + data[19:] if key == "chosen" else data)
+    return npz(raw=buffer.getvalue())(tmp, assets)
+
+
+def hostile_out(prepare: Callable[[Path, Assets], Path], *cli_options: str,
+                api: Callable[[Path, Path], object] | None = None) -> Callable[[Path, Assets], Call]:
+    """`bayesmicro fit` on valid data with an --out that must be refused before the fit; the API twin saves the
+    valid run there (``api(target, data)`` instead where the check needs to know the input)."""
+
+    def build(tmp: Path, assets: Assets) -> Call:
+        path = tmp / "pairs.npz"
+        shutil.copy(assets.data, path)
+        target = prepare(tmp, assets)
+        overwrite = "--overwrite" in cli_options
+        call = (lambda: api(target, path)) if api else (lambda: Fit.load(assets.run).save(target, overwrite=overwrite))
+        return Call(call, ("fit", path, "--k", "2", "--restarts", "1", *cli_options, "--out", target, "--json"),
+                    str(target))
+
+    return build
+
+
+def user_folder(tmp: Path, assets: Assets) -> Path:
+    (tmp / "mydir").mkdir()
+    (tmp / "mydir" / "notes.txt").write_text("precious\n")
+    return tmp / "mydir"
+
+
+def user_file(tmp: Path, assets: Assets) -> Path:
+    (tmp / "notes.txt").write_text("precious\n")
+    return tmp / "notes.txt"
+
+
+def previous_run(extra: str | None = None) -> Callable[[Path, Assets], Path]:
+    def make(tmp: Path, assets: Assets) -> Path:
+        shutil.copytree(assets.run, tmp / "previous")
+        if extra:
+            (tmp / "previous" / extra).write_text("precious\n")
+        return tmp / "previous"
+
+    return make
+
+
 def api_only(fn: Callable[[Path, Assets], object], names: str | None = None) -> Callable[[Path, Assets], Call]:
     return lambda tmp, assets: Call(lambda: fn(tmp, assets), None, names)
 
@@ -270,6 +335,9 @@ CASES: list[Case] = [
          ("row 1, column 'chosen': expected text, got 3",)),
     Case("text_null_value", text("p.jsonl", jsonl({**ROW, "rejected": None})),
          ("row 0, column 'rejected': expected text, got None",)),
+    Case("jsonl_label_mixes_numbers_and_text", text("p.jsonl", jsonl({**ROW, "user": 1}, {**ROW, "chosen": "c",
+                                                                                        "user": "x"})),
+         ("column 'user' mixes number and text values (line 1: 1, line 2: 'x')",)),
     Case("label_not_a_scalar", text("p.jsonl", jsonl({**ROW, "group": ["a", "b"]})),
          ("row 0, column 'group': expected a text or number label",)),
     Case("csv_row_with_extra_fields", text("p.csv", b"prompt,chosen,rejected\np,a,b\nq,c,d,e\n"),
@@ -292,6 +360,8 @@ CASES: list[Case] = [
          ("expected an embedded-pairs folder or an .npz", "embed it first: bayesmicro embed FILE --out DIR")),
     Case("npz_pickle_object_array", npz_derived(lambda a: {"group": a["group"].astype(object)}),
          ("needs pickle",)),
+    Case("npz_bad_crc", flip_byte_of("chosen.npy"), ("array 'chosen' is damaged", "Bad CRC-32")),
+    Case("npz_damaged_npy_header", npz_damaged_header, ("array 'chosen' is damaged",)),
     Case("npz_zero_rows", npz_derived(lambda a: {k: v[:0] for k, v in a.items()}), ("no pairs",)),
     Case("nan_in_features", npz_poked(Poke("chosen", 7, 2, np.nan)),
          ("'chosen' row 7, column 2: value nan is not finite",)),
@@ -329,6 +399,32 @@ CASES: list[Case] = [
          ("must be ≥ 1, got 0",)),
     Case("option_alpha_nan", option("--alpha", "nan", api=lambda p: fit_like_cli(p, alpha=float("nan")),
                                     names="alpha"), ("finite number ≥ 0, got nan",)),
+    Case("option_seed_negative", option("--seed", "-1", api=lambda p: fit_like_cli(p, seed=-1), names="seed"),
+         ("must be an integer in [0, 4294967295], got -1",)),
+    Case("option_seed_beyond_2_32", option("--seed", "4294967296", api=lambda p: fit_like_cli(p, seed=2**32),
+                                           names="seed"), ("must be an integer in [0, 4294967295], got 4294967296",)),
+    Case("option_restarts_zero", option("--restarts", "0", names="restarts", api=lambda p: bm.fit(
+        EmbeddedPairs.load(p), k=2, restarts=0)), ("must be an integer ≥ 1, got 0",)),
+    Case("option_k_zero", option("--k", "0", api=lambda p: fit_like_cli(p, k=0), names="k"),
+         ("must be an integer ≥ 1, got 0",)),
+    Case("api_fit_k_auto", api_only(lambda tmp, a: bm.fit(EmbeddedPairs.load(a.data), k="auto"), names="k"),
+         ("k must be an integer ≥ 1, got 'auto'",)),
+    Case("api_fit_restarts_text", api_only(lambda tmp, a: bm.fit(EmbeddedPairs.load(a.data), restarts="3"),
+                                           names="restarts"), ("restarts must be an integer ≥ 1, got '3'",)),
+    Case("api_fit_data_is_a_path", api_only(lambda tmp, a: bm.fit(str(a.data)), names="data"),
+         ("data must be EmbeddedPairs", "got str")),
+    # --out: nothing the library did not write is moved or deleted; refused before the fit
+    Case("out_foreign_nonempty_folder", hostile_out(user_folder), ("is a non-empty folder bayesmicro did not write",)),
+    Case("out_existing_file", hostile_out(user_file), ("is an existing file, not a folder",)),
+    Case("out_is_current_folder", hostile_out(lambda tmp, a: Path(".")), ("is the current folder or holds it",)),
+    Case("out_holds_the_input", hostile_out(lambda tmp, a: tmp, api=lambda target, data: check_output(
+        target, "run", inputs=(data,))), ("is or holds the input",)),
+    Case("out_inside_a_file", hostile_out(lambda tmp, a: tmp / "pairs.npz" / "run"), ("cannot be created",)),
+    Case("out_unwritable", hostile_out(lambda tmp, a: Path("/proc/bayesmicro-matrix/run")), ("cannot be written",)),
+    Case("out_previous_run_without_overwrite", hostile_out(previous_run()),
+         ("holds a previous run output: pass --overwrite to replace it",)),
+    Case("out_overwrite_keeps_foreign_file", hostile_out(previous_run("notes.txt"), "--overwrite"),
+         ("holds 'notes.txt', which bayesmicro did not write",)),
     # run folders through `bayesmicro eval`
     Case("run_missing_config", run_folder(remove("config.json")), ("config.json: missing file",)),
     Case("run_missing_params", run_folder(remove("params.safetensors")), ("params.safetensors: missing file",)),
@@ -347,6 +443,8 @@ CASES: list[Case] = [
          ("tensor 'heads' is not finite",)),
     Case("run_params_integer_heads", run_folder(edit_params(lambda t: {**t, "heads": t["heads"].long()})),
          ("tensor 'heads' is not finite floating point (dtype torch.int64)",)),
+    Case("run_summary_is_a_list", run_folder(write("summary.json", b"[1, 2]")),
+         ("'summary.json' holds a JSON list, expected an object",)),
     Case("run_is_a_file", run_folder(lambda run: (shutil.rmtree(run), run.write_text("x"))), ("not a run folder",)),
     Case("new_data_dimension_mismatch", run_folder(lambda run: None, data=other_npz(chosen=(5, 9), rejected=(5, 9)),
                                                    split="all", names="data"),
@@ -364,7 +462,9 @@ CASES: list[Case] = [
 
 # Rows no CLI can express: a column mapping (the embed command has no mapping flags), a missing file passed to
 # the API directly, and the hub id (the CLI twin would wait on the hub's retries).
-API_ONLY_NEEDS_CLI_TWIN = ["text_column_map_names_absent_column", "text_file_not_found", "hub_id_while_offline"]
+API_ONLY_NEEDS_CLI_TWIN = ["text_column_map_names_absent_column", "text_file_not_found", "hub_id_while_offline",
+                           # misuse of the Python API: the CLI's --k auto is a valid choice, its values are typed
+                           "api_fit_k_auto", "api_fit_restarts_text", "api_fit_data_is_a_path"]
 
 
 @pytest.fixture(scope="module")
@@ -427,7 +527,8 @@ def test_bad_input_is_one_clear_line_and_writes_nothing(case: Case, built: dict[
         assert case.id in API_ONLY_NEEDS_CLI_TWIN or case.id.startswith("score_")
     else:
         assert_bad_input(entry.cli, *case.fragments)
-        assert entry.cli.stderr.strip() == f"error: {message}"  # the CLI says exactly what the API raises
+        # the CLI says exactly what the API raises, an argument named by its option (seed → --seed)
+        assert entry.cli.stderr.strip() == f"error: {cli_message(info.value)}"
         assert entry.after_cli == entry.before  # no --out folder, no temp leftovers
     assert _listing(entry.folder) == entry.before  # the API call wrote nothing either
 
@@ -472,3 +573,168 @@ def test_a_group_with_no_scored_pairs_is_left_out_of_by_group(assets):
     assert sum(g["n"] for g in result["by_group"].values()) == result["n"]
     assert all(g["n"] >= 1 and np.isfinite([g["accuracy"], g["nll"], g["brier"]]).all()
                for g in result["by_group"].values())
+
+
+# -- options and outputs only the CLI has ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CliCase:
+    id: str
+    argv: Callable[[Path, Assets], tuple]  # `bayesmicro` argv built in the case's folder
+    fragments: tuple[str, ...]
+
+
+def _folder_with_notes(tmp: Path) -> Path:
+    (tmp / "mydir").mkdir()
+    (tmp / "mydir" / "notes.txt").write_text("precious\n")
+    return tmp / "mydir"
+
+
+def _route_data(tmp: Path, assets: Assets) -> Path:
+    """The valid pairs with a context matrix (what `route` reads)."""
+    path = tmp / "routed.npz"
+    np.savez(path, **assets.arrays, context=np.ones((N, 3), dtype=np.float32))
+    return path
+
+
+def _text_pairs(tmp: Path) -> Path:
+    path = tmp / "p.jsonl"
+    path.write_bytes(jsonl(ROW, {**ROW, "chosen": "c"}))
+    return path
+
+
+CLI_CASES: list[CliCase] = [
+    CliCase("route_budgets_nan", lambda t, a: ("route", a.run, _route_data(t, a), "--budgets", "10,nan"),
+            ("--budgets must be comma-separated integers ≥ 1", "'10,nan'")),
+    CliCase("route_tau_nan", lambda t, a: ("route", a.run, _route_data(t, a), "--tau", "nan"),
+            ("--tau must be a finite number > 0, got nan",)),
+    CliCase("route_seed_negative", lambda t, a: ("route", a.run, _route_data(t, a), "--seed", "-1"),
+            ("--seed must be an integer in [0, 4294967295], got -1",)),
+    CliCase("fit_seed_not_a_number", lambda t, a: ("fit", a.data, "--seed", "abc"),
+            ("Invalid value for '--seed'",)),
+    CliCase("fit_unknown_option", lambda t, a: ("fit", a.data, "--bogus"), ("No such option: --bogus",)),
+    CliCase("fit_unknown_inference", lambda t, a: ("fit", a.data, "--inference", "mcmc"),
+            ("--inference must be one of map, vi, nuts, em, got 'mcmc'",)),
+    CliCase("score_out_file_exists", lambda t, a: ("score", a.run, a.data, "--out", _existing(t / "scores.jsonl")),
+            ("--out", "scores.jsonl' exists: pass --overwrite to replace it",)),
+    CliCase("embed_out_foreign_folder", lambda t, a: ("embed", _text_pairs(t), "--out", _folder_with_notes(t)),
+            ("mydir' is a non-empty folder bayesmicro did not write",)),
+    CliCase("embed_out_holds_the_input", lambda t, a: ("embed", _text_pairs(t), "--out", t),
+            ("is or holds the input",)),
+    CliCase("export_out_foreign_folder", lambda t, a: ("export", a.run, "--weights", "static", "--backbone",
+                                                       "org/model", "--out", _folder_with_notes(t)),
+            ("mydir' is a non-empty folder bayesmicro did not write",)),
+    CliCase("bench_out_foreign_folder", lambda t, a: ("bench", "synthetic", "--seeds", "1", "--out",
+                                                      _folder_with_notes(t)),
+            ("mydir' is a non-empty folder bayesmicro did not write",)),
+]
+
+
+def _existing(path: Path) -> Path:
+    path.write_text("precious\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def cli_built(assets, tmp_path_factory) -> dict[str, tuple[Result, dict, dict]]:
+    """Every CLI-only case run up front, two at a time: (result, listing before, listing after)."""
+    entries = {}
+    for case in CLI_CASES:
+        folder = tmp_path_factory.mktemp(case.id)
+        argv = case.argv(folder, assets)
+        entries[case.id] = (folder, argv, _listing(folder))
+
+    def run(item):
+        name, (folder, argv, before) = item
+        return name, (run_cli(*argv), before, _listing(folder))
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(pool.map(run, entries.items()))
+
+
+@pytest.mark.parametrize("case", CLI_CASES, ids=[case.id for case in CLI_CASES])
+def test_cli_bad_option_or_out_is_one_line_before_any_work(case: CliCase, cli_built, assets):
+    result, before, after = cli_built[case.id]
+    assert_bad_input(result, *case.fragments)
+    assert after == before  # nothing written, nothing moved, nothing removed
+
+
+# -- right results where there used to be errors or silent changes ---------------------------------------------------
+def test_csv_with_a_byte_order_mark_keeps_its_first_column(tmp_path):
+    path = tmp_path / "bom.csv"
+    path.write_bytes(b"\xef\xbb\xbfprompt,chosen,rejected\np,a,b\n")
+    pairs = load_pairs(path)
+    assert pairs.columns == ["prompt", "chosen", "rejected"]
+    assert pairs["prompt"] == ["p"]
+
+
+def test_a_csv_field_of_200_kb_is_read_whole(tmp_path):
+    path = tmp_path / "long.csv"
+    long = "x" * 200_000
+    path.write_text(f"prompt,chosen,rejected\np,{long},b\n")
+    assert load_pairs(path)["chosen"] == [long]
+
+
+def test_number_labels_keep_their_values(tmp_path):
+    path = tmp_path / "ints.jsonl"
+    path.write_bytes(jsonl({**ROW, "user": 10}, {**ROW, "chosen": "c", "user": 2}))
+    assert load_pairs(path)["user"] == ["10", "2"]  # the labels' exact digits, no quotes added
+
+
+def test_columns_left_out_are_a_warning(tmp_path):
+    path = tmp_path / "extra.jsonl"
+    path.write_bytes(jsonl({**ROW, "subset": "s"}, {**ROW, "chosen": "c", "subset": "t"}))
+    with pytest.warns(BayesmicroWarning, match=r"\['subset'\] are not read"):
+        pairs = load_pairs(path)
+    assert "subset" not in pairs.columns
+
+
+def test_float64_heads_in_a_run_predict_as_float32(tmp_path, assets):
+    run = tmp_path / "run"
+    shutil.copytree(assets.run, run)
+    params = load_file(run / "params.safetensors")
+    save_file({k: v.double() for k, v in params.items()}, run / "params.safetensors")
+    pairs = EmbeddedPairs.load(assets.data)
+    expected = Fit.load(assets.run).predict_proba(pairs)
+    assert torch.allclose(Fit.load(run).predict_proba(pairs), expected, atol=1e-6)
+
+
+def test_hidden_files_in_restarts_are_not_restarts(tmp_path, assets):
+    pairs = EmbeddedPairs.load(assets.data)
+    bm.fit(pairs, k=2, restarts=2, keep_restarts=True).save(tmp_path / "run")
+    (tmp_path / "run" / "restarts" / ".DS_Store").write_bytes(b"\x00\x01")
+    assert len(Fit.load(tmp_path / "run").restart_modes) == 2
+
+
+def test_vi_falling_back_to_svi_is_a_warning(monkeypatch, assets):
+    from bayesmicro.infer import vi as vi_module
+    from bayesmicro.infer.vi import VISchedule
+
+    monkeypatch.setattr(vi_module, "supports_laplace", lambda model: False)  # as for a 384-d router input
+    pairs = EmbeddedPairs.load(assets.data)
+    with pytest.warns(BayesmicroWarning, match="using SVI over the heads and the router output layer"):
+        fitted = bm.fit(pairs, k=2, restarts=1, inference="vi", vi=VISchedule(steps=20, draws=8))
+    assert fitted.summary["vi"]["router_posterior"] == "svi"
+
+
+def test_cli_warnings_reach_stderr_and_json(tmp_path, assets):
+    """A run with collapsed heads routes to nothing, and scoring pairs embedded another way: each a warning line on
+    stderr and an entry of the JSON's ``warnings``."""
+    run = tmp_path / "run"
+    shutil.copytree(assets.run, run)
+    params = load_file(run / "params.safetensors")
+    params["heads"][:, 1] = params["heads"][:, 0]
+    save_file(params, run / "params.safetensors")
+    summary = json.loads((run / "summary.json").read_text())
+    summary["embedding"] = {"model": "m", "pooling": "mean"}
+    (run / "summary.json").write_text(json.dumps(summary))
+    data = tmp_path / "embedded"
+    pairs = EmbeddedPairs.load(_route_data(tmp_path, assets))
+    EmbeddedPairs(pairs.chosen, pairs.rejected, pairs.prompt, pairs.context, group=pairs.group, split=pairs.split,
+                  meta={"embedding": {"model": "m", "pooling": "last"}}).save(data)
+    result = run_cli("route", run, data, "--method", "posterior", "--budget", "5", "--json")
+    assert result.code == 0, result.stderr
+    warnings_ = result.json()["warnings"]
+    assert any("heads 0 and 1 are collapsed (cosine 1.000)" in w for w in warnings_), warnings_
+    assert any("changed no held-out prediction" in w for w in warnings_), warnings_
+    assert any("embedded with another pooling 'last' (the run: 'mean')" in w for w in warnings_), warnings_
+    assert all(f"warning: {w}" in result.stderr for w in warnings_)

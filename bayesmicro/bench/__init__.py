@@ -28,14 +28,25 @@ SUITES: dict[str, str] = {
 DEFAULT_RESULTS = Path("benchmarks") / "results"
 
 
-def run_suite(name: str, seeds: int = 5, out_dir: str | Path | None = None, **kw: Any) -> dict[str, Any]:
-    """Run suite ``name`` with seeds 0 … seeds−1, writing into ``out_dir`` (default benchmarks/results/<name>/)."""
+def run_suite(name: str, seeds: int = 5, out_dir: str | Path | None = None, overwrite: bool | None = None,
+              **kw: Any) -> dict[str, Any]:
+    """Run suite ``name`` with seeds 0 … seeds−1, writing into ``out_dir`` (default benchmarks/results/<name>/).
+
+    ``out_dir`` must not exist, be empty, or (``overwrite``) hold an earlier result of a suite and nothing else;
+    ``overwrite`` None: replace the default folder (regenerating the repository's results), never a given one."""
+    from bayesmicro._io import check_output
+    from bayesmicro.bench.report import replacing
+
     if name not in SUITES:
         raise BadInput(f"unknown benchmark suite {name!r}; choose one of {', '.join(sorted(SUITES))}")
-    if seeds < 1:
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise BadInput(f"--seeds must be ≥ 1, got {seeds}")
+    target = Path(out_dir) if out_dir else DEFAULT_RESULTS / name
+    allowed = (not out_dir) if overwrite is None else bool(overwrite)
+    check_output(target, "bench", overwrite=allowed, inputs=(kw.get("data"),))
     module = importlib.import_module(SUITES[name])
-    return module.run(seeds=seeds, out_dir=Path(out_dir) if out_dir else DEFAULT_RESULTS / name, **kw)
+    with replacing(allowed):
+        return module.run(seeds=seeds, out_dir=target, **kw)
 
 
 __all__ = ["SUITES", "run_suite"]

@@ -4,6 +4,8 @@ over seeds) and PNG plots; and the README section rendered from those files.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import datetime as _dt
 import os
 import platform
@@ -95,6 +97,19 @@ def budget_curve_figure(budgets: Sequence[int], curves: dict[str, tuple[np.ndarr
     return fig
 
 
+_OVERWRITE: contextvars.ContextVar[bool] = contextvars.ContextVar("bench_overwrite", default=False)
+
+
+@contextlib.contextmanager
+def replacing(allowed: bool):
+    """Within: ``write_suite`` may replace an earlier suite folder (``run_suite(overwrite=...)``)."""
+    token = _OVERWRITE.set(allowed)
+    try:
+        yield
+    finally:
+        _OVERWRITE.reset(token)
+
+
 def write_suite(out_dir: str | os.PathLike, suite: str, results: dict[str, Any], sections: Sequence[tuple[str, str]],
                 figures: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write ``results.json``, ``results.md`` and ``<name>.png`` for each matplotlib figure into ``out_dir`` (the
@@ -115,7 +130,7 @@ def write_suite(out_dir: str | os.PathLike, suite: str, results: dict[str, Any],
               f"regenerate with `bayesmicro bench {suite}`._\n")
     body = [header] + [f"### {title}\n\n{text}\n" for title, text in sections]
     body += [f"![{name}]({name}.png)\n" for name in figures]
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, "bench", overwrite=_OVERWRITE.get()) as tmp:
         write_json(tmp / RESULTS_FILE, stamped)
         write_bytes_atomic(tmp / TABLE_FILE, "\n".join(body).encode())
         for name, fig in figures.items():

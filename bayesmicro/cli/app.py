@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from bayesmicro.cli import embed as embed_cmd
@@ -31,7 +33,18 @@ app.command("route")(route_cmd.route_command)
 
 
 def main() -> None:
-    app()
+    """Run the app; a usage error (an unknown option, a value of the wrong type) is one line and exit code 2."""
+    try:
+        code = app(standalone_mode=False)
+    except Exception as exc:  # typer's (vendored Click's) usage errors: not part of its public API, so by shape
+        message, code = getattr(exc, "format_message", None), getattr(exc, "exit_code", None)
+        if not callable(message) or not isinstance(code, int):
+            raise
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `bayesmicro` alone: the help, as typer shows it
+            app()
+        print(f"error: {' '.join(str(message()).split())}", file=sys.stderr)
+        sys.exit(code)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

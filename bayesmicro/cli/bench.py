@@ -28,7 +28,11 @@ def bench_command(
     seeds: Optional[int] = typer.Option(None, "--seeds", help="Seeds 0 … N−1 (default: the suite's own: "
                                         "synthetic 5, irreducible 1, speed 1, hh 5, classic 3, helpsteer2 1, "
                                         "rpr 1)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Folder to write (default benchmarks/results/<suite>/)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder to write: a new or empty folder, or with "
+                                       "--overwrite an earlier suite's (default benchmarks/results/<suite>/, "
+                                       "replaced)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out when it holds an earlier suite's results "
+                                   "(and nothing bayesmicro did not write)."),
     as_json: bool = typer.Option(False, "--json", help="Print the results (what results.json holds) on stdout."),
     pairs: Optional[int] = typer.Option(None, "--pairs", help="scale: synthetic pairs (default 1,000,000)."),
     dim: Optional[int] = typer.Option(None, "--dim", help="scale: feature dimension (default 1,024)."),
@@ -51,7 +55,8 @@ def bench_command(
     given = {"pairs": pairs, "dim": dim, "k": k, "device": device, "data": data, "backbone": backbone,
              "limit": limit, "budgets": budgets}
     extra = check_options(name, {key: value for key, value in given.items() if value is not None})
-    results = run_suite(name, seeds=seeds if seeds is not None else 5, out_dir=out, **extra)
+    results = run_suite(name, seeds=seeds if seeds is not None else 5, out_dir=out,
+                        overwrite=True if overwrite else None, **extra)
     results["out_dir"] = str(out or Path("benchmarks") / "results" / name)
     stderr.print(f"wrote {results['out_dir']}/results.json, results.md and {len(results['files']) - 2} plot(s)")
     if as_json:
@@ -70,6 +75,8 @@ def check_options(name: str, extra: dict[str, Any]) -> dict[str, Any]:
     for option in ("pairs", "dim", "k", "limit"):
         if option in extra and extra[option] < 1:
             raise BadInput(f"--{option} must be ≥ 1, got {extra[option]}")
+    if extra.get("data") is not None and not str(extra["data"]).strip():
+        raise BadInput("--data must be a file, folder or hub id, got ''")
     if "budgets" in extra:
         extra["budgets"] = parse_budgets(extra["budgets"])
     device = extra.get("device", "cpu")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import json
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bayesmicro.errors import BadInput
+from bayesmicro.errors import BadInput, BayesmicroWarning
 
 # plain text: paths such as runs/[exp1] print as written (no rich markup), and long lines are not wrapped
 stderr = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
@@ -26,16 +28,70 @@ def model_key(k: int, router: str) -> str:
     """The JSON key of a run's results: single_bt, static_mixture or routed_mixture."""
     return "single_bt" if k == 1 else ("static_mixture" if router == "none" else "routed_mixture")
 
+# library argument → CLI option, where the option is not the argument's name with dashes
+ARGUMENT_FLAGS = {"select": "--select-restart", "data_format": "--format", "out_dir": "--out", "as_json": "--json"}
+
+_warnings: list[str] = []  # what this command said on stderr as warnings; emit_json adds them as "warnings"
+
+
+def option_flags(fn: Callable) -> dict[str, str]:
+    """{parameter name: its first option name} of a typer command function."""
+    flags = {}
+    for name, parameter in inspect.signature(fn).parameters.items():
+        decls = getattr(parameter.default, "param_decls", None) or ()
+        options = [d for d in decls if isinstance(d, str) and d.startswith("--")]
+        if options:
+            flags[name] = options[0]
+    return flags
+
+
+def cli_message(exc: BadInput, flags: dict[str, str] | None = None) -> str:
+    """The one line the CLI prints for ``exc``: a message about a Python argument names the CLI option instead."""
+    message = str(exc)
+    argument = getattr(exc, "argument", None)
+    if argument and message.startswith(argument):
+        flag = (flags or {}).get(argument) or ARGUMENT_FLAGS.get(argument) or "--" + argument.replace("_", "-")
+        message = flag + message[len(argument):]
+    return message
+
+
+def warning(message: str) -> None:
+    """A fallback, a dropped input or a no-op, said on stderr and kept for ``--json``'s ``warnings`` list."""
+    if message in _warnings:  # said once
+        return
+    _warnings.append(message)
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    if issubclass(category, BayesmicroWarning):
+        warning(str(message))
+    else:
+        _default_show(message, category, filename, lineno, file, line)
+
+
+_default_show = warnings.showwarning
+
+
 def cli_errors(fn: Callable) -> Callable:
-    """Turn BadInput into a one-line message and exit code 2, any other failure into exit code 1."""
+    """Turn BadInput into a one-line message and exit code 2, any other failure into exit code 1; library warnings
+    (``bayesmicro.errors.warn``) into ``warning:`` lines on stderr and the ``warnings`` list of ``--json``."""
+    flags = option_flags(fn)
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        _warnings.clear()
         try:
-            return fn(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.simplefilter("always", BayesmicroWarning)
+                warnings.showwarning = _show_warning
+                return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort, KeyboardInterrupt):
             raise
-        except (BadInput, FileNotFoundError) as exc:
+        except BadInput as exc:
+            print(f"error: {cli_message(exc, flags)}", file=sys.stderr)
+            raise typer.Exit(2) from None
+        except FileNotFoundError as exc:
             print(f"error: {exc}", file=sys.stderr)
             raise typer.Exit(2) from None
         except Exception as exc:
@@ -48,19 +104,24 @@ def cli_errors(fn: Callable) -> Callable:
     return wrapper
 
 
-def pairs_for_run(run_dir: Path, data: Path):
+def pairs_for_run(run_dir: Path, data: Path, fitted=None):
     """(DATA as EmbeddedPairs, with the held-out split RUN_DIR was fitted with when DATA has none of its own —
-    ``data.run_split``; the line about that printed on stderr, or None)."""
+    ``data.run_split``; the line about that printed on stderr, or None). ``fitted``: the run, to warn when DATA was
+    embedded differently."""
     from bayesmicro.data.embedded import EmbeddedPairs
     from bayesmicro.data.run_split import with_run_split
 
     pairs, note = with_run_split(EmbeddedPairs.load(data), run_dir)
+    if fitted is not None and (mismatch := fitted.embedding_mismatch(pairs)):
+        warning(mismatch)
     if note:
         stderr.print(note)
     return pairs, note
 
 
 def emit_json(obj: Any) -> None:
+    if isinstance(obj, dict):
+        obj = {**obj, "warnings": list(_warnings)}
     sys.stdout.write(json.dumps(obj, sort_keys=True, default=float) + "\n")
     sys.stdout.flush()
 
@@ -70,10 +131,9 @@ def set_threads(threads: int | None) -> int:
     pool, and even the HelpSteer2-sized fit (23,500 × 3,072, K = 10) ran faster on 1 thread than on 2 (measured)."""
     import torch
 
-    if threads is None:
-        threads = 1
-    if threads < 1:
-        raise BadInput(f"--threads must be ≥ 1, got {threads}")
+    from bayesmicro._check import integer
+
+    threads = 1 if threads is None else integer(threads, "threads", 1)
     torch.set_num_threads(threads)
     return threads
 
@@ -100,7 +160,7 @@ def print_table(title: str, rows: dict[str, dict[str, Any]], columns: tuple[str,
 
 
 def parse_floats(text: str, option: str) -> list[float]:
-    try:
-        return [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise BadInput(f"{option} expects comma-separated numbers, got {text!r}") from None
+    """Comma-separated finite numbers (nan and inf refused)."""
+    from bayesmicro._check import numbers_list
+
+    return numbers_list(text, option)

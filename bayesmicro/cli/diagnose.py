@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -9,7 +10,7 @@ from typing import Optional
 import numpy as np
 import typer
 
-from bayesmicro._io import read_json, write_json
+from bayesmicro._io import add_to_marker, read_json, write_json
 from bayesmicro.cli.common import cli_errors, emit_json, pairs_for_run, stderr
 from bayesmicro.errors import BadInput
 from bayesmicro.evaluate.arviz import REDRAW_FACTOR, head_correlation, n_chains, reloo, to_inference_data
@@ -19,10 +20,10 @@ from bayesmicro.infer.result import Fit
 PLOT_FILE, REPORT_FILE = "reliability.png", "diagnose.json"
 
 
-def _pairs_for(run_dir: Path, data: Path | None):
+def _pairs_for(run_dir: Path, data: Path | None, fitted: Fit):
     """The run's pairs: DATA, or the built-in population recorded in the run's metrics.json (with its truth)."""
     if data is not None:
-        return pairs_for_run(run_dir, data)[0], None
+        return pairs_for_run(run_dir, data, fitted)[0], None
     metrics = run_dir / "metrics.json"
     population = read_json(metrics).get("population") if metrics.exists() else None
     if not population:
@@ -109,9 +110,14 @@ def diagnose_command(
     if redraw_factor < 1:
         raise BadInput(f"--redraw-factor must be ≥ 1, got {redraw_factor}")
     fitted = Fit.load(run_dir)
+    for name in (PLOT_FILE, REPORT_FILE):  # written into RUN_DIR: found out now, not after the LOO refits
+        target = run_dir / name
+        if (target.exists() and not target.is_file()) or not os.access(run_dir, os.W_OK | os.X_OK):
+            raise BadInput(f"cannot write {name} into the run folder (no write permission, or not a file)",
+                           source=str(run_dir))
     if max_refits is None:
         max_refits = 0 if fitted.config.inference == "nuts" else 10
-    pairs, truth = _pairs_for(run_dir, data)
+    pairs, truth = _pairs_for(run_dir, data, fitted)
     fitted.check_compatible(pairs)
     has_split = pairs.split is not None and "test" in set(pairs.split.tolist())
     train = pairs.part("train") if has_split else pairs
@@ -133,6 +139,7 @@ def diagnose_command(
                             title=f"{run_dir.name}: held-out reliability")
     report["reliability_plot"] = str(plot)
     write_json(run_dir / REPORT_FILE, report)
+    add_to_marker(run_dir, PLOT_FILE, REPORT_FILE)  # the run folder may still be replaced with `fit --overwrite`
     cal = report["calibration"]
     if (posterior_line := _posterior_line(report["posterior"])) is not None:
         stderr.print(posterior_line)

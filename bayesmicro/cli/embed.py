@@ -9,6 +9,8 @@ from typing import Optional
 import torch
 import typer
 
+from bayesmicro import _check as check
+from bayesmicro._io import check_output
 from bayesmicro.cli.common import cli_errors, emit_json, stderr
 from bayesmicro.data.pairs import PreferencePairs, load_pairs
 from bayesmicro.data.protocols import PROTOCOLS, load_protocol
@@ -40,7 +42,10 @@ def embed_command(
     max_length: int = typer.Option(512, "--max-length", help="Tokens per text (the start is cut when longer)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     limit: Optional[int] = typer.Option(None, "--limit", help="At most N pairs (a seeded random subset)."),
-    out: Path = typer.Option(..., "--out", help="Embedded-pairs folder to write."),
+    out: Path = typer.Option(..., "--out", help="Embedded-pairs folder to write: a new or empty folder, or with "
+                             "--overwrite an earlier one."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out when it is an earlier output of this "
+                                   "command (holding only what bayesmicro wrote)."),
     shards: bool = typer.Option(False, "--shards", help="Write a shard store instead (for `bayesmicro fit STORE`, "
                                 "streamed; read block by block, never whole): the training pairs when DATA has a "
                                 "split column, in shuffled order, no labels."),
@@ -54,11 +59,16 @@ def embed_command(
     start = time.perf_counter()
     if pooling is not None:
         check_pooling(pooling)
-    if (batch_size is not None and batch_size < 1) or max_length < 2:
-        raise BadInput(f"--batch-size must be ≥ 1 and --max-length ≥ 2, got {batch_size} and {max_length}")
-    if max_batch_tokens is not None and max_batch_tokens < 1:
-        raise BadInput(f"--max-batch-tokens must be ≥ 1, got {max_batch_tokens}")
+    if batch_size is not None:
+        check.integer(batch_size, "batch_size", 1)
+    check.integer(max_length, "max_length", 2)
+    if limit is not None:
+        check.integer(limit, "limit", 1)
+    if max_batch_tokens is not None:
+        check.integer(max_batch_tokens, "max_batch_tokens", 1)
     pick_device(device)
+    # before any work: a refused or unwritable --out costs nothing
+    check_output(out, "shard_store" if shards else "embedded_pairs", overwrite=overwrite, inputs=(data, cache_dir))
     import datasets  # here, not at the top: every `bayesmicro` process imports this module
 
     datasets.disable_progress_bars()  # one progress bar (ours) on stderr; errors stay one line
@@ -81,13 +91,14 @@ def embed_command(
     if shards:
         pairs, extra["held_out_skipped"] = _training_pairs(pairs)
         blocks = embedder.pair_blocks(pairs, progress=not as_json)
-        dim = (write_shards(blocks, out, meta={"embedding": embedder.settings(), "data": source}).dim
+        dim = (write_shards(blocks, out, meta={"embedding": embedder.settings(), "data": source},
+                            overwrite=overwrite).dim
                if distributed.rank() == 0 else None)
     else:
         embedded = embedder.embed_pairs(pairs, progress=not as_json)
         embedded.meta["data"] = source
         if distributed.rank() == 0:
-            embedded.save(out, dtype=embedder.cache.dtype)
+            embedded.save(out, dtype=embedder.cache.dtype, overwrite=overwrite)
         dim = embedded.dim
     stats = embedder.last_stats
     seconds = time.perf_counter() - start

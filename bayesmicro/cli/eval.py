@@ -25,7 +25,7 @@ def eval_command(
     if split not in ("test", "train", "all"):
         raise BadInput(f"--split must be test, train or all, got {split!r}")
     fitted = Fit.load(run_dir)
-    pairs, note = pairs_for_run(run_dir, data)
+    pairs, note = pairs_for_run(run_dir, data, fitted)
     evaluated_on = split if pairs.split is not None else "all"
     if evaluated_on != "all":
         pairs = pairs.part(split)

@@ -14,7 +14,10 @@ def export_command(
     run_dir: str = typer.Argument(..., help="Run folder (the --out of `bayesmicro fit`)."),
     backbone: Optional[str] = typer.Option(None, "--backbone", help="Hub id or folder of the backbone the features "
                                            "came from (default: the one the run records from `bayesmicro embed`)."),
-    out: str = typer.Option(..., "--out", help="Folder to write (AutoModelForSequenceClassification loads it)."),
+    out: str = typer.Option(..., "--out", help="Folder to write (AutoModelForSequenceClassification loads it): a new "
+                            "or empty folder, or with --overwrite an earlier export."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out when it is an earlier export (holding "
+                                   "only what bayesmicro wrote)."),
     context: Optional[str] = typer.Option(None, "--context", help="Route for this context text (a run routed on "
                                          "users or groups: one of their labels)."),
     weights: Optional[str] = typer.Option(None, "--weights", help="'static': the static mixture weights."),
@@ -26,7 +29,7 @@ def export_command(
     from bayesmicro.integrations.export import export_reward_model
 
     result = export_reward_model(run_dir, backbone, out, context=context, weights=weights, prompt=prompt,
-                                 revision=revision)
+                                 revision=revision, overwrite=overwrite)
     if json_out:
         emit_json(result)
     else:

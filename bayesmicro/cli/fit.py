@@ -7,9 +7,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
+import torch
 import typer
 
-from bayesmicro._io import atomic_dir, write_json
+from bayesmicro import _check as check
+from bayesmicro._io import atomic_dir, check_output, write_json
 from bayesmicro.cli.fit_comparisons import fit_comparisons
 from bayesmicro.cli.fit_streamed import fit_streamed, is_shard_store, refuse_for_a_store
 from bayesmicro.cli.common import cli_errors, emit_json, model_key, print_table, progress, set_threads, stderr
@@ -19,16 +21,14 @@ from bayesmicro.errors import BadInput
 from bayesmicro.evaluate.calibration import ece
 from bayesmicro.evaluate.compare import compare_on_population
 from bayesmicro.evaluate.metrics import score
-import torch
-
-from bayesmicro.infer.api import RESTART_SELECT, fit
+from bayesmicro.infer.api import INFERENCE_METHODS, RESTART_SELECT, fit
 from bayesmicro.infer.capacity import CapacityGrid
 from bayesmicro.infer.map import Schedule
 from bayesmicro.infer.result import Fit
 from bayesmicro.infer.nuts import NUTSSchedule
 from bayesmicro.infer.refine import RefineSchedule
-from bayesmicro.infer.vi import VISchedule
-from bayesmicro.models.mixture import LABEL_ROUTERS
+from bayesmicro.infer.vi import GUIDES, ROUTER_POSTERIORS, VISchedule
+from bayesmicro.models.mixture import LABEL_ROUTERS, ROUTERS
 
 
 # held-out minus training NLL (nats per pair) above which `fit` suggests a stronger router prior. Measured: 0.30 for
@@ -55,7 +55,10 @@ def fit_command(
                                          "user's (group's) own weights (default: prompt with DATA, context on the "
                                          "built-in population)."),
     seed: int = typer.Option(0, "--seed"),
-    out: Optional[Path] = typer.Option(None, "--out", help="Run folder to write (config, params, metrics)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run folder to write (config, params, metrics): a new or "
+                                       "empty folder, or with --overwrite an earlier run folder."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out when it is an earlier run folder "
+                                   "(holding only what bayesmicro wrote)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
     restarts: Optional[int] = typer.Option(None, "--restarts", help="Random restarts; the best training "
                                            "log-likelihood wins (default 3; 10 with --format comparisons)."),
@@ -111,8 +114,29 @@ def fit_command(
     latent: str = typer.Option("user", "--latent", help="user: all comparisons of a user share one class."),
 ) -> None:
     """Fit a mixture of Bradley–Terry heads and report held-out accuracy and NLL."""
-    if select_restart not in RESTART_SELECT:
-        raise BadInput(f"--select-restart must be one of {', '.join(RESTART_SELECT)}, got {select_restart!r}")
+    select_restart = check.choice(select_restart, "select", RESTART_SELECT)
+    data_format = check.choice(data_format, "data_format", ("embedded", "comparisons"))
+    seed = check.seed(seed)
+    if restarts is not None:
+        check.integer(restarts, "restarts", 1)
+    if alpha is not None:
+        check.number(alpha, "alpha", 0)
+    check.number(prior_scale, "prior_scale", 0, low_open=True)
+    check.number(lr, "lr", 0, low_open=True)
+    check.number(test_fraction, "test_fraction", 0, 1, high_open=True)
+    check.integer(k_max, "k_max", 1)
+    check.integer(checkpoint_every, "checkpoint_every", 1)
+    if threads is not None:
+        check.integer(threads, "threads", 1)
+    if router is not None:
+        check.choice(router, "router", ROUTERS)
+    check.choice(inference, "inference", INFERENCE_METHODS)
+    check.choice(guide, "guide", GUIDES)
+    check.choice(router_posterior, "router_posterior", ROUTER_POSTERIORS)
+    if router_prior_scale is not None and router_prior_scale.strip().lower() != "auto":
+        check.number(_number(router_prior_scale, "router_prior_scale"), "router_prior_scale", 0, low_open=True)
+    if out is not None:  # before any work: a refused or unwritable --out costs nothing
+        check_output(out, "run", overwrite=overwrite, inputs=(data, checkpoint_dir))
     if data_format == "comparisons":
         if data is None:
             raise BadInput("--format comparisons needs a DATA table")
@@ -121,21 +145,21 @@ def fit_command(
         if keep_restarts:
             raise BadInput("--keep-restarts: a latent class model keeps its best EM restart only")
         fit_comparisons(data, item1_col=item1_col, item2_col=item2_col, outcome_col=outcome_col, user_col=user_col,
-                        context_cols=context_cols, latent=latent, k=k, restarts=restarts or 10, seed=seed, out=out,
-                        as_json=as_json, threads=threads, k_max=k_max)
+                        context_cols=context_cols, latent=latent, k=k, restarts=10 if restarts is None else restarts,
+                        seed=seed, out=out, as_json=as_json, threads=threads, k_max=k_max, overwrite=overwrite)
         return
-    if data_format != "embedded":
-        raise BadInput(f"--format must be 'embedded' or 'comparisons', got {data_format!r}")
     if data is not None and is_shard_store(data):
         refuse_for_a_store(inference=inference, router_prior_scale=router_prior_scale, restarts=restarts,
                            optimizer=optimizer, select_restart=select_restart, keep_restarts=keep_restarts)
         schedule = {"lr": lr, "checkpoint_every": checkpoint_every if checkpoint_dir is not None else 0,
                     **({} if epochs is None else {"epochs": epochs}),
                     **({} if batch_size is None else {"batch_size": batch_size})}
-        fit_streamed(data, k=k, router=router or "prompt", alpha=0.5 if alpha is None else alpha,
-                     prior_scale=prior_scale, router_prior_scale=_number(router_prior_scale, "--router-prior-scale"),
+        fit_streamed(data, k="3" if k.strip().lower() == "auto" else k, router=router or "prompt",
+                     alpha=0.5 if alpha is None else alpha, prior_scale=1.0 if prior_scale is None else prior_scale,
+                     router_prior_scale=0.3 if router_prior_scale is None else _number(router_prior_scale,
+                                                                                        "router_prior_scale"),
                      seed=seed, schedule=schedule, device=device, checkpoint_dir=checkpoint_dir, out=out,
-                     as_json=as_json, threads=threads)
+                     as_json=as_json, threads=threads, overwrite=overwrite)
         return
     if device != "cpu" or checkpoint_dir is not None:
         raise BadInput("--device and --checkpoint-dir are for a shard store's streamed fit (DATA written by "
@@ -143,9 +167,9 @@ def fit_command(
     auto_k = k.strip().lower() == "auto" and data is not None
     auto_scale = router_prior_scale is not None and router_prior_scale.strip().lower() == "auto"
     given_scale = None if router_prior_scale is None or auto_scale else _number(router_prior_scale,
-                                                                                "--router-prior-scale")
-    options = dict(restarts=restarts or 3, prior_scale=prior_scale if auto_k or prior_scale is not None else 1.0,
-                   keep_restarts=keep_restarts,
+                                                                                "router_prior_scale")
+    options = dict(restarts=3 if restarts is None else restarts,
+                   prior_scale=prior_scale if auto_k or prior_scale is not None else 1.0, keep_restarts=keep_restarts,
                    router_prior_scale=given_scale if auto_k or given_scale is not None else 0.3,
                    inference=inference,
                    schedule=Schedule(optimizer=optimizer, epochs=20 if epochs is None else epochs,
@@ -190,7 +214,7 @@ def fit_command(
     hint = hint or (None if auto_scale else _memorisation_hint(results, router, k))
     if out is not None:
         results["out"] = str(out)
-        with atomic_dir(out) as tmp:
+        with atomic_dir(out, "run", overwrite=overwrite, inputs=(data,)) as tmp:
             main_fit.write_into(tmp)
             if drew_split:
                 write_run_split(tmp, pairs, test_fraction, seed)
@@ -284,9 +308,10 @@ def _load_split(data: Path, test_fraction: float, seed: int) -> tuple[EmbeddedPa
 def _resolve_k(k: str) -> int:
     """``--k`` given as a number."""
     try:
-        return int(k)
+        value = int(k)
     except ValueError:
-        raise BadInput(f"--k expects a positive integer or 'auto', got {k!r}") from None
+        raise BadInput(f"k expects a positive integer or 'auto', got {k!r}", argument="k") from None
+    return check.integer(value, "k", 1)
 
 
 def _selection_pairs(pairs: EmbeddedPairs | None, seed: int) -> EmbeddedPairs:
@@ -298,11 +323,11 @@ def _selection_pairs(pairs: EmbeddedPairs | None, seed: int) -> EmbeddedPairs:
     return source if source.split is None else replace(source.part("train"), split=None)
 
 
-def _number(text: str, flag: str) -> float:
+def _number(text: str, name: str) -> float:
     try:
         return float(text)
     except ValueError:
-        raise BadInput(f"{flag} expects a number or 'auto', got {text!r}") from None
+        raise BadInput(f"{name} expects a number or 'auto', got {text!r}", argument=name) from None
 
 
 def _fit_and_score(pairs: EmbeddedPairs, k: int, router: str, seed: int, step, options: dict):

@@ -17,7 +17,7 @@ from bayesmicro.infer.latent_class_result import LatentClassResult
 
 def fit_comparisons(data: Path, *, item1_col: str, item2_col: str, outcome_col: str, user_col: str,
                     context_cols: str, latent: str, k: int | str, restarts: int, seed: int, out: Path | None,
-                    as_json: bool, threads: int | None, k_max: int = 5) -> dict:
+                    as_json: bool, threads: int | None, k_max: int = 5, overwrite: bool = False) -> dict:
     """Fit K latent classes of users (all of a user's comparisons share one class; the router is a multinomial
     logit on the user's covariates) by EM; report the maximised log-likelihood (natural log, ties excluded).
     ``k='auto'``: K = 1..``k_max`` by the lowest BIC."""
@@ -54,7 +54,7 @@ def fit_comparisons(data: Path, *, item1_col: str, item2_col: str, outcome_col: 
         report["out"] = str(out)
         columns = {"item1": item1_col, "item2": item2_col, "outcome": outcome_col, "user": user_col}
         typed = LatentClassResult.from_fit(result, pairs.meta, columns, {"fit_seconds": seconds})
-        with atomic_dir(out) as tmp:  # loadable with bayesmicro.load(out)
+        with atomic_dir(out, "run", overwrite=overwrite, inputs=(data,)) as tmp:  # bayesmicro.load(out) reads it
             typed.write_into(tmp)
             write_json(tmp / "metrics.json", report)
     print_table("per-user latent class BT mixture", {f"K={k}": {"loglik": result.loglik, "n_pairs": result.n_pairs,

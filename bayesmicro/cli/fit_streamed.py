@@ -18,7 +18,7 @@ def is_shard_store(path: Path) -> bool:
 def refuse_for_a_store(*, inference: str, router_prior_scale: str, restarts: int | None, optimizer: str,
                        select_restart: str = "loglik", keep_restarts: bool = False) -> None:
     """A shard store gets one streamed AdamW MAP fit: name the option that asks for something else."""
-    refused = {"--inference": inference != "map", "--router-prior-scale auto": router_prior_scale.strip() == "auto",
+    refused = {"--inference": inference != "map", "--router-prior-scale auto": (router_prior_scale or "").strip() == "auto",
                "--restarts": restarts is not None, "--optimizer": optimizer not in ("auto", "adam"),
                "--select-restart": select_restart != "loglik", "--keep-restarts": keep_restarts}
     for flag, given in refused.items():
@@ -29,7 +29,7 @@ def refuse_for_a_store(*, inference: str, router_prior_scale: str, restarts: int
 
 def fit_streamed(store_path: Path, *, k: str, router: str, alpha: float, prior_scale: float,
                  router_prior_scale: float, seed: int, schedule: dict, device: str, checkpoint_dir: Path | None,
-                 out: Path | None, as_json: bool, threads: int | None) -> dict:
+                 out: Path | None, as_json: bool, threads: int | None, overwrite: bool = False) -> dict:
     """Minibatch AdamW over every pair of the store (``StreamSchedule`` fields in ``schedule``, defaults for those
     not given); writes a run folder like any ``fit`` and reports the MAP objective — a store has no held-out pairs."""
     try:
@@ -46,7 +46,7 @@ def fit_streamed(store_path: Path, *, k: str, router: str, alpha: float, prior_s
         "resumed_from_step")}, "k": fit.config.k, "router": fit.config.router}
     if out is not None:
         report["out"] = str(out)
-        with atomic_dir(out) as tmp:
+        with atomic_dir(out, "run", overwrite=overwrite, inputs=(store_path, checkpoint_dir)) as tmp:
             fit.write_into(tmp)
             write_json(tmp / "metrics.json", report)
     s = report["streamed"]

@@ -9,8 +9,8 @@ from typing import Optional
 import numpy as np
 import typer
 
-from bayesmicro.cli.common import (cli_errors, emit_json, pairs_for_run, parse_floats, print_table, set_threads,
-                                   stderr)
+from bayesmicro import _check as check
+from bayesmicro.cli.common import cli_errors, emit_json, pairs_for_run, print_table, set_threads, stderr, warning
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.errors import BadInput
 from bayesmicro.evaluate.metrics import score
@@ -19,6 +19,27 @@ from bayesmicro.routing.active import STRATEGIES, active_orders, prefix_subset
 from bayesmicro.routing.choose import RESTART_RULES, choose_restart
 from bayesmicro.routing.hedge import budget_subset
 from bayesmicro.routing.route import METHODS, budget_curve, check_routable, route_predict
+
+
+# a routed prediction closer than this to stage 1's, on every held-out pair, is a no-op
+NO_OP_CHANGE = 1e-6
+# heads whose cosine is above this, with norms within 0.1 %, predict alike: routing between them changes nothing
+COLLAPSED_COSINE = 0.9995
+
+
+def collapsed_heads(fit: Fit) -> str | None:
+    """'heads 0 and 1 are collapsed (cosine 1.000)' for the first pair of the run's mean heads that coincide, or None."""
+    heads = fit.heads.mean(0).double()
+    norms = heads.norm(dim=1)
+    for i in range(heads.shape[0]):
+        for j in range(i + 1, heads.shape[0]):
+            scale = float(max(norms[i], norms[j]))
+            if scale == 0.0:
+                return f"heads {i} and {j} are both zero"
+            cosine = float(heads[i] @ heads[j]) / max(float(norms[i] * norms[j]), 1e-300)
+            if cosine > COLLAPSED_COSINE and abs(float(norms[i] - norms[j])) <= 1e-3 * scale:
+                return f"heads {i} and {j} are collapsed (cosine {cosine:.3f})"
+    return None
 
 
 @cli_errors
@@ -56,17 +77,24 @@ def route_command(
         raise BadInput(f"--method must be among {METHODS}, got {method!r}")
     if by not in (None, "group", "user"):
         raise BadInput(f"--by must be 'group' or 'user', got {by!r}")
-    curve_budgets = [int(b) for b in parse_floats(budgets, "--budgets")] if budgets else []
-    if budget < 1 or any(b < 1 for b in curve_budgets):
-        raise BadInput("budgets must be ≥ 1 labelled pairs per group")
+    seed = check.seed(seed)
+    check.integer(budget, "budget", 1)
+    curve_budgets = check.integers_list(budgets, "budgets") if budgets is not None else []
+    check.number(tau, "tau", 0, low_open=True)
+    check.number(test_fraction, "test_fraction", 0, 1, low_open=True, high_open=True)
+    check.integer(pool_size, "pool_size", 1)
+    if threads is not None:
+        check.integer(threads, "threads", 1)
     if restart not in RESTART_RULES:
         raise BadInput(f"--restart must be one of {', '.join(RESTART_RULES)}, got {restart!r}")
     fit = Fit.load(run_dir)
     check_routable(fit, source=str(run_dir))
+    if (collapsed := collapsed_heads(fit)) is not None:
+        warning(f"{run_dir}: {collapsed}: routing re-weights heads that predict alike and can change little")
     if restart == "context" and not fit.restart_modes:
         raise BadInput("--restart context chooses among the run's restarts, and this run kept none: fit it with "
                        "--keep-restarts", source=str(run_dir))
-    pairs, _ = pairs_for_run(run_dir, data)
+    pairs, _ = pairs_for_run(run_dir, data, fit)
     if context_from is not None:
         if context_from not in ("group", "user"):
             raise BadInput(f"--context-from must be 'group' or 'user', got {context_from!r}")
@@ -81,7 +109,7 @@ def route_command(
     set_threads(threads)
     train, test = pairs.part("train"), pairs.part("test")
     labels = getattr(test, by)
-    before = score(fit.predict_proba(test), labels)
+    before = score(fit.predict_proba(test), labels)  # what stage 1 predicts
     select = _selector(fit, train, max([budget, *curve_budgets]), by, seed, active, acquisition, pool_size)
     labelled = select(train, budget)
     _say_if_short(getattr(labelled, by), budget, by)
@@ -89,8 +117,13 @@ def route_command(
                "selection": {"kind": "active", "acquisition": acquisition, "pool_size": pool_size} if active
                else {"kind": "random"}}
     routed, results["restart_choice"] = choose_restart(fit, labelled, by, restart)
+    before_proba = fit.predict_proba(test)
     for m in methods:
-        results["after"][m] = score(route_predict(routed, labelled, test, m, tau=tau, seed=seed, by=by), labels)
+        after_proba = route_predict(routed, labelled, test, m, tau=tau, seed=seed, by=by)
+        results["after"][m] = score(after_proba, labels)
+        change = float((after_proba.double() - before_proba.double()).abs().max()) if len(test) else 0.0
+        if change < NO_OP_CHANGE:
+            warning(f"--method {m} changed no held-out prediction (largest change {change:.1e}): routing did nothing")
     if curve_budgets:
         results["budget_curve"] = budget_curve(fit, pairs, methods, curve_budgets, tau=tau, seed=seed, by=by,
                                                score_fn=score, select=select, restart=restart)

@@ -10,7 +10,8 @@ from typing import Optional
 
 import typer
 
-from bayesmicro._io import write_bytes_atomic
+from bayesmicro import _check as check
+from bayesmicro._io import _user_mode, check_output, write_bytes_atomic
 from bayesmicro.cli.common import cli_errors, emit_json, pairs_for_run, parse_floats, stderr
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.errors import BadInput
@@ -44,10 +45,12 @@ def _write_rows(columns: dict[str, list], out: Path) -> None:
         from datasets import Dataset
 
         datasets.disable_progress_bars()  # stderr keeps our one line
+        out.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=out.parent if str(out.parent) else ".", suffix=".parquet.tmp")
         os.close(fd)
         try:
             Dataset.from_dict(columns).to_parquet(tmp)
+            _user_mode(Path(tmp), directory=False)
             os.replace(tmp, out)
         finally:
             if os.path.exists(tmp):
@@ -66,18 +69,23 @@ def score_command(
     data: Path = typer.Argument(..., help="Embedded pairs (folder or .npz)."),
     quantiles: str = typer.Option("0.05,0.5,0.95", "--quantiles", help="Reward quantiles to report."),
     level: float = typer.Option(0.9, "--level", help="Credible level of the P(chosen ≻ rejected) interval."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Write the rows to FILE (.parquet or .jsonl)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write the rows to FILE (.parquet or .jsonl); a new file, "
+                                       "or with --overwrite an existing one."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the --out file when it exists."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ) -> None:
     """Posterior P(chosen ≻ rejected) with a credible interval and a risk-averse score, plus posterior reward
     quantiles of both responses — one row per pair (JSON lines on stdout unless --out or --json)."""
-    levels = tuple(parse_floats(quantiles, "--quantiles"))
+    levels = tuple(parse_floats(quantiles, "quantiles"))
     if not levels or any(not 0.0 <= q <= 1.0 for q in levels):
-        raise BadInput(f"--quantiles must be numbers in [0, 1], got {quantiles!r}")
-    if not 0.0 < level < 1.0:
-        raise BadInput(f"--level must be in (0, 1), got {level}")
+        raise BadInput(f"quantiles must be numbers in [0, 1], got {quantiles!r}", argument="quantiles")
+    check.number(level, "level", 0, 1, low_open=True, high_open=True)
+    if out is not None:  # before any work
+        if out.suffix not in (".parquet", ".jsonl", ".json"):
+            raise BadInput("--out must end in .parquet or .jsonl", source=str(out))
+        check_output(out, "scores", overwrite=overwrite, inputs=(run_dir, data), is_file=True)
     fitted = Fit.load(run_dir)
-    pairs, _ = pairs_for_run(run_dir, data)
+    pairs, _ = pairs_for_run(run_dir, data, fitted)
     fitted.check_compatible(pairs)
     columns = score_rows(fitted, pairs, levels, level)
     if fitted.n_draws == 1:

@@ -199,12 +199,14 @@ class EmbeddedPairs:
         return digest.hexdigest()
 
     # -- disk ---------------------------------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> Path:
+    def save(self, path: str | os.PathLike, dtype: torch.dtype = torch.float32, *, overwrite: bool = False) -> Path:
+        """Write the folder atomically. ``path`` must not exist, be empty, or (``overwrite``) be an earlier
+        embedded-pairs folder holding only what bayesmicro wrote; anything else is refused."""
         tensors = {k: getattr(self, k).to(dtype) for k in FEATURE_KEYS if getattr(self, k) is not None}
         labels = {k: getattr(self, k).tolist() for k in LABEL_KEYS if getattr(self, k) is not None}
         meta = {"format": FORMAT, "n": len(self), "dim": self.dim, "prompt_dim": self.prompt_dim,
                 "context_dim": self.context_dim, "labels": labels, "meta": self.meta}
-        with atomic_dir(path) as tmp:
+        with atomic_dir(path, "embedded_pairs", overwrite=overwrite) as tmp:
             write_tensors(tmp / FEATURES_FILE, tensors)
             write_json(tmp / META_FILE, meta)
         return Path(path)
@@ -315,9 +317,19 @@ def _load_npz(path: Path) -> EmbeddedPairs:
         if unknown:
             raise BadInput(f"unexpected key(s) {unknown}; allowed: {list(FEATURE_KEYS + LABEL_KEYS)}",
                            source=str(path))
-        try:
-            arrays = {k: archive[k] for k in keys}
-        except ValueError as exc:  # object arrays would need pickle
-            raise BadInput(f"array needs pickle to load ({exc}); store strings as fixed-width unicode",
-                           source=str(path)) from None
+        arrays = {}
+        for key in sorted(keys):
+            try:
+                arrays[key] = archive[key]
+            except ValueError as exc:
+                if "allow_pickle" in str(exc):  # object arrays would need pickle
+                    raise BadInput(f"array '{key}' is an object array: it needs pickle to load, which bayesmicro "
+                                   "never does; store strings as fixed-width unicode", source=str(path)) from None
+                raise BadInput(f"array '{key}' is damaged ({(str(exc).splitlines() or [''])[0][:200]})",
+                               source=str(path)) from None
+            except Exception as exc:  # a bad CRC, a truncated member, an unparsable .npy header
+                raise BadInput(f"array '{key}' is damaged ({type(exc).__name__}: {str(exc)[:200]})",
+                               source=str(path)) from None
+            if not isinstance(arrays[key], np.ndarray):  # numpy hands back the raw bytes of a member with no header
+                raise BadInput(f"array '{key}' is damaged (not a .npy array)", source=str(path))
     return EmbeddedPairs(**arrays, source=str(path))

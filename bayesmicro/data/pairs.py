@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bayesmicro.errors import BadInput
+from bayesmicro.errors import BadInput, warn
 
 # `datasets` takes a second to import and every CLI process imports this module: it is imported where it is used.
 if TYPE_CHECKING:
@@ -101,9 +101,20 @@ def _file_format(path: Path) -> str:
     return _FORMATS[suffixes[-1]]
 
 
-def _check_text_file(path: Path, fmt: str) -> None:
-    """Find the first undecodable byte or broken JSON line, so the error can name the row."""
+def _kind(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "boolean"
+    return "text" if isinstance(value, str) else "number" if isinstance(value, (int, float)) else "other"
+
+
+def _check_text_file(path: Path, fmt: str) -> dict[str, list[tuple[int, Any]]]:
+    """Find the first undecodable byte or broken JSON line, so the error can name the row. Returns, for each JSON
+    column whose values mix kinds (text, number, boolean), the first (line, value) of each kind: ``datasets`` would
+    turn such a column into text with quotes added to some values."""
     opener = gzip.open if path.suffix.lower() == ".gz" else open
+    kinds: dict[str, dict[str, tuple[int, Any]]] = {}
     try:
         lineno = 0
         with opener(path, "rb") as fh:
@@ -120,10 +131,15 @@ def _check_text_file(path: Path, fmt: str) -> None:
                     if not isinstance(record, dict):
                         raise BadInput(f"line {lineno}: expected a JSON object {{\"prompt\": ..., \"chosen\": ..., "
                                        f"\"rejected\": ...}}, got {type(record).__name__}", source=str(path))
+                    for column, value in record.items():
+                        kind = _kind(value)
+                        if kind is not None:
+                            kinds.setdefault(column, {}).setdefault(kind, (lineno, value))
     except (EOFError, gzip.BadGzipFile, OSError) as exc:
         raise BadInput(f"cannot read compressed file ({exc})", source=str(path)) from None
     if lineno == 0:  # a compressed file can be non-empty on disk and hold nothing
         raise BadInput("empty file (expected a header or records)", source=str(path))
+    return {column: sorted(seen.values()) for column, seen in kinds.items() if len(seen) > 1}
 
 
 def _check_csv(path: Path) -> list[str]:
@@ -133,20 +149,30 @@ def _check_csv(path: Path) -> list[str]:
     silently shifting every column. Returns the header.
     """
     opener = gzip.open if path.suffix.lower() == ".gz" else open
-    with opener(path, "rb") as raw, io.TextIOWrapper(raw, encoding="utf-8", newline="") as text:
-        reader = csv.reader(text)
-        header = next(reader, [])
-        seen = set()
-        for name in header:
-            if not name.strip():
-                raise BadInput(f"line 1: empty column name in the header {header}", source=str(path))
-            if name in seen:
-                raise BadInput(f"line 1: column '{name}' appears twice in the header", source=str(path))
-            seen.add(name)
-        for record in reader:
-            if record and len(record) != len(header):
-                raise BadInput(f"line {reader.line_num}: {len(record)} fields, expected {len(header)} "
-                               f"(the header's {header})", source=str(path))
+    limit = csv.field_size_limit()
+    csv.field_size_limit(2**31 - 1)  # a long response is a response: no 128 KiB cap on a field
+    try:
+        with opener(path, "rb") as raw, io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as text:
+            return _csv_header(csv.reader(text), path)
+    except csv.Error as exc:
+        raise BadInput(f"cannot parse as csv ({exc})", source=str(path)) from None
+    finally:
+        csv.field_size_limit(limit)
+
+
+def _csv_header(reader, path: Path) -> list[str]:
+    header = next(reader, [])
+    seen = set()
+    for name in header:
+        if not name.strip():
+            raise BadInput(f"line 1: empty column name in the header {header}", source=str(path))
+        if name in seen:
+            raise BadInput(f"line 1: column '{name}' appears twice in the header", source=str(path))
+        seen.add(name)
+    for record in reader:
+        if record and len(record) != len(header):
+            raise BadInput(f"line {reader.line_num}: {len(record)} fields, expected {len(header)} "
+                           f"(the header's {header})", source=str(path))
     return header
 
 
@@ -167,8 +193,9 @@ def _quiet_datasets():
             datasets.enable_progress_bars()
 
 
-def read_table(path: str | os.PathLike) -> datasets.Dataset:
-    """Read a .jsonl/.csv/.parquet file (optionally gzip-compressed) into a ``datasets.Dataset``."""
+def read_table(path: str | os.PathLike, mixed: dict | None = None) -> datasets.Dataset:
+    """Read a .jsonl/.csv/.parquet file (optionally gzip-compressed) into a ``datasets.Dataset``. ``mixed``: filled
+    with the JSON columns whose values mix text, numbers and booleans (see ``_check_text_file``)."""
     import datasets
 
     path = Path(path)
@@ -179,12 +206,14 @@ def read_table(path: str | os.PathLike) -> datasets.Dataset:
         raise BadInput("empty file (expected a header or records)", source=str(path))
     options = {}
     if fmt != "parquet":
-        _check_text_file(path, fmt)
+        found = _check_text_file(path, fmt)
+        if mixed is not None:
+            mixed.update(found)
     if fmt == "csv":
         # In a CSV every field is text: "42" is a response, not a number, and an empty field is empty text.
         header = _check_csv(path)
         options = dict(features=datasets.Features({name: datasets.Value("string") for name in header}),
-                       na_filter=False)
+                       na_filter=False, encoding="utf-8-sig")  # a byte-order mark is not part of the first name
     try:
         with _quiet_datasets():
             ds = datasets.load_dataset(fmt, data_files=str(path), split="train", **options)
@@ -229,11 +258,25 @@ def load_pairs(
 
     ``columns`` maps the schema name to the source's column name, e.g. ``{"prompt": "question"}``.
     """
-    ds = read_table(source) if is_local(source) else read_hub(str(source), split=split)
+    mixed: dict[str, list[tuple[int, Any]]] = {}
+    ds = read_table(source, mixed) if is_local(source) else read_hub(str(source), split=split)
     if columns:
         absent = [src for src in columns.values() if src not in ds.column_names]
         if absent:
             raise BadInput(f"column mapping names absent column(s) {absent} (found {ds.column_names})",
                            source=str(source))
         ds = ds.rename_columns({src: dst for dst, src in columns.items() if src != dst})
-    return PreferencePairs(ds, str(source))
+    renamed = {src: dst for dst, src in (columns or {}).items()}
+    for raw, found in mixed.items():
+        column = renamed.get(raw, raw)
+        if column in OPTIONAL_COLUMNS:  # the text columns are checked row by row
+            shown = ", ".join(f"line {line}: {value!r}" for line, value in found)
+            raise BadInput(f"column '{column}' mixes {' and '.join(_kind(v) for _, v in found)} values ({shown}); "
+                           "a label keeps its exact value and type: make them all text or all numbers",
+                           source=str(source))
+    dropped = [c for c in ds.column_names if c not in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS)]
+    pairs = PreferencePairs(ds, str(source))  # the schema checked first: a bad file is one error line
+    if dropped:
+        warn(f"{source}: column(s) {dropped} are not read (only {list(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)} are; "
+             "a --protocol or a column mapping reads others)")
+    return pairs

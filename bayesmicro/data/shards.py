@@ -25,7 +25,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 
-from bayesmicro._io import atomic_dir, read_json, read_tensors, write_bytes_atomic, write_json, write_tensors
+from bayesmicro._io import atomic_dir, check_output, read_json, read_tensors, write_bytes_atomic, write_json, write_tensors
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.errors import BadInput
 
@@ -110,20 +110,22 @@ class ShardWriter:
 
 def write_shards(blocks: Iterable[EmbeddedPairs] | EmbeddedPairs, path: str | os.PathLike, *,
                  rows_per_shard: int = 32_768, dtype: torch.dtype = torch.float16, shuffle_seed: int | None = 0,
-                 meta: dict[str, Any] | None = None) -> "ShardStore":
+                 meta: dict[str, Any] | None = None, overwrite: bool = False) -> "ShardStore":
     """Write pairs to a shard store at ``path`` (atomically: nothing is left half-written).
 
     ``blocks``: one ``EmbeddedPairs`` or an iterable of them (e.g. produced chunk by chunk, so the whole data never
     sits in memory). A single ``EmbeddedPairs`` is written in an order shuffled with ``shuffle_seed`` (None keeps it),
-    because the streaming fit draws contiguous blocks of rows as minibatches.
+    because the streaming fit draws contiguous blocks of rows as minibatches. ``path`` must not exist, be empty, or
+    (``overwrite``) be an earlier shard store holding only what bayesmicro wrote.
     """
+    check_output(path, "shard_store", overwrite=overwrite)
     if isinstance(blocks, EmbeddedPairs):
         single = blocks
         if shuffle_seed is not None:
             single = single.subset(np.random.default_rng(shuffle_seed).permutation(len(single)))
         meta = {**single.meta, **(meta or {})}
         blocks = [single]
-    with atomic_dir(path) as tmp:
+    with atomic_dir(path, "shard_store", overwrite=overwrite) as tmp:
         writer = None
         for block in blocks:
             if writer is None:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import replace
-import math
 import time
 from collections.abc import Callable, Iterator
 
 import torch
 
+from bayesmicro import _check as check
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.errors import BadInput
 from bayesmicro.infer.capacity import CapacityGrid, choose_capacity
@@ -83,6 +83,10 @@ def fit(
     restarts instead of gradient restarts for the mode, then the same posterior as ``vi`` around the EM optimum;
     ``em.posterior=False``: the optimum alone).
     """
+    if not isinstance(data, EmbeddedPairs):
+        raise BadInput(f"data must be EmbeddedPairs (bayesmicro.load_embedded / EmbeddedPairs.load), got "
+                       f"{type(data).__name__}", argument="data")
+    router = check.choice(router, "router", ROUTERS)
     if isinstance(k, str):
         return _fit_auto(data, k, router, inference, alpha=alpha, prior_scale=prior_scale,
                          router_prior_scale=router_prior_scale, hidden=hidden, restarts=restarts, seed=seed,
@@ -94,8 +98,14 @@ def fit(
     router_prior_scale = 0.3 if router_prior_scale is None else router_prior_scale
     config, n_train, diff, router_x = _checked_config(data, k, router, inference, alpha, prior_scale, hidden, seed,
                                                       router_prior_scale)
-    if restarts < 1:
-        raise BadInput(f"restarts must be ≥ 1, got {restarts}")
+    restarts = check.integer(restarts, "restarts", 1)
+    keep_restarts = bool(keep_restarts)
+    for name, value, kind in (("schedule", schedule, Schedule), ("vi", vi, VISchedule), ("nuts", nuts, NUTSSchedule),
+                              ("em", em, EMSchedule)):
+        if value is not None and not isinstance(value, kind):
+            raise BadInput(f"{name} must be a {kind.__name__} or None, got {type(value).__name__}", argument=name)
+    if on_step is not None and not callable(on_step):
+        raise BadInput(f"on_step must be callable or None, got {type(on_step).__name__}", argument="on_step")
     vi = vi or VISchedule()
     if vi.guide not in GUIDES:  # checked before the MAP restarts, not minutes later
         raise BadInput(f"guide must be one of {GUIDES}, got {vi.guide!r}")
@@ -282,20 +292,14 @@ def refit_like(original: Fit, data: EmbeddedPairs, draws: int | None = None, ref
 def _checked_config(data, k, router, inference, alpha, prior_scale, hidden, seed, router_prior_scale=0.3):
     """Check the settings against ``data``; returns (config, the number of training pairs, their diff (n, d), what
     the router reads of them (n, d_r) or None) — gathered from ``data`` without copying the training pairs first."""
-    if inference not in INFERENCE_METHODS:
-        raise BadInput(f"inference must be one of {INFERENCE_METHODS}, got {inference!r}")
-    if router not in ROUTERS:
-        raise BadInput(f"router must be one of {ROUTERS}, got {router!r}")
-    if k < 1:
-        raise BadInput(f"k must be ≥ 1, got {k}")
-    if not (math.isfinite(prior_scale) and prior_scale > 0):
-        raise BadInput(f"prior_scale must be a finite number > 0, got {prior_scale}")
-    if not (math.isfinite(router_prior_scale) and router_prior_scale > 0):
-        raise BadInput(f"router_prior_scale must be a finite number > 0, got {router_prior_scale}")
-    if not (math.isfinite(alpha) and alpha >= 0):
-        raise BadInput(f"alpha must be a finite number ≥ 0, got {alpha}")
-    if hidden < 1:
-        raise BadInput(f"hidden must be ≥ 1, got {hidden}")
+    inference = check.choice(inference, "inference", INFERENCE_METHODS)
+    router = check.choice(router, "router", ROUTERS)
+    k = check.integer(k, "k", 1)
+    prior_scale = check.number(prior_scale, "prior_scale", 0, low_open=True)
+    router_prior_scale = check.number(router_prior_scale, "router_prior_scale", 0, low_open=True)
+    alpha = check.number(alpha, "alpha", 0)
+    hidden = check.integer(hidden, "hidden", 1)
+    seed = check.seed(seed)
     rows = data.part_rows("train")
     n_train = len(data) if rows is None else len(rows)
     if k > n_train:

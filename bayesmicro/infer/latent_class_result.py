@@ -145,9 +145,9 @@ class LatentClassResult:
                 "items": self.items, "covariate_spec": self.covariate_spec, "columns": self.columns,
                 "loglik": self.loglik, "n_pairs": self.n_pairs}
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the run folder atomically (it appears complete or not at all)."""
-        with atomic_dir(path) as tmp:
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write the run folder atomically (it appears complete or not at all); ``overwrite`` as ``Fit.save``."""
+        with atomic_dir(path, "run", overwrite=overwrite) as tmp:
             self.write_into(tmp)
         return Path(path)
 

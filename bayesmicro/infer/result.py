@@ -150,6 +150,21 @@ class Fit:
             return data
         return data.with_label_context(self.config.router, self.config.router_levels)
 
+    def embedding_mismatch(self, data: EmbeddedPairs) -> str | None:
+        """How ``data``'s embedding (backbone, revision, pooling, template, max length) differs from the one the run
+        was fitted on, as a sentence; None when they agree or either is not recorded."""
+        fitted = self.summary.get("embedding") if isinstance(self.summary, dict) else None
+        given = data.meta.get("embedding") if isinstance(data.meta, dict) else None
+        if not isinstance(fitted, dict) or not isinstance(given, dict):
+            return None
+        differ = [f"{key} {given.get(key)!r} (the run: {fitted.get(key)!r})" for key in
+                  ("model", "revision", "pooling", "template", "max_length")
+                  if key in fitted and key in given and fitted[key] != given[key]]
+        if not differ:
+            return None
+        return (f"{data.source}: embedded with another {', '.join(differ)}: the run's heads score features of its own "
+                "embedding; re-embed the pairs with the run's settings")
+
     def check_compatible(self, data: EmbeddedPairs) -> None:
         if self.config.label_router and getattr(data, self.config.router) is None:
             raise BadInput(f"the run routes on each pair's '{self.config.router}' label, and these pairs have none",
@@ -298,9 +313,10 @@ class Fit:
         return summary.head_quantiles[0] if summary.mixture_quantiles is None else summary.mixture_quantiles[0]
 
     # -- disk ---------------------------------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the run folder atomically (it appears complete or not at all)."""
-        with atomic_dir(path) as tmp:
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write the run folder atomically (it appears complete or not at all). ``path`` must not exist, be empty,
+        or (``overwrite``) be an earlier run folder holding only what bayesmicro wrote; anything else is refused."""
+        with atomic_dir(path, "run", overwrite=overwrite) as tmp:
             self.write_into(tmp)
         return Path(path)
 
@@ -341,6 +357,11 @@ class Fit:
             if not value.is_floating_point() or not bool(torch.isfinite(value).all()):
                 raise BadInput(f"'{PARAMS_FILE}' tensor '{name}' is not finite floating point "
                                f"(dtype {value.dtype})", source=str(path))
+            if value.dtype != torch.float32:  # float64/float16/bfloat16 written by hand: computed in float32
+                if bool((value.double().abs() > torch.finfo(torch.float32).max).any()):
+                    raise BadInput(f"'{PARAMS_FILE}' tensor '{name}' ({value.dtype}) holds values beyond float32",
+                                   source=str(path))
+                tensors[name] = value.float()
         heads = tensors.pop("heads", None)
         if heads is None or heads.ndim != 3 or heads.shape[1:] != (config.k, config.dim):
             raise BadInput(f"'{PARAMS_FILE}' heads do not have shape (S, {config.k}, {config.dim})", source=str(path))
@@ -351,6 +372,9 @@ class Fit:
             raise BadInput(f"'{PARAMS_FILE}' router draws do not match the {heads.shape[0]} head draws",
                            source=str(path))
         summary = read_json(path / SUMMARY_FILE)  # every saved run has one; its absence means a damaged folder
+        if not isinstance(summary, dict):
+            raise BadInput(f"'{SUMMARY_FILE}' holds a JSON {type(summary).__name__}, expected an object",
+                           source=str(path))
         try:
             result = cls(config, heads, router_state, summary, router_draws)
         except RuntimeError as exc:  # state dict does not match the config
@@ -365,7 +389,9 @@ def _load_restart_modes(path: Path, config: FitConfig) -> list[Fit]:
     folder = path / RESTARTS_DIR
     if not folder.is_dir():
         return []
-    names = sorted((p.name for p in folder.iterdir()), key=lambda name: (not name.isdigit(), name))
+    # hidden entries (.DS_Store, editor files) are not restarts
+    names = sorted((p.name for p in folder.iterdir() if not p.name.startswith(".")),
+                   key=lambda name: (not name.isdigit(), int(name) if name.isdigit() else 0, name))
     if names != [str(r) for r in range(len(names))]:
         raise BadInput(f"'{RESTARTS_DIR}/' holds {names}, expected the folders 0 … {len(names) - 1}",
                        source=str(path))

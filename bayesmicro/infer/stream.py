@@ -32,7 +32,7 @@ from pyro.infer.autoguide import AutoDelta
 from pyro.infer.autoguide.initialization import init_to_value
 from torch.utils.data import DataLoader, Dataset
 
-from bayesmicro._io import atomic_dir, read_json, read_tensors, write_json, write_tensors
+from bayesmicro._io import MARKER, atomic_dir, read_json, read_tensors, write_json, write_tensors
 from bayesmicro.data.shards import Block, ShardStore
 from bayesmicro.errors import BadInput
 from bayesmicro.infer.result import Fit, FitConfig
@@ -350,13 +350,13 @@ def _save_checkpoint(folder: Path, identity: dict, position: dict, elbo, opt: to
         tensors.update({f"optim.{index}.{slot}": v for slot, v in slots.items()})
     tensors["rng.torch"] = torch.get_rng_state()
     if not (folder / name).exists():  # the state at a given step is always the same: never rewrite it
-        with atomic_dir(folder / name) as tmp:
+        with atomic_dir(folder / name, "checkpoint") as tmp:
             write_tensors(tmp / STATE_TENSORS, tensors)
             write_json(tmp / STATE_JSON, {"format": CHECKPOINT_FORMAT, "identity": identity, "position": position,
                                           "param_groups": state["param_groups"]})
     write_json(folder / LATEST_FILE, {"checkpoint": name})
     for old in folder.glob("step-*"):  # older checkpoints are superseded once latest.json names the new one
-        if old.name != name:
+        if old.name != name and (old / MARKER).is_file():  # only what this library wrote
             shutil.rmtree(old, ignore_errors=True)
 
 

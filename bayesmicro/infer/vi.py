@@ -28,7 +28,7 @@ from pyro.infer import Trace_ELBO
 from pyro.infer.autoguide import AutoLowRankMultivariateNormal, AutoNormal
 from pyro.infer.autoguide.initialization import init_to_value
 
-from bayesmicro.errors import BadInput
+from bayesmicro.errors import BadInput, warn
 from bayesmicro.infer.bayes_router import HEADS_SITE, LatentRouterMixture, router_draw_tensors
 from bayesmicro.infer.laplace import laplace_posterior, supports_laplace
 from bayesmicro.infer.linearised import linearised_vi_posterior
@@ -93,6 +93,10 @@ def fit_vi(model: BTMixture, diff: torch.Tensor, router_x: torch.Tensor | None, 
     if schedule.router_posterior not in ROUTER_POSTERIORS:
         raise BadInput(f"router_posterior must be one of {ROUTER_POSTERIORS}, got {schedule.router_posterior!r}")
     n = diff.shape[0]
+    if schedule.router_posterior != "svi" and model.router.reads_input and model.k > 1 and not supports_laplace(model):
+        warn(f"router_posterior '{schedule.router_posterior}' needs the Laplace curvature of the router, and this "
+             f"one has too many parameters (router input of {diff.shape[1] if router_x is None else router_x.shape[1]}"
+             " columns): using SVI over the heads and the router output layer instead (router_posterior 'svi')")
     if schedule.router_posterior != "svi" and supports_laplace(model):
         if schedule.router_posterior == "laplace":
             return laplace_posterior(model, init_heads, diff, router_x, schedule.laplace_draws, seed)
@@ -102,6 +106,7 @@ def fit_vi(model: BTMixture, diff: torch.Tensor, router_x: torch.Tensor | None, 
                                                             schedule.laplace_draws, seed, schedule.mc_draws)
         if schedule.router_posterior == "refined":
             info["refine_skipped"] = f"{n} training pairs > refine.max_pairs = {schedule.refine.max_pairs}"
+            warn(f"router_posterior 'refined': {info['refine_skipped']}, using the linearised posterior instead")
         return heads, router_draws, info
     pyro.set_rng_seed(seed)
     gen = torch.Generator().manual_seed(seed)

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from bayesmicro._io import atomic_dir, write_json
+from bayesmicro._io import atomic_dir, check_output, write_json
 from bayesmicro.embed.backbone import check_hub_id
 from bayesmicro.errors import BadInput
 from bayesmicro.infer.result import Fit
@@ -67,10 +67,13 @@ def recorded_backbone(fit: Fit, run_dir, revision: str | None) -> tuple[str, str
 
 def export_reward_model(run_dir: str | os.PathLike, backbone: str | None, out: str | os.PathLike, *,
                         context: str | None = None, weights: str | None = None, prompt: str = "",
-                        revision: str | None = None, local_files_only: bool = False) -> dict[str, Any]:
+                        revision: str | None = None, local_files_only: bool = False,
+                        overwrite: bool = False) -> dict[str, Any]:
     """Write ``out``: a sequence-classification model (``num_labels=1``) = ``backbone`` + score head Σ_k π_k w̄_k.
     Exactly one of ``context`` (text) and ``weights='static'``; ``backbone`` None: the one the run's features
-    record (``bayesmicro embed`` writes it). Returns a JSON-able description."""
+    record (``bayesmicro embed`` writes it). Returns a JSON-able description. ``out`` must not exist, be empty, or
+    (``overwrite``) be an earlier export holding only what bayesmicro wrote."""
+    check_output(out, "export", overwrite=overwrite, inputs=(run_dir, backbone))
     if (context is None) == (weights is None):
         raise BadInput("give exactly one of --context TEXT and --weights static")
     if weights is not None and weights != "static":
@@ -118,7 +121,7 @@ def export_reward_model(run_dir: str | os.PathLike, backbone: str | None, out: s
                    "weights": weights or "context", "router": fit.config.router, "k": fit.config.k,
                    "mixture_weights": pi.tolist(), "architecture": type(model).__name__,
                    "head_norm": float(head.norm())}
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, "export", overwrite=overwrite, inputs=(run_dir, backbone)) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         write_json(tmp / EXPORT_FILE, description)

@@ -58,7 +58,8 @@ def test_score_of_a_point_estimate_says_its_intervals_are_points(vi_run, tmp_pat
                                  "--out", str(tmp_path / "map")])
     assert fitted.exit_code == 0, fitted.output
     for run, says in ((tmp_path / "map", True), (root / "run", False)):
-        result = runner.invoke(app, ["score", str(run), str(root / "pairs"), "--out", str(tmp_path / "s.parquet")])
+        result = runner.invoke(app, ["score", str(run), str(root / "pairs"), "--out", str(tmp_path / "s.parquet"),
+                                     "--overwrite"])  # the second replaces the first's file
         assert result.exit_code == 0, result.output
         assert ("is a point estimate (one draw, inference 'map')" in result.stderr) == says
         assert result.stderr.strip().splitlines()[-1] == f"wrote 500 rows to {tmp_path / 's.parquet'}"

@@ -30,7 +30,9 @@ def test_embed_then_fit(tmp_path):
     assert len(data) == 20 and data.dim == 32 and set(data.group) == {"g1", "g2"}
     assert data.meta["embedding"]["pooling"] == "last" and data.meta["embedding"]["template"].startswith("chat:")
 
-    again = json.loads(runner.invoke(app, args).stdout.strip().splitlines()[-1])
+    refused = runner.invoke(app, args)  # its own earlier output: replaced only when asked
+    assert refused.exit_code == 2 and "pass --overwrite" in refused.output
+    again = json.loads(runner.invoke(app, [*args, "--overwrite"]).stdout.strip().splitlines()[-1])
     assert again["cache_hits"] == report["texts"] and again["tokens"] == 0
 
     fit = runner.invoke(app, ["fit", str(tmp_path / "emb"), "--router", "prompt", "--k", "2", "--restarts", "1",
