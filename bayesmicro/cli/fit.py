@@ -22,7 +22,7 @@ from bayesmicro.evaluate.calibration import ece
 from bayesmicro.evaluate.compare import compare_on_population
 from bayesmicro.evaluate.metrics import score
 from bayesmicro.infer.api import INFERENCE_METHODS, RESTART_SELECT, fit
-from bayesmicro.infer.capacity import CapacityGrid
+from bayesmicro.infer.capacity import VALIDATE_BY, CapacityGrid
 from bayesmicro.infer.map import Schedule
 from bayesmicro.infer.result import Fit
 from bayesmicro.infer.nuts import NUTSSchedule
@@ -121,7 +121,9 @@ def fit_command(
         check.integer(restarts, "restarts", 1)
     if alpha is not None:
         check.number(alpha, "alpha", 0)
-    check.number(prior_scale, "prior_scale", 0, low_open=True)
+    if prior_scale is not None:
+        check.number(prior_scale, "prior_scale", 0, low_open=True)
+    validate_by = check.choice(validate_by, "validate_by", VALIDATE_BY)
     check.number(lr, "lr", 0, low_open=True)
     check.number(test_fraction, "test_fraction", 0, 1, high_open=True)
     check.integer(k_max, "k_max", 1)

@@ -18,7 +18,8 @@ from bayesmicro.infer.result import Fit
 from bayesmicro.routing.active import STRATEGIES, active_orders, prefix_subset
 from bayesmicro.routing.choose import RESTART_RULES, choose_restart
 from bayesmicro.routing.hedge import budget_subset
-from bayesmicro.routing.route import METHODS, budget_curve, check_routable, route_predict
+from bayesmicro.routing.hierarchical import estimate_scales
+from bayesmicro.routing.route import METHODS, WEIGHT_METHODS, budget_curve, check_routable, route_predict
 
 
 # a routed prediction closer than this to stage 1's, on every held-out pair, is a no-op
@@ -47,8 +48,9 @@ def route_command(
     run_dir: Path = typer.Argument(..., help="Run folder written by `bayesmicro fit --out`."),
     data: Path = typer.Argument(..., help="Embedded pairs with 'group' (or 'user') labels and a 'context' matrix "
                                 "(or --context-from)."),
-    method: str = typer.Option("hedge", "--method", help="hedge | posterior | amortized | hyre "
-                               "(comma-separated for several)."),
+    method: str = typer.Option("hierarchical", "--method", help="hierarchical (per-unit offsets shrunk to stage 1, "
+                               "prior sds by empirical Bayes from the training pairs' units) | hedge | posterior | "
+                               "amortized | hyre (comma-separated for several)."),
     budget: int = typer.Option(50, "--budget", help="Labelled training pairs per group."),
     budgets: Optional[str] = typer.Option(None, "--budgets", help="Budget curve, e.g. 10,25,50,100."),
     tau: float = typer.Option(1e-3, "--tau", help="Hedge temperature τ (paper: 1e-3 HelpSteer2, 1e-4 RPR)."),
@@ -88,8 +90,10 @@ def route_command(
     if restart not in RESTART_RULES:
         raise BadInput(f"--restart must be one of {', '.join(RESTART_RULES)}, got {restart!r}")
     fit = Fit.load(run_dir)
-    check_routable(fit, source=str(run_dir))
-    if (collapsed := collapsed_heads(fit)) is not None:
+    reweighting = [m for m in methods if m in WEIGHT_METHODS]
+    if reweighting:
+        check_routable(fit, source=str(run_dir))
+    if reweighting and (collapsed := collapsed_heads(fit)) is not None:
         warning(f"{run_dir}: {collapsed}: routing re-weights heads that predict alike and can change little")
     if restart == "context" and not fit.restart_modes:
         raise BadInput("--restart context chooses among the run's restarts, and this run kept none: fit it with "
@@ -100,7 +104,7 @@ def route_command(
             raise BadInput(f"--context-from must be 'group' or 'user', got {context_from!r}")
         pairs = pairs.with_label_context(context_from)
     pairs = fit.with_label_context(pairs)  # a run routed on a label: stage 2 reads the same one-hot
-    if pairs.context is None:
+    if pairs.context is None and any(m in ("hedge", "amortized") for m in methods):
         raise BadInput("routing needs a 'context' matrix in DATA (or --context-from group|user: the one-hot of "
                        "that label)", source=str(data))
     by = _routing_unit(pairs, by, data)
@@ -117,16 +121,22 @@ def route_command(
                "selection": {"kind": "active", "acquisition": acquisition, "pool_size": pool_size} if active
                else {"kind": "random"}}
     routed, results["restart_choice"] = choose_restart(fit, labelled, by, restart)
+    scales = None
+    if "hierarchical" in methods:
+        scales = estimate_scales(fit, train, by)
+        results["unit_scales"] = scales.as_dict()
+        stderr.print(f"hierarchical: prior sd of a {by}'s head offsets {scales.head:.3g}, of its router-logit "
+                     f"offsets {scales.logit:.3g} (empirical Bayes on {scales.units} training {by}s)")
     before_proba = fit.predict_proba(test)
     for m in methods:
-        after_proba = route_predict(routed, labelled, test, m, tau=tau, seed=seed, by=by)
+        after_proba = route_predict(routed, labelled, test, m, tau=tau, seed=seed, by=by, scales=scales)
         results["after"][m] = score(after_proba, labels)
         change = float((after_proba.double() - before_proba.double()).abs().max()) if len(test) else 0.0
         if change < NO_OP_CHANGE:
             warning(f"--method {m} changed no held-out prediction (largest change {change:.1e}): routing did nothing")
     if curve_budgets:
         results["budget_curve"] = budget_curve(fit, pairs, methods, curve_budgets, tau=tau, seed=seed, by=by,
-                                               score_fn=score, select=select, restart=restart)
+                                               score_fn=score, select=select, restart=restart, scales=scales)
     rows = {"before": before, **{f"after ({m})": s for m, s in results["after"].items()}}
     print_table(f"held-out pairs, B = {budget} per {by}", rows, ("accuracy", "nll", "brier", "n"))
     if as_json:

@@ -98,19 +98,8 @@ def fit(
     router_prior_scale = 0.3 if router_prior_scale is None else router_prior_scale
     config, n_train, diff, router_x = _checked_config(data, k, router, inference, alpha, prior_scale, hidden, seed,
                                                       router_prior_scale)
-    restarts = check.integer(restarts, "restarts", 1)
+    restarts, vi = _checked_options(restarts, schedule, vi, nuts, em, on_step)
     keep_restarts = bool(keep_restarts)
-    for name, value, kind in (("schedule", schedule, Schedule), ("vi", vi, VISchedule), ("nuts", nuts, NUTSSchedule),
-                              ("em", em, EMSchedule)):
-        if value is not None and not isinstance(value, kind):
-            raise BadInput(f"{name} must be a {kind.__name__} or None, got {type(value).__name__}", argument=name)
-    if on_step is not None and not callable(on_step):
-        raise BadInput(f"on_step must be callable or None, got {type(on_step).__name__}", argument="on_step")
-    vi = vi or VISchedule()
-    if vi.guide not in GUIDES:  # checked before the MAP restarts, not minutes later
-        raise BadInput(f"guide must be one of {GUIDES}, got {vi.guide!r}")
-    if vi.router_posterior not in ROUTER_POSTERIORS:
-        raise BadInput(f"router_posterior must be one of {ROUTER_POSTERIORS}, got {vi.router_posterior!r}")
     if inference == "nuts" and n_train > NUTS_MAX_PAIRS:
         raise BadInput(f"NUTS is for small problems (≤ {NUTS_MAX_PAIRS} training pairs, got {n_train}); "
                        "use --inference vi")
@@ -143,12 +132,33 @@ def fit(
     return result
 
 
+def _checked_options(restarts, schedule, vi, nuts, em, on_step) -> tuple[int, VISchedule]:
+    """The restart count and the VI settings, checked (with the schedules' types) before any fit runs."""
+    restarts = check.integer(restarts, "restarts", 1)
+    for name, value, kind in (("schedule", schedule, Schedule), ("vi", vi, VISchedule), ("nuts", nuts, NUTSSchedule),
+                              ("em", em, EMSchedule)):
+        if value is not None and not isinstance(value, kind):
+            raise BadInput(f"{name} must be a {kind.__name__} or None, got {type(value).__name__}", argument=name)
+    if on_step is not None and not callable(on_step):
+        raise BadInput(f"on_step must be callable or None, got {type(on_step).__name__}", argument="on_step")
+    vi = vi or VISchedule()
+    if vi.guide not in GUIDES:  # checked before the MAP restarts, not minutes later
+        raise BadInput(f"guide must be one of {GUIDES}, got {vi.guide!r}")
+    if vi.router_posterior not in ROUTER_POSTERIORS:
+        raise BadInput(f"router_posterior must be one of {ROUTER_POSTERIORS}, got {vi.router_posterior!r}")
+    return restarts, vi
+
+
 def _fit_auto(data: EmbeddedPairs, k: str, router: str, inference: str, *, alpha, prior_scale, router_prior_scale,
               hidden: int, restarts: int, seed: int, schedule: Schedule | None, capacity: CapacityGrid | None,
               **options) -> Fit:
     """``fit(k="auto")``: choose the capacity on the training pairs (``infer.capacity``), then fit it on all of them."""
     if k != "auto":
-        raise BadInput(f"k must be an integer ≥ 1 or 'auto', got {k!r}")
+        raise BadInput(f"k must be an integer ≥ 1 or 'auto', got {k!r}", argument="k")
+    _checked_options(restarts, schedule, options["vi"], options["nuts"], options["em"], options["on_step"])
+    _checked_config(data, 1, router, inference, 0.0 if alpha is None else alpha,
+                    1.0 if prior_scale is None else prior_scale, hidden, seed,
+                    0.3 if router_prior_scale is None else router_prior_scale)
     fixed = {name: value for name, value in (("prior_scale", prior_scale), ("router_prior_scale", router_prior_scale),
                                              ("alpha", alpha)) if value is not None}
     if router in LABEL_ROUTERS:

@@ -13,26 +13,36 @@ from bayesmicro.infer.result import Fit
 from bayesmicro.models.bt import mixture_log_prob
 from bayesmicro.routing.amortized import amortized_route
 from bayesmicro.routing.choose import choose_restart
+from bayesmicro.routing.hierarchical import UnitScales, adapt
 from bayesmicro.routing.hedge import budget_subset, check_routable, hedge_route
 from bayesmicro.routing.posterior import hyre_weights, predict_with_posterior, weight_posterior
 
-METHODS = ("hedge", "posterior", "amortized", "hyre")
+METHODS = ("hierarchical", "hedge", "posterior", "amortized", "hyre")
+WEIGHT_METHODS = METHODS[1:]  # methods that re-weight the heads: they need K ≥ 2 (and a context, for hedge/amortized)
 
 
 def route_predict(fit: Fit, labelled: EmbeddedPairs, test: EmbeddedPairs, method: str, *, tau: float = 1e-3,
                   seed: int = 0, by: str = "group", concentration: float = 1.0,
-                  mode: str = "static", restart: str = "kept") -> torch.Tensor:
+                  mode: str = "static", restart: str = "kept", scales: UnitScales | None = None) -> torch.Tensor:
     """(n_test,) P(chosen ≻ rejected) for ``test`` after routing on the ``labelled`` pairs.
 
     ``restart="context"``: route the restart of ``fit.restart_modes`` whose router best separates the labelled
     pairs' ``by`` labels (``choose_restart``) instead of the one stage 1 kept.
 
+    ``hierarchical`` (the default of ``bayesmicro route``): each ``by`` unit's offsets on the heads and the router
+    logits, MAP under the empirical-Bayes prior sds ``scales`` (``routing.hierarchical.estimate_scales`` on the
+    training pairs); a unit without labelled pairs is predicted by stage 1 exactly.
     ``hedge`` and ``amortized`` learn one router on [prompt; context] from all labelled pairs; ``posterior`` and
     ``hyre`` infer one weight vector per ``by`` label (group or user) from that label's labelled pairs (a label with
     none keeps the prior).
     """
     if method not in METHODS:
         raise BadInput(f"method must be one of {METHODS}, got {method!r}")
+    if method == "hierarchical":
+        if scales is None:
+            raise BadInput("method 'hierarchical' needs the units' prior sds: scales=estimate_scales(fit, "
+                           "training pairs, by)", argument="scales")
+        return adapt(fit, labelled, scales, by).predict_proba(test)
     check_routable(fit)
     fit, _ = choose_restart(fit, labelled, by, restart)
     if method == "hedge":
@@ -62,7 +72,8 @@ def route_predict(fit: Fit, labelled: EmbeddedPairs, test: EmbeddedPairs, method
 
 def budget_curve(fit: Fit, data: EmbeddedPairs, methods: list[str], budgets: list[int], *, tau: float = 1e-3,
                  seed: int = 0, by: str = "group", score_fn=None,
-                 select: Callable[[EmbeddedPairs, int], EmbeddedPairs] | None = None, restart: str = "kept") -> dict:
+                 select: Callable[[EmbeddedPairs, int], EmbeddedPairs] | None = None, restart: str = "kept",
+                 scales: UnitScales | None = None) -> dict:
     """{method: {B: score}} on the test part, labelling ``B`` train pairs per ``by`` label: ``select(train, B)``
     (default: at random, ``budget_subset``; ``bayesmicro route --active`` passes active queries)."""
     train, test = data.part("train"), data.part("test")
@@ -72,6 +83,7 @@ def budget_curve(fit: Fit, data: EmbeddedPairs, methods: list[str], budgets: lis
         curves[method] = {}
         for budget in budgets:
             labelled = select(train, budget)
-            prob = route_predict(fit, labelled, test, method, tau=tau, seed=seed, by=by, restart=restart)
+            prob = route_predict(fit, labelled, test, method, tau=tau, seed=seed, by=by, restart=restart,
+                                 scales=scales)
             curves[method][str(budget)] = score_fn(prob, getattr(test, by))
     return curves
