@@ -193,7 +193,7 @@ def crowdgppl(data: EmbeddedPairs, columns: dict[str, np.ndarray], seed: int) ->
                       "bayesmicro": _fold_scores(offsets.predict_proba(held).float(), pairs, held, agrees[is_test],
                                                  stage1=model.predict_proba(held))})
         log(f"ukp: crowdgppl fold {fold + 1}/{len(topics)} ({topic}) in {time.perf_counter() - start:.1f} s")
-    out = {name: {metric: {key: float(np.nanmean([f[name][metric][key] for f in folds]))
+    out = {name: {metric: {key: _mean_of_defined([f[name][metric][key] for f in folds])
                            for key in ("accuracy", "cee")}
                   for metric in ("personal_all", "personal_over50", "consensus")}
            for name in ("single_bt", "bayesmicro")}
@@ -201,6 +201,12 @@ def crowdgppl(data: EmbeddedPairs, columns: dict[str, np.ndarray], seed: int) ->
     out["published"] = {name: {metric: {"accuracy": v[0], "cee": v[1]} for metric, v in rows.items()}
                         for name, rows in PUBLISHED.items()}
     return out
+
+
+def _mean_of_defined(values: list[float]) -> float:
+    """The mean of the values that are not NaN (folds without such annotators); NaN when none is."""
+    defined = [v for v in values if not np.isnan(v)]
+    return float(np.mean(defined)) if defined else float("nan")
 
 
 def _majority(columns: dict[str, np.ndarray]) -> dict[str, str]:

@@ -17,8 +17,8 @@ PROTOCOL_SUITES = ("helpsteer2", "rpr")
 # option → the suites that take it
 OPTION_SUITES: dict[str, tuple[str, ...]] = {
     "pairs": ("scale",), "dim": ("scale",), "k": ("scale", *PROTOCOL_SUITES),
-    "device": ("scale", "speed", *PROTOCOL_SUITES), "data": PROTOCOL_SUITES, "backbone": PROTOCOL_SUITES,
-    "limit": PROTOCOL_SUITES, "budgets": ("synthetic", *PROTOCOL_SUITES),
+    "device": ("scale", "speed", *PROTOCOL_SUITES), "data": (*PROTOCOL_SUITES, "ukp"),
+    "backbone": PROTOCOL_SUITES, "limit": PROTOCOL_SUITES, "budgets": ("synthetic", *PROTOCOL_SUITES, "ukp"),
 }
 
 
@@ -41,13 +41,16 @@ def bench_command(
                                          "(embedding throughput), helpsteer2, rpr (embedding): auto, cpu or "
                                          "cuda[:i] (default auto)."),
     data: Optional[str] = typer.Option(None, "--data", help="helpsteer2, rpr: local file/folder in the hub's "
-                                       "layout, or a hub id (default nvidia/HelpSteer2, microsoft/rpr)."),
+                                       "layout, or a hub id (default nvidia/HelpSteer2, microsoft/rpr); ukp: a "
+                                       "judgments table with prompt, chosen, rejected, user, topic, pair_id "
+                                       "(default ../shared/data/ukp_convarg1_judgments.jsonl.gz)."),
     backbone: Optional[str] = typer.Option(None, "--backbone", help="helpsteer2, rpr: transformers model id or "
                                            "folder for the features (default the paper's "
                                            "Ray2333/GRM-Llama3.2-3B-rewardmodel-ft)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="helpsteer2, rpr: keep a seeded random N pairs."),
-    budgets: Optional[str] = typer.Option(None, "--budgets", help="synthetic, helpsteer2, rpr: stage-2 labelled "
-                                          "pairs per group, comma-separated (default 10,25,50,100)."),
+    budgets: Optional[str] = typer.Option(None, "--budgets", help="synthetic, helpsteer2, rpr, ukp: stage-2 "
+                                          "labelled pairs per group (ukp: per new annotator), comma-separated "
+                                          "(default 10,25,50,100; ukp 5,20,50)."),
 ) -> None:
     """Regenerate a benchmark table and its plots: mean ± sd over seeds, machine and date stamped."""
     if seeds is None and name in SUITES:
