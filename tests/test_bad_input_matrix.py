@@ -464,7 +464,7 @@ CASES: list[Case] = [
 # the API directly, and the hub id (the CLI twin would wait on the hub's retries).
 API_ONLY_NEEDS_CLI_TWIN = ["text_column_map_names_absent_column", "text_file_not_found", "hub_id_while_offline",
                            # misuse of the Python API: the CLI's --k auto is a valid choice, its values are typed
-                           "api_fit_k_auto", "api_fit_restarts_text", "api_fit_data_is_a_path"]
+                           "api_fit_k_word", "api_fit_restarts_text", "api_fit_data_is_a_path"]
 
 
 @pytest.fixture(scope="module")

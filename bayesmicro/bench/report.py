@@ -176,7 +176,10 @@ def update_readme(readme: str | os.PathLike, results_root: str | os.PathLike,
     return new != old
 
 
-if __name__ == "__main__":  # python -m bayesmicro.bench.report [README.md] [benchmarks/results]
+RESULTS_PAGE = Path("benchmarks") / "RESULTS.md"  # the generated results page; its links are relative to benchmarks/
+
+if __name__ == "__main__":  # python -m bayesmicro.bench.report [benchmarks/RESULTS.md] [benchmarks/results]
     args = sys.argv[1:]
-    changed = update_readme(args[0] if args else "README.md", args[1] if len(args) > 1 else "benchmarks/results")
-    print("README results section " + ("updated" if changed else "already up to date"))
+    changed = update_readme(args[0] if args else RESULTS_PAGE, args[1] if len(args) > 1 else "benchmarks/results",
+                            link_prefix="results")
+    print("results page " + ("updated" if changed else "already up to date"))

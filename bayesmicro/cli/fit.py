@@ -45,9 +45,10 @@ def fit_command(
     data: Optional[Path] = typer.Argument(None, help="Embedded pairs: a folder from `bayesmicro embed` or an .npz; "
                                           "or a shard store (bayesmicro.write_shards): a streamed fit. Omit to run "
                                           "the built-in synthetic comparison."),
-    k: str = typer.Option("auto", "--k", help="Number of BT heads, or 'auto' (with DATA; the built-in comparison "
-                          "uses 3): K = 1..--k-max, and the prior scales and α not given, chosen by the log-likelihood "
-                          "of a validation part of the training pairs (--validate-by); the test pairs play no part."),
+    k: Optional[str] = typer.Option(None, "--k", help="Number of BT heads, or 'auto' (the default with in-memory "
+                                    "DATA; 3 for the built-in comparison and a shard store): K = 1..--k-max, and the "
+                                    "prior scales and α not given, chosen by the log-likelihood of a validation part "
+                                    "of the training pairs (--validate-by); the test pairs play no part."),
     validate_by: str = typer.Option("pair", "--validate-by", help="pair | group | user: what --k auto holds out "
                                     "whole — distinct comparisons, or whole groups/users (as the test will)."),
     router: Optional[str] = typer.Option(None, "--router", help="none | prompt | context | user | group: what the "
@@ -147,7 +148,7 @@ def fit_command(
         if keep_restarts:
             raise BadInput("--keep-restarts: a latent class model keeps its best EM restart only")
         fit_comparisons(data, item1_col=item1_col, item2_col=item2_col, outcome_col=outcome_col, user_col=user_col,
-                        context_cols=context_cols, latent=latent, k=k, restarts=10 if restarts is None else restarts,
+                        context_cols=context_cols, latent=latent, k=k or "3", restarts=10 if restarts is None else restarts,
                         seed=seed, out=out, as_json=as_json, threads=threads, k_max=k_max, overwrite=overwrite)
         return
     if data is not None and is_shard_store(data):
@@ -156,7 +157,7 @@ def fit_command(
         schedule = {"lr": lr, "checkpoint_every": checkpoint_every if checkpoint_dir is not None else 0,
                     **({} if epochs is None else {"epochs": epochs}),
                     **({} if batch_size is None else {"batch_size": batch_size})}
-        fit_streamed(data, k="3" if k.strip().lower() == "auto" else k, router=router or "prompt",
+        fit_streamed(data, k="3" if k is None else k, router=router or "prompt",
                      alpha=0.5 if alpha is None else alpha, prior_scale=1.0 if prior_scale is None else prior_scale,
                      router_prior_scale=0.3 if router_prior_scale is None else _number(router_prior_scale,
                                                                                         "router_prior_scale"),
@@ -166,7 +167,10 @@ def fit_command(
     if device != "cpu" or checkpoint_dir is not None:
         raise BadInput("--device and --checkpoint-dir are for a shard store's streamed fit (DATA written by "
                        "bayesmicro.write_shards); in-memory fits run on the CPU")
-    auto_k = k.strip().lower() == "auto" and data is not None
+    if data is None and k is not None and k.strip().lower() == "auto":
+        raise BadInput("--k auto chooses capacity on DATA's training pairs; the built-in comparison fits given K "
+                       "(default 3)", argument="k")
+    auto_k = data is not None and (k is None or k.strip().lower() == "auto")
     auto_scale = router_prior_scale is not None and router_prior_scale.strip().lower() == "auto"
     given_scale = None if router_prior_scale is None or auto_scale else _number(router_prior_scale,
                                                                                 "router_prior_scale")
@@ -189,8 +193,9 @@ def fit_command(
             raise BadInput("--router-prior-scale auto: --k auto already chooses the router prior scale; give --k "
                            "a number to choose the scale alone")
         options["capacity"] = CapacityGrid(ks=tuple(range(1, k_max + 1)), validate_by=validate_by)
+        k = "auto"
     else:
-        k = 3 if k.strip().lower() == "auto" else _resolve_k(k)
+        k = 3 if k is None else _resolve_k(k)
     scale_choice = None
     if auto_scale and router != "none" and not auto_k and k > 1:
         from bayesmicro.evaluate.arviz import auto_router_prior_scale
@@ -342,6 +347,8 @@ def _fit_and_score(pairs: EmbeddedPairs, k: int, router: str, seed: int, step, o
     key = model_key(k, router)
     results = {key: score(proba, held_out.group), "fit_seconds": time.perf_counter() - start,
                "evaluated_on": "test" if held_out is not pairs else "train"}
+    results["optimisation"] = {key: main_fit.summary[key] for key in ("converged", "iterations", "objective")
+                               if key in main_fit.summary}
     if "capacity" in main_fit.summary and k > 1:  # one BT beside the chosen mixture, at the head prior it chose
         single = fit(pairs, k=1, seed=seed, prior_scale=main_fit.config.prior_scale)
         results["single_bt"] = score(single.predict_proba(held_out), held_out.group)

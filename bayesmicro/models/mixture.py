@@ -52,10 +52,13 @@ class Router(PyroModule):
             # and one (n, d) temporary for x − mean cost 0.22 s against 0.06 s in blocks (18,800 × 3,072)
             squares = torch.zeros_like(mean, dtype=torch.float64)
             for block in router_input.split(_STANDARDIZE_ROWS):
-                squares += (block - mean).pow_(2).sum(0)
-            var = squares.div_(max(1, router_input.shape[0] - 1)).to(mean.dtype)
+                deviation = block - mean
+                if not torch.isfinite(deviation.abs().max().square() * block.shape[0]):  # beyond float32: sum wide
+                    deviation = deviation.double()
+                squares += deviation.pow_(2).sum(0)
+            scale = squares.div_(max(1, router_input.shape[0] - 1)).sqrt_().to(mean.dtype)
             self.input_mean.copy_(mean)
-            self.input_scale.copy_(var.sqrt_().clamp_min(MIN_INPUT_SCALE))
+            self.input_scale.copy_(scale.clamp_min(MIN_INPUT_SCALE))
 
     @property
     def input_inverse_scale(self) -> torch.Tensor:

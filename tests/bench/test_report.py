@@ -58,7 +58,7 @@ def test_repository_readme_section_matches_the_committed_results():
     from bayesmicro.bench.report import render_readme_section
 
     root = Path(__file__).resolve().parents[2]
-    readme = (root / "README.md").read_text()
-    section = readme.split(README_START)[1].split(README_END)[0]
-    assert section.strip() == render_readme_section(root / "benchmarks" / "results").strip(), (
-        "README results section is stale: run `python -m bayesmicro.bench.report`")
+    page = (root / "benchmarks" / "RESULTS.md").read_text()
+    section = page.split(README_START)[1].split(README_END)[0]
+    assert section.strip() == render_readme_section(root / "benchmarks" / "results", "results").strip(), (
+        "benchmarks/RESULTS.md is stale: run `python -m bayesmicro.bench.report`")

@@ -233,15 +233,6 @@ def test_route_routes_per_user_when_the_data_has_only_users(tmp_path):
     assert "routing needs a 'group' label" in missing.stderr and "(it has 'user' labels: --by user)" in missing.stderr
 
 
-def test_k_auto_line_names_the_better_k_it_passed_over():
-    from bayesmicro.cli.fit import _auto_choice_lines
-
-    table = {"k=1": {"rank": 1, "elpd_diff": 3.04, "dse": 1.62}, "k=2": {"rank": 0, "elpd_diff": 0.0, "dse": 0.0}}
-    lines = _auto_choice_lines({"k": 1, "criterion": "holdout", "holdout_pairs": 112, "compare": table}, None)
-    assert lines == ["--k auto: K = 1, the smallest K whose ELPD on 112 held-out training pairs is within max(4, dse) "
-                     "nats of the best (K = 2: 3.0 ± 1.6 nats better)"]
-
-
 def test_stderr_prints_paths_as_written_on_one_line(tmp_path):
     folder = tmp_path / ("[exp1] " + "long-name-" * 8)  # rich markup would eat "[exp1]"; 80 columns would wrap
     folder.mkdir()

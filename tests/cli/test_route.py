@@ -51,7 +51,8 @@ def test_route_rejects_unknown_method(tmp_path):
 def test_route_refuses_a_one_head_run_before_reading_data(tmp_path):
     _, heads, _ = _reversed_population(n=40)
     _stage1(heads[:1], router="none").save(tmp_path / "run")
-    result = CliRunner().invoke(app, ["route", str(tmp_path / "run"), str(tmp_path / "no_such_pairs")])
+    result = CliRunner().invoke(app, ["route", str(tmp_path / "run"), str(tmp_path / "no_such_pairs"), "--method",
+                                      "hedge"])
     assert result.exit_code == 2
     assert result.stderr.strip() == (f"error: {tmp_path / 'run'}: the run has one head (K = 1): stage-2 routing "
                                      "re-weights heads and needs K ≥ 2 (fit with --k 2 or more)")

@@ -304,4 +304,8 @@ def test_auto_router_prior_scale_follows_what_the_router_input_carries(router, s
     table = info["compare"]
     assert set(table) == {f"scale={s}" for s in ROUTER_PRIOR_SCALES} and info["holdout_pairs"] == 360
     assert table[f"scale={scale}"]["elpd_diff"] == 0.0
-    assert (scale <= 0.1) if smooth else (scale >= 0.3), table
+    if smooth:  # every smooth router ties with the smoothest (nothing to learn); the weakest prior memorises
+        assert table["scale=0.03"]["elpd_diff"] < 4.0 and scale < 1.0, table
+        assert table["scale=1.0"]["elpd_diff"] > 20.0, table
+    else:
+        assert scale >= 0.3, table
