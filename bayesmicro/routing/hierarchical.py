@@ -31,7 +31,8 @@ from bayesmicro.models.bt import mixture_log_prob, reward_margins
 
 UNIT_KEYS = ("user", "group")
 _PROB_FLOOR = 1e-6  # p(1 − p) in the Fisher is floored here (pairs predicted with certainty carry no curvature)
-_DUAL_BUDGET = 4_000_000  # elements of the padded (units, n_u, n_u) blocks built at a time
+_DUAL_BUDGET = 4_000_000
+STEP_MAP_ITER = 100  # L-BFGS iterations of the warm-started MAP inside each empirical-Bayes step  # elements of the padded (units, n_u, n_u) blocks built at a time
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,7 @@ def _map_offsets(base: StageOne, unit: torch.Tensor, n_units: int, scales: UnitS
     fit_logit = k > 1 and scales.logit > 0
     params = [head.requires_grad_()] + ([logit.requires_grad_()] if fit_logit else [])
     opt = torch.optim.LBFGS(params, lr=1.0, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe",
-                            tolerance_grad=1e-10, tolerance_change=1e-13)
+                            tolerance_grad=1e-9, tolerance_change=1e-11)
     n = base.diff.shape[0]
 
     def closure():
@@ -223,7 +224,7 @@ def estimate_scales(fit: Fit, data: EmbeddedPairs, key: str = "user", max_iter: 
     unit = torch.from_numpy(codes)
     start, previous, converged, iteration = None, -math.inf, False, 0
     for iteration in range(1, max_iter + 1):
-        head, logit = _map_offsets(base, unit, len(units), scales, start)
+        head, logit = _map_offsets(base, unit, len(units), scales, start, max_iter=STEP_MAP_ITER)
         start = (head, logit)
         gamma_head, gamma_logit, logdet, _ = _dual_terms(base, codes, head, logit, scales)
         evidence = _log_evidence(base, unit, head, logit, scales, logdet)
@@ -238,10 +239,9 @@ def estimate_scales(fit: Fit, data: EmbeddedPairs, key: str = "user", max_iter: 
         scales, previous = new, evidence
         if moved < tol or (new.head == 0.0 and new.logit == 0.0):
             converged = True
-            head, logit = _map_offsets(base, unit, len(units), scales, start)
-            evidence = _log_evidence(base, unit, head, logit, scales,
-                                     _dual_terms(base, codes, head, logit, scales)[2])
             break
+    head, logit = _map_offsets(base, unit, len(units), scales, start)  # the chosen scales' MAP, to convergence
+    evidence = _log_evidence(base, unit, head, logit, scales, _dual_terms(base, codes, head, logit, scales)[2])
     return UnitScales(scales.head, scales.logit, evidence, iteration, converged, len(units))
 
 
