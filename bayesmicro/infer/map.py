@@ -1,7 +1,7 @@
 """MAP fitting with Pyro SVI in the modern style: module-local params, ``Trace_ELBO()(model, guide)`` as a torch loss.
 
 Full-batch problems use L-BFGS (strong Wolfe) run to convergence: it stops when the objective per pair changes by less
-than ``Schedule.tol`` (relative) over one block of iterations, or when the gradient vanishes; larger problems use
+than ``Schedule.tol`` (relative) over one block of iterations; larger problems use
 minibatch AdamW with 5 % warmup and cosine decay (the paper's stage-1 recipe). A mixture's heads start from the
 single-BT solution plus a small symmetry-breaking perturbation, so its training fit starts where K = 1 ends.
 Several restarts; the one with the best training log-likelihood wins.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 
 import pyro
 import torch
@@ -99,11 +99,11 @@ class ModeInfo:
     optimizer: str
     iterations: int
     converged: bool
-    record: dict = field(init=False)
 
-    def __post_init__(self) -> None:
-        self.record = {"objective": self.objective, "optimizer": self.optimizer, "iterations": self.iterations,
-                       "converged": self.converged}
+    @property
+    def record(self) -> dict:
+        """The fields as a JSON-ready dict (a run's summary records one per restart)."""
+        return asdict(self)
 
 
 def start_heads(k: int, diff: torch.Tensor, gen: torch.Generator, start: torch.Tensor | None) -> torch.Tensor:
@@ -163,13 +163,12 @@ def _fit_map_scaled(model: BTMixture, diff: torch.Tensor, router_x: torch.Tensor
     heads0 = start_heads(model.k, diff, gen, start)
     guide = AutoDelta(model, init_loc_fn=init_to_value(values={"heads": heads0}))
     elbo = Trace_ELBO()(model, guide)
+    # full batch: the router runs once per distinct input; minibatches index the pairs' own rows
+    loss_on = per_pair_loss(elbo, diff, *(distinct_rows(router_x) if method == "lbfgs" else (router_x,)))
+    params = [p for p in elbo.parameters() if p.requires_grad]
     if method == "lbfgs":
-        loss_on = per_pair_loss(elbo, diff, *distinct_rows(router_x))
-        params = [p for p in elbo.parameters() if p.requires_grad]
         info = _run_lbfgs(params, lambda: loss_on(None), schedule, on_step)
     else:
-        loss_on = per_pair_loss(elbo, diff, router_x)
-        params = [p for p in elbo.parameters() if p.requires_grad]
         width = diff.shape[1] + (0 if router_x is None else router_x.shape[1])
         epochs = schedule.adam_epochs(n, width)
         info = ModeInfo(_run_adam(params, loss_on, n, schedule, epochs, gen, on_step), "adam", epochs, False)
