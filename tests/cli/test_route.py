@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bayesmicro.cli.app import app
+from tests.cli.helpers import run_cli
 from tests.routing.test_routing import _reversed_population, _stage1
 
 
@@ -107,3 +108,18 @@ def test_route_restart_refusals_are_one_line(tmp_path, args, fragment):
     data.save(tmp_path / "pairs")
     result = CliRunner().invoke(app, ["route", str(tmp_path / "run"), str(tmp_path / "pairs"), *args])
     assert result.exit_code == 2 and fragment in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_route_defaults_to_hierarchical_offsets_with_scales_from_the_training_users(tmp_path):
+    from tests.routing.test_hierarchical import user_population
+
+    pairs, _ = user_population(n_users=40, pairs_per_user=60, offset_sd=0.6, seed=2)
+    pairs.save(tmp_path / "pairs")
+    assert run_cli("fit", tmp_path / "pairs", "--k", "1", "--out", tmp_path / "run").code == 0
+    result = run_cli("route", tmp_path / "run", tmp_path / "pairs", "--by", "user", "--budget", "20", "--json")
+    assert result.code == 0, result.stderr
+    out = result.json()
+    assert set(out["after"]) == {"hierarchical"} and out["unit_scales"]["units"] == 40
+    assert 0.2 < out["unit_scales"]["head"] < 1.0
+    assert out["after"]["hierarchical"]["nll"] < out["before"]["nll"]
+    assert "hierarchical: prior sd of a user's head offsets" in result.stderr
