@@ -19,7 +19,7 @@ BENCH_SCRIPT = """
 import sys
 from bayesmicro.bench import run_suite
 from bayesmicro.data.synthetic import PopulationSpec
-run_suite("synthetic", seeds=1, out_dir=sys.argv[1], restarts=1,
+run_suite("synthetic", seeds=1, out_dir=sys.argv[1], restarts=1, overwrite=sys.argv[2] == "overwrite",
           spec=PopulationSpec(n_pairs=400, dim=6, prompt_dim=4, context_dim=3))
 """
 TIMING_KEYS = ("seconds", "fit_seconds", "machine", "date", "load_average", "files", "out_dir")
@@ -34,9 +34,10 @@ def _without_timings(value):
     return value
 
 
-def _bench(out: Path) -> subprocess.Popen:
+def _bench(out: Path, overwrite: bool = False) -> subprocess.Popen:
     env = child_env()
-    return subprocess.Popen([sys.executable, "-c", BENCH_SCRIPT, str(out)], env=env, cwd=ROOT,
+    return subprocess.Popen([sys.executable, "-c", BENCH_SCRIPT, str(out), "overwrite" if overwrite else "new"],
+                            env=env, cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -73,7 +74,7 @@ def test_bench_suite_same_seed_same_numbers_and_a_sigkill_leaves_nothing_half_wr
     out = tmp_path / "killed"
     if out.exists():  # it finished before the kill: then it is complete
         assert _results(out) == _results(tmp_path / "reference")
-    rerun = _bench(out)
+    rerun = _bench(out, overwrite=True)  # replaces what the killed run may have finished
     assert rerun.wait(timeout=600) == 0
     assert _results(out) == _results(tmp_path / "reference")
     assert {"results.json", "results.md"} <= {p.name for p in out.iterdir()}
