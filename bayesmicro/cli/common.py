@@ -11,7 +11,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -19,6 +19,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from bayesmicro.errors import BadInput, BayesmicroWarning
+
+if TYPE_CHECKING:  # the CLI starts without importing torch
+    from bayesmicro.infer.result import Fit
 
 # plain text: paths such as runs/[exp1] print as written (no rich markup), and long lines are not wrapped
 stderr = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
@@ -164,3 +167,22 @@ def parse_floats(text: str, option: str) -> list[float]:
     from bayesmicro._check import numbers_list
 
     return numbers_list(text, option)
+
+
+# heads whose cosine is above this, with norms within 0.1 %, predict alike: routing between them changes nothing
+COLLAPSED_COSINE = 0.9995
+
+
+def collapsed_heads(fit: Fit) -> str | None:
+    """'heads 0 and 1 are collapsed (cosine 1.000)' for the first pair of the run's mean heads that coincide, or None."""
+    heads = fit.heads.mean(0).double()
+    norms = heads.norm(dim=1)
+    for i in range(heads.shape[0]):
+        for j in range(i + 1, heads.shape[0]):
+            scale = float(max(norms[i], norms[j]))
+            if scale == 0.0:
+                return f"heads {i} and {j} are both zero"
+            cosine = float(heads[i] @ heads[j]) / max(float(norms[i] * norms[j]), 1e-300)
+            if cosine > COLLAPSED_COSINE and abs(float(norms[i] - norms[j])) <= 1e-3 * scale:
+                return f"heads {i} and {j} are collapsed (cosine {cosine:.3f})"
+    return None

@@ -7,14 +7,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
-import torch
 import typer
 
 from bayesmicro import _check as check
 from bayesmicro._io import atomic_dir, check_output, write_json
 from bayesmicro.cli.fit_comparisons import fit_comparisons
 from bayesmicro.cli.fit_streamed import fit_streamed, is_shard_store, refuse_for_a_store
-from bayesmicro.cli.common import cli_errors, emit_json, model_key, print_table, progress, set_threads, stderr
+from bayesmicro.cli.common import cli_errors, collapsed_heads, emit_json, model_key, print_table, progress, set_threads, stderr
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.data.run_split import SPLIT_FILE, write_run_split
 from bayesmicro.errors import BadInput
@@ -37,7 +36,6 @@ MEMORISATION_GAP = 0.1
 # sd of the router's weights across held-out pairs below which `fit` says the router routes nothing. Measured: 1e-7
 # (prompts that do not say whose preference a pair is), 1e-8 (HH with router prior sd 0.03); 0.09-0.39 routing
 STATIC_ROUTER_SD = 0.01
-COLLAPSED_COSINE = 0.99  # heads closer than this predict alike: a warning under --k auto
 
 
 @cli_errors
@@ -265,11 +263,8 @@ def _capacity_warnings(main_fit: Fit) -> list[str]:
     if single and mixtures and min(mixtures) >= min(single):
         out.append(f"no mixture beat one BT on the validation pairs (best mixture NLL {min(mixtures):.4f} vs "
                    f"{min(single):.4f}): K = 1 kept")
-    if main_fit.config.k > 1:
-        heads = torch.nn.functional.normalize(main_fit.heads.mean(0), dim=1)
-        cosine = heads @ heads.T - 2 * torch.eye(main_fit.config.k)
-        if float(cosine.max()) > COLLAPSED_COSINE:
-            out.append(f"two heads have collapsed onto each other (cosine {float(cosine.max()):.3f})")
+    if (collapsed := collapsed_heads(main_fit)) is not None:
+        out.append(collapsed)
     if main_fit.summary.get("converged") is False:
         out.append(f"the final fit stopped at {main_fit.summary.get('iterations')} iterations before its "
                    "stopping rule was met")

@@ -10,7 +10,7 @@ import numpy as np
 import typer
 
 from bayesmicro import _check as check
-from bayesmicro.cli.common import cli_errors, emit_json, pairs_for_run, print_table, set_threads, stderr, warning
+from bayesmicro.cli.common import cli_errors, collapsed_heads, emit_json, pairs_for_run, print_table, set_threads, stderr, warning
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.errors import BadInput
 from bayesmicro.evaluate.metrics import score
@@ -24,25 +24,6 @@ from bayesmicro.routing.route import METHODS, WEIGHT_METHODS, budget_curve, chec
 
 # a routed prediction closer than this to stage 1's, on every held-out pair, is a no-op
 NO_OP_CHANGE = 1e-6
-# heads whose cosine is above this, with norms within 0.1 %, predict alike: routing between them changes nothing
-COLLAPSED_COSINE = 0.9995
-
-
-def collapsed_heads(fit: Fit) -> str | None:
-    """'heads 0 and 1 are collapsed (cosine 1.000)' for the first pair of the run's mean heads that coincide, or None."""
-    heads = fit.heads.mean(0).double()
-    norms = heads.norm(dim=1)
-    for i in range(heads.shape[0]):
-        for j in range(i + 1, heads.shape[0]):
-            scale = float(max(norms[i], norms[j]))
-            if scale == 0.0:
-                return f"heads {i} and {j} are both zero"
-            cosine = float(heads[i] @ heads[j]) / max(float(norms[i] * norms[j]), 1e-300)
-            if cosine > COLLAPSED_COSINE and abs(float(norms[i] - norms[j])) <= 1e-3 * scale:
-                return f"heads {i} and {j} are collapsed (cosine {cosine:.3f})"
-    return None
-
-
 @cli_errors
 def route_command(
     run_dir: Path = typer.Argument(..., help="Run folder written by `bayesmicro fit --out`."),
