@@ -15,10 +15,10 @@ import torch
 
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.evaluate.alignment import align_draws
+from bayesmicro.infer.capacity import SMALL_ELPD_DIFF  # one "small elpd difference" for every K rule
 from bayesmicro.infer.result import Fit
 
 PARETO_K_GOOD, PARETO_K_BAD = 0.5, 0.7
-SMALL_ELPD_DIFF = 4.0  # the LOO FAQ's "small difference" in elpd (Vehtari et al.)
 # built-in population, seeds 0-2: the pairs above 0.7 at 4 000 draws were all below it at 16 000 (max 0.65)
 REDRAW_FACTOR = 4
 # `--router-prior-scale auto` tries these: 0.03 keeps a router near uniform weights, 1.0 lets one memorise pairs

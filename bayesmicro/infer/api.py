@@ -105,14 +105,13 @@ def fit(
                        "use --inference vi")
     _check_select(select, config)
     start = time.perf_counter()
-    loglik, result, history, modes, single = _best_mode(config, diff, router_x, restarts, inference, seed,
-                                                        schedule or Schedule(), em, on_step, select)
-    kept = next(record for record in history if record["train_loglik"] == loglik)
+    kept, result, history, modes, single = _best_mode(config, diff, router_x, restarts, inference, seed,
+                                                      schedule or Schedule(), em, on_step, select)
     extra = {}
     if inference in ("vi", "nuts") or (inference == "em" and (em or EMSchedule()).posterior):
         result, extra = _posterior_around(result, diff, router_x, inference, seed, vi, nuts, on_step)
     result.summary = {
-        "train_loglik": loglik,
+        "train_loglik": kept["train_loglik"],
         "train_pairs": n_train,
         "restarts": history,
         "restart_select": select,
@@ -189,9 +188,9 @@ def _check_select(select: str, config: FitConfig) -> None:
 def _best_mode(config: FitConfig, diff: torch.Tensor, router_x: torch.Tensor | None, restarts: int, inference: str,
                seed: int, schedule: Schedule, em: EMSchedule | None,
                on_step: Callable[[], None] | None,
-               select: str = "loglik") -> tuple[float, Fit, list[dict], list[Fit], dict | None]:
+               select: str = "loglik") -> tuple[dict, Fit, list[dict], list[Fit], dict | None]:
     """The MAP (``inference="em"``: EM) restart with the best training log-likelihood (``select="evidence"``: the
-    largest Laplace evidence): (its training log-likelihood, its one-draw Fit, a record per restart, every
+    largest Laplace evidence): (its record — training log-likelihood, optimisation —, its one-draw Fit, a record per restart, every
     restart's one-draw Fit, the single-BT record or None). diff: (n, d); router_x: (n, d_r) or None.
 
     A mixture's MAP restarts start from the single-BT MAP (fitted first, same head prior): identical heads give the
@@ -224,7 +223,7 @@ def _best_mode(config: FitConfig, diff: torch.Tensor, router_x: torch.Tensor | N
         modes.append(candidate)
         key = record["log_evidence" if select == "evidence" else "train_loglik"]
         if best is None or key > best[0]:
-            best = (key, loglik, candidate)
+            best = (key, record, candidate)
     return best[1], best[2], history, modes, single
 
 

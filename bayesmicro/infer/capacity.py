@@ -25,7 +25,7 @@ import torch
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.errors import BadInput
 
-SMALL_ELPD_DIFF = 4.0  # the LOO FAQ's "small difference" in elpd (Vehtari et al.), as in evaluate.arviz
+SMALL_ELPD_DIFF = 4.0  # the LOO FAQ's "small difference" in elpd (Vehtari et al.); evaluate.arviz's K rule uses it too
 VALIDATE_BY = ("pair", "group", "user")
 
 
