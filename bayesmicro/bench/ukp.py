@@ -111,6 +111,12 @@ def _timed(label: str, fn, *args, **kw):
     return value, seconds
 
 
+def _import_optimizers() -> None:
+    """Build one throwaway optimizer: torch imports its compiler stack on the first optimizer a process creates
+    (seconds), a start-up cost that would otherwise land in whichever fit is timed first."""
+    torch.optim.LBFGS([torch.zeros(1, requires_grad=True)])
+
+
 def stage_one(pairs: EmbeddedPairs, seed: int, grid: CapacityGrid | None = None) -> dict[str, Any]:
     """Single BT and bayesmicro fitted on ``pairs``' training part, with their seconds and the EB unit scales."""
     single, single_seconds = _timed("single BT", fit, pairs, k=1, seed=seed)
@@ -264,6 +270,7 @@ def run(seeds: int = 1, out_dir: Path | str = "benchmarks/results/ukp", *, data:
     columns = read_judgments(data)
     embedded, embed_seconds = _timed("embedding", embed_judgments, columns, str(data), cache_dir, model)
     torch.set_num_threads(1)
+    _import_optimizers()
     counts = Counter(columns["user"].tolist())
     results: dict[str, Any] = {"data": str(data), "judgments": len(embedded), "annotators": len(counts),
                                "seeds": [seed], "seconds": {"embed": embed_seconds}}

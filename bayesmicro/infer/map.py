@@ -14,8 +14,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import pyro
+import pyro.distributions as dist
 import torch
 from pyro.infer import Trace_ELBO
+from pyro.nn import PyroModule
 from pyro.infer.autoguide import AutoDelta
 from pyro.infer.autoguide.initialization import init_to_value
 
@@ -84,6 +86,37 @@ def rms_norm(diff: torch.Tensor) -> float:
 def initial_heads(k: int, diff: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Random heads whose margins have sd ≈ 0.5 on the data, whatever the feature scale."""
     return torch.randn(k, diff.shape[1], generator=gen) * (0.5 / max(rms_norm(diff), 1e-8))
+
+
+PRECONDITION_MAX_DIM = 4096  # above this the (d, d) eigendecomposition is left out (heads keep the rms scaling)
+
+
+def curvature_transform(diff: torch.Tensor, prior_scale: float) -> torch.Tensor:
+    """(d, d) T = H^(−1/2), H = ¼ ΔᵀΔ / n + I / (n σ²): the Hessian of one head's objective per pair at zero margins
+    (diff Δ: (n, d); σ: the head prior sd). With heads = v T, the objective's curvature in v starts near the identity,
+    so L-BFGS's first steps are well scaled along every direction of anisotropic features."""
+    n = diff.shape[0]
+    gram = (diff.T @ diff).double() if diff.dtype == torch.float32 else diff.double().T @ diff.double()
+    curvature = 0.25 * gram / n + torch.eye(diff.shape[1], dtype=torch.float64) / (n * prior_scale ** 2)
+    values, vectors = torch.linalg.eigh(curvature)
+    return ((vectors * values.clamp_min(1e-30).rsqrt()) @ vectors.T).to(diff.dtype)
+
+
+class PreconditionedDelta(PyroModule):
+    """A MAP guide for the ``heads`` site in preconditioned coordinates: heads = ``white`` (K, d) · ``transform``
+    (d, d). The point, and so the objective, are those of ``AutoDelta``; only the coordinates L-BFGS moves in differ."""
+
+    def __init__(self, start: torch.Tensor, transform: torch.Tensor):
+        super().__init__()
+        self.register_buffer("transform", transform)
+        self.white = torch.nn.Parameter(torch.linalg.solve(transform, start.T).T.contiguous())
+
+    def heads(self) -> torch.Tensor:
+        """(K, d) the heads at the current point."""
+        return self.white @ self.transform
+
+    def forward(self, *args, **kwargs) -> None:
+        pyro.sample("heads", dist.Delta(self.heads()).to_event(2))
 
 
 LBFGS_BLOCK = 20  # L-BFGS iterations between convergence checks
@@ -161,7 +194,10 @@ def _fit_map_scaled(model: BTMixture, diff: torch.Tensor, router_x: torch.Tensor
     if router_x is not None:
         model.router.standardize_from(router_x)
     heads0 = start_heads(model.k, diff, gen, start)
-    guide = AutoDelta(model, init_loc_fn=init_to_value(values={"heads": heads0}))
+    if method == "lbfgs" and diff.shape[1] <= PRECONDITION_MAX_DIM:
+        guide = PreconditionedDelta(heads0, curvature_transform(diff, model.prior_scale))
+    else:
+        guide = AutoDelta(model, init_loc_fn=init_to_value(values={"heads": heads0}))
     elbo = Trace_ELBO()(model, guide)
     # full batch: the router runs once per distinct input; minibatches index the pairs' own rows
     loss_on = per_pair_loss(elbo, diff, *(distinct_rows(router_x) if method == "lbfgs" else (router_x,)))
@@ -172,7 +208,8 @@ def _fit_map_scaled(model: BTMixture, diff: torch.Tensor, router_x: torch.Tensor
         width = diff.shape[1] + (0 if router_x is None else router_x.shape[1])
         epochs = schedule.adam_epochs(n, width)
         info = ModeInfo(_run_adam(params, loss_on, n, schedule, epochs, gen, on_step), "adam", epochs, False)
-    return guide.median()["heads"].detach().clone(), info
+    heads = guide.heads() if isinstance(guide, PreconditionedDelta) else guide.median()["heads"]
+    return heads.detach().clone(), info
 
 
 def per_pair_loss(elbo: torch.nn.Module, diff: torch.Tensor, router_x: torch.Tensor | None,

@@ -7,7 +7,7 @@ import torch
 from bayesmicro.data.synthetic import PopulationSpec, make_population
 from bayesmicro.errors import BadInput
 from bayesmicro.infer import Fit, fit
-from bayesmicro.infer.map import Schedule, rms_norm
+from bayesmicro.infer.map import Schedule, curvature_transform, rms_norm
 from tests.common import assert_close, small_pairs
 
 
@@ -29,7 +29,14 @@ def test_single_bt_map_matches_newton_irls(prior_scale):
     result = fit(data, k=1, router="none", prior_scale=prior_scale)
     w = newton_penalized_logistic(data.diff(), prior_scale)
     expected = torch.sigmoid(data.diff().double() @ w)
-    assert_close(result.predict_proba(data), expected, atol=1e-4)
+    # the float32 objective resolves ~1e-7 of its value; the stopping rule (Schedule.tol) asks for that much
+    x = data.diff().double()
+
+    def objective(head: torch.Tensor) -> float:
+        return float(-(torch.nn.functional.logsigmoid(x @ head).sum() - head.pow(2).sum() / (2 * prior_scale**2)))
+
+    assert objective(result.heads[0, 0].double()) - objective(w) <= 1e-7 * abs(objective(w))
+    assert_close(result.predict_proba(data), expected, atol=3e-4)
 
 
 def test_single_bt_adam_minibatch_reaches_the_same_optimum():
@@ -137,3 +144,15 @@ def test_rms_norm_matches_a_float64_reference_at_any_feature_scale(scale):
     diff[:5] = 0.0
     reference = float(diff.double().pow(2).sum(1).mean().sqrt())
     assert rms_norm(diff) == pytest.approx(reference, rel=1e-5)
+
+
+@pytest.mark.parametrize("feature_scale", [1e-3, 1.0, 1e3], ids=["tiny", "unit", "huge"])
+def test_curvature_transform_whitens_the_single_head_hessian(feature_scale):
+    gen = torch.Generator().manual_seed(0)
+    mixing = torch.randn(5, 5, generator=gen) * torch.tensor([10.0, 3.0, 1.0, 0.1, 0.01])  # anisotropic features
+    diff = (torch.randn(300, 5, generator=gen) @ mixing) * feature_scale
+    transform = curvature_transform(diff, prior_scale=2.0).double()
+    x = diff.double()
+    hessian = 0.25 * x.T @ x / 300 + torch.eye(5, dtype=torch.float64) / (300 * 4.0)
+    assert_close(transform @ hessian @ transform, torch.eye(5, dtype=torch.float64), atol=1e-4)
+    assert_close(transform, transform.T, atol=1e-12)
