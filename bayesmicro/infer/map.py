@@ -1,7 +1,8 @@
 """MAP fitting with Pyro SVI in the modern style: module-local params, ``Trace_ELBO()(model, guide)`` as a torch loss.
 
 Full-batch problems use L-BFGS (strong Wolfe) run to convergence: it stops when the objective per pair changes by less
-than ``Schedule.tol`` (relative) over one block of iterations; larger problems use
+than ``Schedule.tol`` (relative) over one block of iterations, moving the heads in coordinates that whiten one head's
+curvature at the start (``curvature_transform``; the objective and its optimum are unchanged); larger problems use
 minibatch AdamW with 5 % warmup and cosine decay (the paper's stage-1 recipe). A mixture's heads start from the
 single-BT solution plus a small symmetry-breaking perturbation, so its training fit starts where K = 1 ends.
 Several restarts; the one with the best training log-likelihood wins.
