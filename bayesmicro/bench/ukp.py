@@ -9,8 +9,9 @@ cached ``Embedder``. Per-annotator metrics are the mean over annotators of each 
 - ``new_users``: annotators with ≥ 100 judgments, unseen by stage 1 (the ``population`` fits). A fixed random 25 %
   of each one's judgments is their test set; B ∈ ``budgets`` labels drawn from the rest personalize the hierarchical
   model (``routing.hierarchical``: offsets with empirical-Bayes scales from stage 1's training annotators).
-- ``seen_users``: every judgment split 80/20 by ``pair_id``; stage 1 and each annotator's offsets fitted on the
-  training judgments; metrics on annotators with ≥ 100 judgments.
+- ``seen_users``: every judgment split 80/20 by ``pair_id``; stage 1 and the offset scales from the training
+  judgments, then the population and every annotator's offsets fitted jointly on them (``fit_jointly``); metrics on
+  annotators with ≥ 100 judgments (``population``: stage 1 alone).
 - ``crowdgppl``: Simpson & Gurevych (2020), Table 3: the first judgment of each argument pair in file order,
   leave-one-topic-out folds; personal metrics (accuracy and cross-entropy, CEE) on annotators seen in training with
   ≥ 2 test labels (mean over annotators, then folds), also for annotators with > 50 training pairs, and consensus
@@ -34,7 +35,7 @@ from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.errors import BadInput
 from bayesmicro.infer.api import fit
 from bayesmicro.infer.capacity import CapacityGrid
-from bayesmicro.routing.hierarchical import adapt, estimate_scales
+from bayesmicro.routing.hierarchical import adapt, estimate_scales, fit_jointly
 
 DEFAULT_DATA = Path("..") / "shared" / "data" / "ukp_convarg1_judgments.jsonl.gz"
 REQUIRED = ("prompt", "chosen", "rejected", "user", "topic", "pair_id")
@@ -167,14 +168,16 @@ def seen_users(data: EmbeddedPairs, counts: dict[str, int], pair_id: np.ndarray,
     train, test = split_by_pair(pair_id, np.arange(len(data)), TEST_FRACTION, seed)
     pairs = _with_split(data, train, test)
     stage1 = stage_one(pairs, seed)
-    offsets = adapt(stage1["bayesmicro"], pairs.part("train"), stage1["scales"], "user")
+    joint, joint_seconds = _timed("joint population and offsets", fit_jointly, stage1["bayesmicro"],
+                                  pairs.part("train"), stage1["scales"], "user")
     heavy_test = np.array([counts[u] >= HEAVY for u in pairs.part("test").user.tolist()])
     held = pairs.part("test").subset(np.flatnonzero(heavy_test))
     return {"single_bt": per_annotator(stage1["single_bt"].predict_proba(held), held.user),
             "population": per_annotator(stage1["bayesmicro"].predict_proba(held), held.user),
-            "bayesmicro": per_annotator(offsets.predict_proba(held).float(), held.user),
+            "bayesmicro": per_annotator(joint.predict_proba(held).float(), held.user),
             "scales": stage1["scales"].as_dict(), "capacity": stage1["bayesmicro"].summary["capacity"]["chosen"],
-            "seconds": stage1["seconds"]}
+            "joint": {**joint.fit.summary["joint"], "objective_start": joint.history[0]},
+            "seconds": {**stage1["seconds"], "joint": joint_seconds}}
 
 
 def crowdgppl(data: EmbeddedPairs, columns: dict[str, np.ndarray], seed: int) -> dict:

@@ -204,7 +204,7 @@ def _fit_map_scaled(model: BTMixture, diff: torch.Tensor, router_x: torch.Tensor
     loss_on = per_pair_loss(elbo, diff, *(distinct_rows(router_x) if method == "lbfgs" else (router_x,)))
     params = [p for p in elbo.parameters() if p.requires_grad]
     if method == "lbfgs":
-        info = _run_lbfgs(params, lambda: loss_on(None), schedule, on_step)
+        info = run_lbfgs(params, lambda: loss_on(None), schedule, on_step)
     else:
         width = diff.shape[1] + (0 if router_x is None else router_x.shape[1])
         epochs = schedule.adam_epochs(n, width)
@@ -232,7 +232,7 @@ def per_pair_loss(elbo: torch.nn.Module, diff: torch.Tensor, router_x: torch.Ten
     return loss_on
 
 
-def _run_lbfgs(params, closure_loss, schedule: Schedule, on_step) -> ModeInfo:
+def run_lbfgs(params, closure_loss, schedule: Schedule, on_step) -> ModeInfo:
     """Full-batch L-BFGS in blocks of ``LBFGS_BLOCK`` iterations until the objective moves by less than
     ``schedule.tol`` (relative) over a block, or ``schedule.max_iter`` iterations ran. When L-BFGS halts inside a
     block (its line search stalls in float32, e.g. near the saddle of identical heads) it restarts with a fresh

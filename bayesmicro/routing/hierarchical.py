@@ -10,6 +10,8 @@ For a unit u (a user, a group) and its pairs i, with stage 1's heads w_k and rou
   s² = Σ_u ‖δ̂_u‖² / Σ_u γ_δ,u (γ the effective number of parameters the unit's pairs determine), with the
   Gauss–Newton Laplace approximation of each unit's marginal likelihood, computed in the unit's n_u × n_u dual form.
 - ``adapt``: each unit's MAP offsets given its labelled pairs and the scales, with their Laplace posterior sd.
+- ``fit_jointly``: seen units — the population and every unit's offsets fitted together: the joint MAP at the
+  empirical-Bayes scales.
 - ``UnitOffsets.predict_proba``: the plug-in prediction at the MAP offsets. A unit with no labelled pairs has zero
   offsets, so its prediction is stage 1's exactly; with few labels the prior keeps the offsets near zero.
 
@@ -19,20 +21,21 @@ Every likelihood evaluation goes through ``models.bt.mixture_log_prob``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.errors import BadInput
+from bayesmicro.infer.map import Schedule, curvature_transform, distinct_rows, run_lbfgs
 from bayesmicro.infer.result import Fit
-from bayesmicro.models.bt import mixture_log_prob, reward_margins
+from bayesmicro.models.bt import entropy, mixture_log_prob, reward_margins
 
 UNIT_KEYS = ("user", "group")
 _PROB_FLOOR = 1e-6  # p(1 − p) in the Fisher is floored here (pairs predicted with certainty carry no curvature)
-_DUAL_BUDGET = 4_000_000
-STEP_MAP_ITER = 100  # L-BFGS iterations of the warm-started MAP inside each empirical-Bayes step  # elements of the padded (units, n_u, n_u) blocks built at a time
+_DUAL_BUDGET = 4_000_000  # elements of the padded (units, n_u, n_u) blocks built at a time
+STEP_MAP_ITER = 100  # L-BFGS iterations of the warm-started MAP inside each empirical-Bayes step
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,7 @@ class UnitOffsets:
     scales: UnitScales
     n_labels: np.ndarray
     head_sd: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
+    history: list[float] = field(default_factory=list)  # fit_jointly: the joint objective per pair, start and end
 
     def index(self, data: EmbeddedPairs) -> torch.Tensor:
         """(n,) each pair's row in ``units``; −1 for a unit without labelled pairs."""
@@ -270,4 +274,96 @@ def adapt(fit: Fit, labelled: EmbeddedPairs | None, scales: UnitScales, key: str
                        variance.clamp_min(0).sqrt())
 
 
-__all__ = ["StageOne", "UnitOffsets", "UnitScales", "adapt", "estimate_scales"]
+def fit_jointly(fit: Fit, data: EmbeddedPairs, scales: UnitScales, key: str = "user",
+                schedule: Schedule | None = None) -> UnitOffsets:
+    """Seen units: the joint MAP of the population (``fit``'s heads and router, under its priors) and every unit's
+    offsets on ``data`` (the units' training pairs), at the prior sds ``scales``. Starts at stage 1 with each unit's
+    offsets given it (``adapt``) and runs full-batch L-BFGS over all of them together, with ``infer.map``'s stopping
+    rule. The returned offsets' ``fit`` is the refitted population (a MAP) and ``history`` the joint objective per
+    pair at the start and at the end (``_joint_objective``)."""
+    start = adapt(fit, data, scales, key)
+    _, codes = _unit_codes(data, key)
+    problem = _JointProblem(fit, data, start, torch.from_numpy(codes))
+    info = run_lbfgs(problem.parameters(), problem.objective, schedule or Schedule(), None)
+    population, head, logit = problem.solution(info)
+    _, _, _, variance = _dual_terms(StageOne.of(population, data), codes, head, logit, scales)
+    return UnitOffsets(population, key, start.units, head, logit, scales, start.n_labels,
+                       variance.clamp_min(0).sqrt(),
+                       history=[_joint_objective(start, data), _joint_objective(
+                           UnitOffsets(population, key, start.units, head, logit, scales, start.n_labels), data)])
+
+
+class _JointProblem:
+    """The joint MAP objective of ``fit_jointly`` over the population's heads (in ``curvature_transform``'s
+    coordinates), its router's parameters and the units' offsets (in units of their prior sds), float32."""
+
+    def __init__(self, fit: Fit, data: EmbeddedPairs, start: UnitOffsets, unit: torch.Tensor):
+        self.config, self.unit, self.scales = replace(fit.config, inference="map"), unit, start.scales
+        self.model = fit.mode_model()
+        self.diff = data.diff().float()
+        self.router_x, self.router_index = distinct_rows(self.config.router_input(data))
+        self.transform = curvature_transform(self.diff, self.config.prior_scale)
+        heads = fit.heads.float().mean(0)
+        self.white = torch.linalg.solve(self.transform, heads.T).T.contiguous().requires_grad_()
+        self.unit_head = (start.head.float() / max(self.scales.head, 1e-30)).requires_grad_()
+        self.fit_logit = self.config.k > 1 and self.scales.logit > 0
+        self.unit_logit = (start.logit.float() / max(self.scales.logit, 1e-30)).requires_grad_()
+
+    def parameters(self) -> list[torch.Tensor]:
+        return ([self.white, self.unit_head] + ([self.unit_logit] if self.fit_logit else [])
+                + [p for p in self.model.router.parameters() if p.requires_grad])
+
+    def objective(self) -> torch.Tensor:
+        """−(log-likelihood + α · router entropy + log priors) / n (constants dropped)."""
+        config, router, n = self.config, self.model.router, self.diff.shape[0]
+        heads = self.white @ self.transform
+        log_w = router.log_weights(self.router_x, n if self.router_index is None else self.router_x.shape[0])
+        log_w = log_w if self.router_index is None else log_w[self.router_index]
+        if self.fit_logit:
+            log_w = torch.log_softmax(log_w + self.scales.logit * self.unit_logit[self.unit], -1)
+        shift = self.scales.head * (self.diff * self.unit_head[self.unit]).sum(-1, keepdim=True)
+        log_lik = mixture_log_prob(log_w, reward_margins(heads, self.diff) + shift).sum()
+        if config.alpha and config.k > 1:
+            log_lik = log_lik + config.alpha * entropy(log_w).sum()
+        prior = heads.pow(2).sum() / (2 * config.prior_scale ** 2) + 0.5 * self.unit_head.pow(2).sum()
+        if self.fit_logit:
+            prior = prior + 0.5 * self.unit_logit.pow(2).sum()
+        if router.reads_input:
+            prior = prior - router.log_prior(config.router_prior_scale)
+        return (prior - log_lik) / n
+
+    def solution(self, info) -> tuple[Fit, torch.Tensor, torch.Tensor]:
+        """(the population as a one-draw Fit, the units' head offsets (U, d) and logit offsets (U, K), float64)."""
+        heads = (self.white @ self.transform).detach()
+        router_state = {name: value.detach().clone() for name, value in self.model.router.state_dict().items()}
+        population = Fit(self.config, heads.unsqueeze(0), router_state,
+                         {"joint": {"objective": info.objective, "iterations": info.iterations,
+                                    "converged": info.converged}})
+        logit = self.scales.logit * self.unit_logit.detach().double() if self.fit_logit else \
+            torch.zeros_like(self.unit_logit, dtype=torch.float64)
+        return population, self.scales.head * self.unit_head.detach().double(), logit
+
+
+def _joint_objective(offsets: UnitOffsets, data: EmbeddedPairs) -> float:
+    """−(log-likelihood + α · router entropy + the population's log prior + the offsets' log prior) / n at
+    ``offsets`` (float64): the objective ``fit_jointly`` lowers."""
+    population, scales = offsets.fit, offsets.scales
+    base = StageOne.of(population, data)
+    index = offsets.index(data)
+    log_lik = float(base.log_lik(offsets.head[index], offsets.logit[index]).sum())
+    config = population.config
+    heads = population.heads.double().mean(0)
+    log_prior = -float(heads.pow(2).sum()) / (2 * config.prior_scale ** 2)
+    if config.alpha and config.k > 1:
+        log_lik += config.alpha * float(entropy(torch.log_softmax(base.log_weights + offsets.logit[index], -1)).sum())
+    if config.k > 1 and config.router != "none":
+        log_prior -= sum(float(v.double().pow(2).sum()) for name, v in population.router_state.items()
+                         if name.startswith("net.")) / (2 * config.router_prior_scale ** 2)
+    if scales.head > 0:
+        log_prior -= float(offsets.head.pow(2).sum()) / (2 * scales.head ** 2)
+    if scales.logit > 0 and config.k > 1:
+        log_prior -= float(offsets.logit.pow(2).sum()) / (2 * scales.logit ** 2)
+    return -(log_lik + log_prior) / len(data)
+
+
+__all__ = ["StageOne", "UnitOffsets", "UnitScales", "adapt", "estimate_scales", "fit_jointly"]
