@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 from typer.testing import CliRunner
@@ -7,6 +8,7 @@ import bayesmicro.bench as bench
 from bayesmicro.bench import irreducible, speed, synthetic
 from bayesmicro.cli.app import app
 from bayesmicro.data.synthetic import PopulationSpec
+from bayesmicro.infer.api import fit
 
 
 def test_irreducible_single_bt_stays_above_the_bound_and_mixture_reaches_entropy(tmp_path):
@@ -55,12 +57,19 @@ def test_synthetic_suite_writes_every_method_and_the_routed_mixture_wins(tmp_pat
 
 def test_speed_suite_reports_both_times_and_their_ratio(tmp_path):
     spec = speed.SpeedSpec(n_pairs=600, dim=48, k=3, latent_dim=8)
-    out = speed.run(seeds=1, out_dir=tmp_path, spec=spec, device="cpu", embed_texts=6)
+    optimum = speed.OptimumSpec(n_pairs=500, dim=16, k=2, latent_dim=4, long_iterations=400)
+    out = speed.run(seeds=1, out_dir=tmp_path, spec=spec, device="cpu", embed_texts=6, optimum=optimum)
     row = out["per_seed"][0]
     assert row["paper"]["seconds"] > 0 and row["bayesmicro"]["seconds"] > 0
     assert out["time_ratio"]["mean"] == pytest.approx(row["bayesmicro"]["seconds"] / row["paper"]["seconds"])
     assert row["oracle_nll"] < row["paper"]["nll"] < 0.75
     assert "Time ratio" in (tmp_path / "results.md").read_text()
+    reached = out["time_to_optimum"]
+    best = reached["best_objective"]
+    assert best <= min(reached["reference"]["final_objective"], reached["bayesmicro"]["objective"])
+    for name in ("reference", "bayesmicro"):  # a time is given exactly when the run came within 0.002 of the best
+        assert (reached[name]["seconds"] is not None) == (reached[name]["objective"] <= best + 0.002)
+    assert "Time to the optimum" in (tmp_path / "results.md").read_text()
     # the embedding-throughput table: the three paths saw the same texts and gave the same features
     through = out["embed_throughput"]
     assert through["size"] == "small" and through["dtype"] == "float32" and through["texts"] == 6
@@ -114,3 +123,14 @@ def test_head_and_router_recovery_see_through_label_switching():
 def test_cli_bench_rejects_zero_seeds():
     result = CliRunner().invoke(app, ["bench", "speed", "--seeds", "0"])
     assert result.exit_code == 2 and "--seeds must be ≥ 1" in result.output
+
+
+def test_the_time_to_optimum_objective_is_bayesmicros_map_objective():
+    spec = speed.SpeedSpec(n_pairs=400, dim=12, k=2, latent_dim=4)
+    data, _ = speed.make_features(spec, seed=0)
+    fitted = fit(data, k=2, router="prompt", restarts=1)
+    objective = speed.MapObjective(data.part("train"))
+    n, k, d = len(data.part("train")), 2, 12
+    # Pyro's objective keeps the head prior's normalising constant, K·d·log √(2π) for σ = 1
+    expected = fitted.summary["objective"] - k * d * 0.5 * math.log(2 * math.pi) / n
+    assert objective.of_fit(fitted) == pytest.approx(expected, abs=1e-5)
