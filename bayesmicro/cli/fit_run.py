@@ -1,33 +1,30 @@
-"""``bayesmicro fit``: fit a mixture of BT heads (or, with no DATA, the built-in comparison on a known population)."""
+"""``bayesmicro fit`` / ``fit-vi`` / ``fit-nuts``: the work behind the commands (imported by their bodies only:
+``--help`` does not load torch). ``run_fit(config)`` fits the job a ``FitJobConfig`` describes, writes the run
+folder, prints the table and returns the report ``--json`` prints."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Optional
 
-import typer
-
-from bayesmicro import _check as check
 from bayesmicro._io import atomic_dir, check_output, write_json
-from bayesmicro.cli.fit_comparisons import fit_comparisons
-from bayesmicro.cli.fit_streamed import fit_streamed, is_shard_store, refuse_for_a_store
-from bayesmicro.cli.common import cli_errors, collapsed_heads, emit_json, model_key, print_table, progress, set_threads, stderr
+from bayesmicro.cli.common import collapsed_heads, model_key, print_table, progress, set_threads, stderr, warning
+from bayesmicro.config import AUTO, FitJobConfig
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.data.run_split import SPLIT_FILE, write_run_split
 from bayesmicro.errors import BadInput
 from bayesmicro.evaluate.calibration import ece
 from bayesmicro.evaluate.compare import compare_on_population
 from bayesmicro.evaluate.metrics import score
-from bayesmicro.infer.api import INFERENCE_METHODS, RESTART_SELECT, fit
-from bayesmicro.infer.capacity import VALIDATE_BY, CapacityGrid
+from bayesmicro.infer.api import fit
+from bayesmicro.infer.capacity import CapacityGrid
 from bayesmicro.infer.map import Schedule
 from bayesmicro.infer.result import Fit
 from bayesmicro.infer.nuts import NUTSSchedule
 from bayesmicro.infer.refine import RefineSchedule
-from bayesmicro.infer.vi import GUIDES, ROUTER_POSTERIORS, VISchedule
-from bayesmicro.models.mixture import LABEL_ROUTERS, ROUTERS
+from bayesmicro.infer.vi import VISchedule
+from bayesmicro.models.mixture import LABEL_ROUTERS
 
 
 # held-out minus training NLL (nats per pair) above which `fit` suggests a stronger router prior. Measured: 0.30 for
@@ -38,206 +35,99 @@ MEMORISATION_GAP = 0.1
 STATIC_ROUTER_SD = 0.01
 
 
-@cli_errors
-def fit_command(
-    data: Optional[Path] = typer.Argument(None, help="Embedded pairs: a folder from `bayesmicro embed` or an .npz; "
-                                          "or a shard store (bayesmicro.write_shards): a streamed fit. Omit to run "
-                                          "the built-in synthetic comparison."),
-    k: Optional[str] = typer.Option(None, "--k", help="Number of BT heads, or 'auto' (the default with in-memory "
-                                    "DATA; 3 for the built-in comparison and a shard store): K = 1..--k-max, and the "
-                                    "prior scales and α not given, chosen by the log-likelihood of a validation part "
-                                    "of the training pairs (--validate-by); the test pairs play no part."),
-    validate_by: str = typer.Option("pair", "--validate-by", help="pair | group | user: what --k auto holds out "
-                                    "whole — distinct comparisons, or whole groups/users (as the test will)."),
-    router: Optional[str] = typer.Option(None, "--router", help="none | prompt | context | user | group: what the "
-                                         "router reads — user/group: the one-hot of each pair's label, i.e. each "
-                                         "user's (group's) own weights (default: prompt with DATA, context on the "
-                                         "built-in population)."),
-    seed: int = typer.Option(0, "--seed"),
-    out: Optional[Path] = typer.Option(None, "--out", help="Run folder to write (config, params, metrics): a new or "
-                                       "empty folder, or with --overwrite an earlier run folder."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out when it is an earlier run folder "
-                                   "(holding only what bayesmicro wrote)."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
-    restarts: Optional[int] = typer.Option(None, "--restarts", help="Random restarts; the best training "
-                                           "log-likelihood wins (default 3; 10 with --format comparisons)."),
-    select_restart: str = typer.Option("loglik", "--select-restart", help="loglik | evidence: keep the restart with "
-                                       "the best training log-likelihood, or (routed mixtures) the largest Laplace "
-                                       "evidence, which penalises a router that memorises pairs."),
-    keep_restarts: bool = typer.Option(False, "--keep-restarts", help="Keep every restart's MAP in the run "
-                                       "(restarts/<r>/) for `bayesmicro route --restart context` to choose among."),
-    alpha: Optional[float] = typer.Option(None, "--alpha", help="Router-entropy regulariser α (default: chosen by "
-                                          "--k auto; with a given K the paper's 0.5 with DATA; 0 on the built-in "
-                                          "population)."),
-    prior_scale: Optional[float] = typer.Option(None, "--prior-scale", help="sd of the Gaussian prior on head "
-                                                "weights (default: chosen by --k auto, else 1)."),
-    router_prior_scale: Optional[str] = typer.Option(None, "--router-prior-scale", help="sd of the Gaussian prior on "
-                                                     "the router network's weights (default: chosen by --k auto, "
-                                                     "else 0.3), or 'auto' (the best held-out ELPD of 0.03, 0.1, "
-                                                     "0.3, 1 on training pairs)."),
-    inference: str = typer.Option("map", "--inference", help="map | vi | nuts | em"),
-    optimizer: str = typer.Option("auto", "--optimizer", help="auto | lbfgs | adam"),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="AdamW epochs (minibatch optimizer; default 20, "
-                                         "1 for a shard store)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Default 512; 8,192 for a shard store."),
-    lr: float = typer.Option(2e-3, "--lr"),
-    device: str = typer.Option("cpu", "--device", help="cpu | cuda[:i]: where a shard store's streamed fit runs "
-                               "(in-memory fits run on the CPU)."),
-    checkpoint_dir: Optional[Path] = typer.Option(None, "--checkpoint-dir", help="Shard store: checkpoint here "
-                                                  "every --checkpoint-every steps and resume from the newest."),
-    checkpoint_every: int = typer.Option(100, "--checkpoint-every", help="Steps between checkpoints."),
-    test_fraction: float = typer.Option(0.2, "--test-fraction", help="Held-out share when DATA has no split."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads (default: 1 for small fits)."),
-    k_max: int = typer.Option(5, "--k-max", help="Largest K tried by --k auto."),
-    guide: str = typer.Option("lowrank", "--guide", help="VI guide: lowrank | normal (mean field)."),
-    chains: int = typer.Option(1, "--chains", help="NUTS chains, run one after another; split-R̂ is reported "
-                               "with 2 or more."),
-    draws: Optional[int] = typer.Option(None, "--draws", help="Posterior draws kept (NUTS: per chain; default 400 "
-                                        "NUTS, 640 refined, 4,000 linearised/Laplace, 1,000 SVI)."),
-    warmup: Optional[int] = typer.Option(None, "--warmup", help="NUTS warm-up steps (default 100 with the Laplace "
-                                         "mass matrix, 300 with adapt)."),
-    nuts_mass: str = typer.Option("laplace", "--nuts-mass", help="NUTS mass matrix: laplace (the Laplace covariance, "
-                                  "fixed; routed mixtures) | adapt (Pyro's diagonal adaptation)."),
-    router_posterior: str = typer.Option("refined", "--router-posterior", help="VI on a routed mixture: "
-                                         "refined (the linearised draws moved by HMC on the exact network: NUTS's "
-                                         "calibration) | linearised (every router layer + heads, router linearised "
-                                         "at the MAP, ELBO-optimal mean; a few times faster) | laplace (the "
-                                         "Gaussian centred on the MAP) | svi (output layer)."),
-    data_format: str = typer.Option("embedded", "--format", help="embedded | comparisons (a subject,item1,item2,"
-                                    "outcome table: per-user latent class model)."),
-    item1_col: str = typer.Option("item1", "--item1-col"),
-    item2_col: str = typer.Option("item2", "--item2-col"),
-    outcome_col: str = typer.Option("outcome", "--outcome-col", help="+1 item1 preferred, -1 item2, 0 tie (dropped)."),
-    user_col: str = typer.Option("subject", "--user-col"),
-    context_cols: str = typer.Option("", "--context-cols", help="Comma-separated covariates the router reads."),
-    latent: str = typer.Option("user", "--latent", help="user: all comparisons of a user share one class."),
-) -> None:
-    """Fit a mixture of Bradley–Terry heads and report held-out accuracy and NLL."""
-    select_restart = check.choice(select_restart, "select", RESTART_SELECT)
-    data_format = check.choice(data_format, "data_format", ("embedded", "comparisons"))
-    seed = check.seed(seed)
-    if restarts is not None:
-        check.integer(restarts, "restarts", 1)
-    if alpha is not None:
-        check.number(alpha, "alpha", 0)
-    if prior_scale is not None:
-        check.number(prior_scale, "prior_scale", 0, low_open=True)
-    validate_by = check.choice(validate_by, "validate_by", VALIDATE_BY)
-    check.number(lr, "lr", 0, low_open=True)
-    check.number(test_fraction, "test_fraction", 0, 1, high_open=True)
-    check.integer(k_max, "k_max", 1)
-    check.integer(checkpoint_every, "checkpoint_every", 1)
-    if threads is not None:
-        check.integer(threads, "threads", 1)
-    if router is not None:
-        check.choice(router, "router", ROUTERS)
-    check.choice(inference, "inference", INFERENCE_METHODS)
-    check.choice(guide, "guide", GUIDES)
-    check.choice(router_posterior, "router_posterior", ROUTER_POSTERIORS)
-    if router_prior_scale is not None and router_prior_scale.strip().lower() != "auto":
-        check.number(_number(router_prior_scale, "router_prior_scale"), "router_prior_scale", 0, low_open=True)
+def run_fit(job: FitJobConfig) -> dict:
+    """Fit ``job`` (data or the built-in population), score the held-out pairs, write ``job.out``; the report."""
+    data = None if job.data is None else Path(job.data)
+    out = None if job.out is None else Path(job.out)
     if out is not None:  # before any work: a refused or unwritable --out costs nothing
-        check_output(out, "run", overwrite=overwrite, inputs=(data, checkpoint_dir))
-    if data_format == "comparisons":
-        if data is None:
-            raise BadInput("--format comparisons needs a DATA table")
-        if select_restart != "loglik":
-            raise BadInput("--select-restart: a latent class model's EM restarts are compared by likelihood only")
-        if keep_restarts:
-            raise BadInput("--keep-restarts: a latent class model keeps its best EM restart only")
-        fit_comparisons(data, item1_col=item1_col, item2_col=item2_col, outcome_col=outcome_col, user_col=user_col,
-                        context_cols=context_cols, latent=latent, k=k or "3", restarts=10 if restarts is None else restarts,
-                        seed=seed, out=out, as_json=as_json, threads=threads, k_max=k_max, overwrite=overwrite)
-        return
-    if data is not None and is_shard_store(data):
-        refuse_for_a_store(inference=inference, router_prior_scale=router_prior_scale, restarts=restarts,
-                           optimizer=optimizer, select_restart=select_restart, keep_restarts=keep_restarts)
-        schedule = {"lr": lr, "checkpoint_every": checkpoint_every if checkpoint_dir is not None else 0,
-                    **({} if epochs is None else {"epochs": epochs}),
-                    **({} if batch_size is None else {"batch_size": batch_size})}
-        fit_streamed(data, k="3" if k is None else k, router=router or "prompt",
-                     alpha=0.5 if alpha is None else alpha, prior_scale=1.0 if prior_scale is None else prior_scale,
-                     router_prior_scale=0.3 if router_prior_scale is None else _number(router_prior_scale,
-                                                                                        "router_prior_scale"),
-                     seed=seed, schedule=schedule, device=device, checkpoint_dir=checkpoint_dir, out=out,
-                     as_json=as_json, threads=threads, overwrite=overwrite)
-        return
-    if device != "cpu" or checkpoint_dir is not None:
-        raise BadInput("--device and --checkpoint-dir are for a shard store's streamed fit (DATA written by "
-                       "bayesmicro.write_shards); in-memory fits run on the CPU")
-    if data is None and k is not None and k.strip().lower() == "auto":
-        raise BadInput("--k auto chooses capacity on DATA's training pairs; the built-in comparison fits given K "
-                       "(default 3)", argument="k")
-    auto_k = data is not None and (k is None or k.strip().lower() == "auto")
-    auto_scale = router_prior_scale is not None and router_prior_scale.strip().lower() == "auto"
-    given_scale = None if router_prior_scale is None or auto_scale else _number(router_prior_scale,
-                                                                                "router_prior_scale")
-    options = dict(restarts=3 if restarts is None else restarts,
-                   prior_scale=prior_scale if auto_k or prior_scale is not None else 1.0, keep_restarts=keep_restarts,
-                   router_prior_scale=given_scale if auto_k or given_scale is not None else 0.3,
-                   inference=inference,
-                   schedule=Schedule(optimizer=optimizer, epochs=20 if epochs is None else epochs,
-                                     batch_size=512 if batch_size is None else batch_size, lr=lr),
-                   **_posterior_schedules(inference, draws, chains, warmup, nuts_mass, guide, router_posterior))
-    pairs, drew_split = (None, False) if data is None else _load_split(data, test_fraction, seed)
-    router = router or ("context" if data is None else "prompt")
-    options["alpha"] = ((None if auto_k else 0.0 if data is None or router in LABEL_ROUTERS else 0.5)
-                        if alpha is None else alpha)
-    set_threads(threads)
-    if auto_k:
-        if k_max < 1:
-            raise BadInput(f"--k-max must be ≥ 1, got {k_max}")
-        if auto_scale:
-            raise BadInput("--router-prior-scale auto: --k auto already chooses the router prior scale; give --k "
-                           "a number to choose the scale alone")
-        options["capacity"] = CapacityGrid(ks=tuple(range(1, k_max + 1)), validate_by=validate_by)
-        k = "auto"
-    else:
-        k = 3 if k is None else _resolve_k(k)
-    scale_choice = None
-    if auto_scale and router != "none" and not auto_k and k > 1:
-        from bayesmicro.evaluate.arviz import auto_router_prior_scale
-
-        options["router_prior_scale"], scale_choice = auto_router_prior_scale(
-            _selection_pairs(pairs, seed), k=k, router=router, seed=seed, prior_scale=options["prior_scale"],
-            alpha=options["alpha"])
-    with progress("fitting", None, not as_json) as step:
+        check_output(out, "run", overwrite=job.overwrite, inputs=(data,))
+    if data is not None:
+        _refuse_a_store(data)
+    pairs, drew_split = (None, False) if data is None else _load_split(data, job.test_fraction, job.seed)
+    router = job.router or ("context" if data is None else "prompt")
+    k = AUTO if job.auto_k else (3 if job.k is None else job.k)
+    options = _fit_options(job, router)
+    set_threads()
+    scale_choice = _auto_scale(job, pairs, k, router, options)
+    with progress("fitting", None) as step:
         if pairs is None:
-            results, fits = compare_on_population(seed=seed, k=k, router=router, on_step=step,
-                                                  routed_select=select_restart, **options)
+            results, fits = compare_on_population(seed=job.seed, k=k, router=router, on_step=step,
+                                                  routed_select=job.select, **options)
             main_fit = fits["routed_mixture"]
         else:
-            results, main_fit = _fit_and_score(pairs, k, router, seed, step, {**options, "select": select_restart})
-    if auto_k:
+            results, main_fit = _fit_and_score(pairs, k, router, job.seed, step, {**options, "select": job.select})
+    results["seconds"] = results.pop("fit_seconds")
+    if job.auto_k:
         results["capacity"] = main_fit.summary["capacity"]
-        warnings = _capacity_warnings(main_fit)
-        if warnings:
-            results.setdefault("warnings", []).extend(warnings)
+        for line in _capacity_warnings(main_fit):
+            warning(line)
     if scale_choice is not None:
         results["router_prior_scale_auto"] = scale_choice
     hint = _static_router_hint(results, main_fit, pairs) if pairs is not None else None
-    hint = hint or (None if auto_scale else _memorisation_hint(results, router, k))
+    hint = hint or (None if job.router_prior_scale == AUTO else _memorisation_hint(results, router, k))
     if out is not None:
         results["out"] = str(out)
-        with atomic_dir(out, "run", overwrite=overwrite, inputs=(data,)) as tmp:
+        with atomic_dir(out, "run", overwrite=job.overwrite, inputs=(data,)) as tmp:
             main_fit.write_into(tmp)
+            job.write_into(tmp)
             if drew_split:
-                write_run_split(tmp, pairs, test_fraction, seed)
+                write_run_split(tmp, pairs, job.test_fraction, job.seed)
             write_json(tmp / "metrics.json", results)
-    if drew_split:
-        kept = f"; recorded in {out / SPLIT_FILE}" if out is not None else ""
-        stderr.print(f"{data} has no split column: held out {int((pairs.split == 'test').sum())} of {len(pairs)} "
-                     f"pairs at random (--test-fraction {test_fraction}, --seed {seed}){kept}")
+    _report(job, results, pairs if drew_split else None, scale_choice, hint)
+    return results
+
+
+def _refuse_a_store(data: Path) -> None:
+    from bayesmicro.cli.fit_streamed import is_shard_store
+
+    if is_shard_store(data):
+        raise BadInput("is a shard store: fit it with `bayesmicro fit-store` (one streamed MAP fit)",
+                       source=str(data))
+
+
+def _fit_options(job: FitJobConfig, router: str) -> dict:
+    """``bayesmicro.fit``'s keyword arguments for ``job`` (defaults that depend on K and the data resolved)."""
+    fixed_scale = None if job.router_prior_scale == AUTO else job.router_prior_scale
+    options = dict(restarts=3 if job.restarts is None else job.restarts,
+                   prior_scale=job.prior_scale if job.auto_k or job.prior_scale is not None else 1.0,
+                   keep_restarts=job.keep_restarts,
+                   router_prior_scale=fixed_scale if job.auto_k or fixed_scale is not None else 0.3,
+                   inference=job.inference,
+                   schedule=Schedule(optimizer=job.optimizer, epochs=20 if job.epochs is None else job.epochs,
+                                     batch_size=512 if job.batch_size is None else job.batch_size, lr=job.lr),
+                   **_posterior_schedules(job))
+    options["alpha"] = ((None if job.auto_k else 0.0 if job.data is None or router in LABEL_ROUTERS else 0.5)
+                        if job.alpha is None else job.alpha)
+    if job.auto_k:
+        options["capacity"] = CapacityGrid(ks=tuple(range(1, job.k_max + 1)), validate_by=job.validate_by)
+    return options
+
+
+def _auto_scale(job: FitJobConfig, pairs, k, router: str, options: dict) -> dict | None:
+    """``--router-prior-scale auto`` with a given K: choose the sd (into ``options``); what was chosen, or None."""
+    if job.router_prior_scale != AUTO or router == "none" or job.auto_k or k <= 1:
+        return None
+    from bayesmicro.evaluate.arviz import auto_router_prior_scale
+
+    options["router_prior_scale"], choice = auto_router_prior_scale(
+        _selection_pairs(pairs, job.seed), k=k, router=router, seed=job.seed, prior_scale=options["prior_scale"],
+        alpha=options["alpha"])
+    return choice
+
+
+def _report(job: FitJobConfig, results: dict, drawn: EmbeddedPairs | None, scale_choice: dict | None,
+            hint: str | None) -> None:
+    """The table and the lines about what was chosen, on stderr."""
+    if drawn is not None:
+        kept = f"; recorded in {Path(job.out) / SPLIT_FILE}" if job.out is not None else ""
+        stderr.print(f"{job.data} has no split column: held out {int((drawn.split == 'test').sum())} of "
+                     f"{len(drawn)} pairs at random (--test-fraction {job.test_fraction}, --seed {job.seed}){kept}")
     rows = {name: value for name, value in results.items() if isinstance(value, dict) and "accuracy" in value}
     print_table("held-out pairs", rows, ("accuracy", "nll", "brier", "ece", "n"))
     for line in _auto_choice_lines(scale_choice) + _capacity_lines(results.get("capacity")):
         stderr.print(line)
-    for line in results.get("warnings", []):
-        stderr.print(f"warning: {line}")
     if hint:
         stderr.print(hint)
-    if as_json:
-        emit_json(results)
 
 
 def _capacity_lines(report: dict | None) -> list[str]:
@@ -279,41 +169,24 @@ def _auto_choice_lines(scale_choice: dict | None) -> list[str]:
             f"{scale_choice['holdout_pairs']} of the training pairs)"]
 
 
-def _posterior_schedules(inference: str, draws: int | None, chains: int, warmup: int | None, nuts_mass: str,
-                         guide: str, router_posterior: str) -> dict:
-    """The ``vi`` / ``nuts`` settings of ``fit()`` from the CLI's posterior flags, checked."""
-    if chains < 1:
-        raise BadInput(f"--chains must be ≥ 1, got {chains}")
-    if draws is not None and draws < 1:
-        raise BadInput(f"--draws must be ≥ 1, got {draws}")
-    if warmup is not None and warmup < 0:
-        raise BadInput(f"--warmup must be ≥ 0, got {warmup}")
-    if inference in ("vi", "em"):  # em: the same posterior, around the EM optimum
+def _posterior_schedules(job: FitJobConfig) -> dict:
+    """The ``vi`` / ``nuts`` settings of ``fit()`` from the job's posterior settings."""
+    draws = job.draws
+    if job.inference in ("vi", "em"):  # em: the same posterior, around the EM optimum
         kept = {} if draws is None else {"draws": draws, "laplace_draws": draws, "refine": RefineSchedule(draws=draws)}
-        return {"vi": VISchedule(guide=guide, router_posterior=router_posterior, **kept)}
-    if inference == "nuts":
+        return {"vi": VISchedule(guide=job.guide, router_posterior=job.router_posterior, **kept)}
+    if job.inference == "nuts":
         kept = {} if draws is None else {"draws": draws}
-        return {"nuts": NUTSSchedule(chains=chains, warmup=warmup, mass=nuts_mass, **kept)}
+        return {"nuts": NUTSSchedule(chains=job.chains, warmup=job.warmup, mass=job.nuts_mass, **kept)}
     return {}
 
 
 def _load_split(data: Path, test_fraction: float, seed: int) -> tuple[EmbeddedPairs, bool]:
     """DATA with its own split, or with a random held-out ``test_fraction``; and whether that split was drawn."""
     pairs = EmbeddedPairs.load(data)
-    if not 0.0 <= test_fraction < 1.0:
-        raise BadInput(f"--test-fraction must be in [0, 1), got {test_fraction}")
     if pairs.split is not None or test_fraction == 0:
         return pairs, False
     return pairs.with_split(test_fraction, seed), True
-
-
-def _resolve_k(k: str) -> int:
-    """``--k`` given as a number."""
-    try:
-        value = int(k)
-    except ValueError:
-        raise BadInput(f"k expects a positive integer or 'auto', got {k!r}", argument="k") from None
-    return check.integer(value, "k", 1)
 
 
 def _selection_pairs(pairs: EmbeddedPairs | None, seed: int) -> EmbeddedPairs:
@@ -323,13 +196,6 @@ def _selection_pairs(pairs: EmbeddedPairs | None, seed: int) -> EmbeddedPairs:
 
     source = make_population(seed=seed)[0] if pairs is None else pairs
     return source if source.split is None else replace(source.part("train"), split=None)
-
-
-def _number(text: str, name: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise BadInput(f"{name} expects a number or 'auto', got {text!r}", argument=name) from None
 
 
 def _fit_and_score(pairs: EmbeddedPairs, k: int, router: str, seed: int, step, options: dict):
