@@ -174,6 +174,8 @@ class StoreFitConfig(JobConfig):
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
         set_("seed", check.seed(self.seed))
+        if _auto(self.k):
+            raise BadInput("k must be a whole number of heads for a shard store, got 'auto'", argument="k")
         k = parse_k(self.k, allow_auto=False)
         set_("k", 3 if k is None else k)
         set_("router", check.choice(self.router, "router", tuple(Router)))

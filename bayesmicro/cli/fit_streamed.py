@@ -24,12 +24,12 @@ def is_shard_store(path: Path) -> bool:
 def fit_store_command(
     data: Path = typer.Argument(..., help="A shard store (`bayesmicro embed --shards`, bayesmicro.write_shards): "
                                 "read block by block, never whole."),
-    k: int = typer.Option(3, "--k", help="Number of BT heads.", rich_help_panel=o.MODEL),
+    k: str = typer.Option("3", "--k", help="Number of BT heads.", rich_help_panel=o.MODEL),
     router: str = o.choice(Router.PROMPT, "--router", Router, "What the router reads.", o.MODEL),
     alpha: float = typer.Option(0.5, "--alpha", help="Router-entropy regulariser α.", rich_help_panel=o.MODEL),
     prior_scale: float = typer.Option(1.0, "--prior-scale", help="sd of the Gaussian prior on head weights.",
                                       rich_help_panel=o.MODEL),
-    router_prior_scale: float = typer.Option(0.3, "--router-prior-scale", help="sd of the Gaussian prior on the "
+    router_prior_scale: str = typer.Option("0.3", "--router-prior-scale", help="sd of the Gaussian prior on the "
                                              "router network's weights.", rich_help_panel=o.MODEL),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="AdamW epochs (default 1).",
                                          rich_help_panel=o.OPTIMIZER),
