@@ -25,24 +25,26 @@ NUTS_MASS = ("laplace", "adapt")
 def _router() -> Any:
     return o.choice(None, "--router", Router, "What the router reads — user/group: the one-hot of each pair's "
                     "label, i.e. each user's (group's) own weights (default: prompt with DATA, context on the "
-                    "built-in population).", o.MODEL)
+                    "built-in population).", o.MODEL, shown="prompt with DATA, else context")
 
 
 def _alpha() -> Any:
     return typer.Option(None, "--alpha", help="Router-entropy regulariser α (default: chosen by --k auto; with a "
                         "given K the paper's 0.5 with DATA, 0 on the built-in population and for label routers).",
-                        rich_help_panel=o.MODEL)
+                        rich_help_panel=o.MODEL, show_default="chosen by --k auto, else 0.5 (0 without DATA)")
 
 
 def _prior_scale() -> Any:
     return typer.Option(None, "--prior-scale", help="sd of the Gaussian prior on head weights (default: chosen by "
-                        "--k auto, else 1).", rich_help_panel=o.MODEL)
+                        "--k auto, else 1).", rich_help_panel=o.MODEL,
+                        show_default="chosen by --k auto, else 1")
 
 
 def _router_prior_scale() -> Any:
     return typer.Option(None, "--router-prior-scale", help="sd of the Gaussian prior on the router network's "
                         "weights (default: chosen by --k auto, else 0.3), or 'auto' (the best held-out ELPD of "
-                        "0.03, 0.1, 0.3, 1 on training pairs).", rich_help_panel=o.MODEL)
+                        "0.03, 0.1, 0.3, 1 on training pairs).", rich_help_panel=o.MODEL,
+                        show_default="chosen by --k auto, else 0.3")
 
 
 def _validate_by() -> Any:
@@ -52,7 +54,8 @@ def _validate_by() -> Any:
 
 def _draws() -> Any:
     return typer.Option(None, "--draws", help="Posterior draws kept (NUTS: per chain; default 400 NUTS, 640 "
-                        "refined, 4,000 linearised/Laplace, 1,000 SVI).", rich_help_panel=o.POSTERIOR)
+                        "refined, 4,000 linearised/Laplace, 1,000 SVI).", rich_help_panel=o.POSTERIOR,
+                        show_default="by method")
 
 
 @cli_errors
@@ -78,10 +81,10 @@ def fit_command(
                                        rich_help_panel=o.INFERENCE),
     optimizer: str = o.choice(Optimizer.AUTO, "--optimizer", Optimizer, "auto: full-batch L-BFGS where the data "
                               "fit in memory, AdamW minibatches otherwise.", o.OPTIMIZER),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="AdamW epochs (default 20).",
-                                         rich_help_panel=o.OPTIMIZER),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="AdamW minibatch (default 512).",
-                                             rich_help_panel=o.OPTIMIZER),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="AdamW epochs.", rich_help_panel=o.OPTIMIZER,
+                                         show_default="20"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="AdamW minibatch.",
+                                             rich_help_panel=o.OPTIMIZER, show_default="512"),
     lr: float = typer.Option(2e-3, "--lr", help="AdamW learning rate.", rich_help_panel=o.OPTIMIZER),
     seed: int = o.seed(),
     out: Optional[Path] = o.run_out(),
@@ -149,7 +152,8 @@ def fit_nuts_command(
                                "2 or more.", rich_help_panel=o.POSTERIOR),
     draws: Optional[int] = _draws(),
     warmup: Optional[int] = typer.Option(None, "--warmup", help="Warm-up steps (default 100 with the Laplace mass "
-                                         "matrix, 300 with adapt).", rich_help_panel=o.POSTERIOR),
+                                         "matrix, 300 with adapt).", rich_help_panel=o.POSTERIOR,
+                                         show_default="100 laplace, 300 adapt"),
     nuts_mass: str = o.choice("laplace", "--nuts-mass", NUTS_MASS, "Mass matrix: laplace (the Laplace covariance, "
                               "fixed; routed mixtures) | adapt (Pyro's diagonal adaptation).", o.POSTERIOR),
     seed: int = o.seed(),

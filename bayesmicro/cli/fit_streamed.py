@@ -31,9 +31,9 @@ def fit_store_command(
                                       rich_help_panel=o.MODEL),
     router_prior_scale: str = typer.Option("0.3", "--router-prior-scale", help="sd of the Gaussian prior on the "
                                              "router network's weights.", rich_help_panel=o.MODEL),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="AdamW epochs (default 1).",
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="AdamW epochs.", show_default="1",
                                          rich_help_panel=o.OPTIMIZER),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="AdamW minibatch (default 8,192).",
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="AdamW minibatch.", show_default="8192",
                                              rich_help_panel=o.OPTIMIZER),
     lr: float = typer.Option(2e-3, "--lr", help="AdamW learning rate.", rich_help_panel=o.OPTIMIZER),
     device: str = typer.Option("cpu", "--device", metavar="[cpu|cuda[:i]]", help="Where the fit runs.",

@@ -20,10 +20,12 @@ def choices(enum: type[Enum] | tuple[str, ...]) -> str:
     return "[" + "|".join(str(getattr(member, "value", member)) for member in enum) + "]"
 
 
-def choice(default: Any, flag: str, enum: type[Enum] | tuple[str, ...], help: str, panel: str) -> Any:
-    """An option whose value is one of ``enum``'s (listed in --help; checked by the job config)."""
+def choice(default: Any, flag: str, enum: type[Enum] | tuple[str, ...], help: str, panel: str,
+           shown: str | bool = True) -> Any:
+    """An option whose value is one of ``enum``'s (listed in --help; checked by the job config). ``shown``: the
+    default as --help shows it, where it depends on other settings (the value is then None)."""
     value = getattr(default, "value", default)
-    return typer.Option(value, flag, metavar=choices(enum), help=help, rich_help_panel=panel)
+    return typer.Option(value, flag, metavar=choices(enum), help=help, rich_help_panel=panel, show_default=shown)
 
 
 def seed() -> Any:
@@ -49,17 +51,15 @@ def run_out() -> Any:
                         "folder, or with --overwrite an earlier run folder.", rich_help_panel=OUTPUT)
 
 
-def k(help: str) -> Any:
-    return typer.Option(None, "--k", help=help, rich_help_panel=MODEL)
+def k(help: str, shown: str = "auto with DATA, else 3") -> Any:
+    return typer.Option(None, "--k", help=help, rich_help_panel=MODEL, show_default=shown)
 
 
 def k_max(help: str = "Largest K tried by --k auto.") -> Any:
     return typer.Option(5, "--k-max", help=help, rich_help_panel=CAPACITY)
 
 
-def restarts(default: Any = None, help: str = "Random restarts (default 3).") -> Any:
-    return typer.Option(default, "--restarts", help=help, rich_help_panel=INFERENCE)
+def restarts(default: Any = None, help: str = "Random restarts; the best training log-likelihood wins.") -> Any:
+    return typer.Option(default, "--restarts", help=help, rich_help_panel=INFERENCE,
+                        show_default=True if default is not None else "3")
 
-
-def threads() -> Any:
-    return typer.Option(None, "--threads", help="Torch CPU threads for every command (default 1).", min=None)
