@@ -312,8 +312,9 @@ class BenchConfig(JobConfig):
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.seeds is not None:
-            object.__setattr__(self, "seeds", check.integer(self.seeds, "seeds", 1))
+        if not isinstance(self.options, dict):
+            raise BadInput(f"options must be a dict of the suite's options, got {self.options!r}",
+                           argument="options")  # the suite and the seeds: checked by bench.run_suite
 
 
 __all__ = ["AUTO", "BenchConfig", "ComparisonsFitConfig", "EmbedConfig", "FitJobConfig", "JOB_FILE", "RouteConfig",
