@@ -132,11 +132,10 @@ class FitJobConfig(JobConfig):
         set_("select", check.choice(self.select, "select", tuple(RestartSelect)))
         set_("lr", check.number(self.lr, "lr", 0, low_open=True))
         set_("test_fraction", check.number(self.test_fraction, "test_fraction", 0, 1, high_open=True))
-        set_("chains", check.integer(self.chains, "chains", 1))
-        if self.draws is not None:
-            set_("draws", check.integer(self.draws, "draws", 1))
-        if self.warmup is not None:
-            set_("warmup", check.integer(self.warmup, "warmup", 0))
+        for name, low in (("chains", 1), ("draws", 1), ("warmup", 0)):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+                raise BadInput(f"{name} must be ≥ {low}, got {value!r}", argument=name)
         set_("guide", check.choice(self.guide, "guide", tuple(Guide)))
         set_("router_posterior", check.choice(self.router_posterior, "router_posterior", tuple(RouterPosterior)))
         if self.data is None and self.k == AUTO:

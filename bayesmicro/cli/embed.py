@@ -88,7 +88,7 @@ def run_embed(job: EmbedConfig) -> dict | None:
         torch.set_num_threads(_threads["threads"])
     distributed.init_from_env(job.device)
     pairs = _load(job)
-    embedder, extra, dim = _embed(job, pairs)
+    embedder, pairs, extra, dim = _embed(job, pairs)
     stats, seconds = embedder.last_stats, time.perf_counter() - start
     result = {"pairs": len(pairs), "n": len(pairs), "tokens": stats["tokens"], "seconds": seconds,
               "embed_seconds": stats["seconds"], "pairs_per_second": len(pairs) / seconds,
@@ -120,7 +120,7 @@ def _load(job: EmbedConfig):
 
 
 def _embed(job: EmbedConfig, pairs):
-    """(the embedder, extra report keys, the embedding dim) after writing ``job.out``."""
+    """(the embedder, the pairs embedded, extra report keys, the embedding dim) after writing ``job.out``."""
     from bayesmicro.data.shards import write_shards
     from bayesmicro.embed import Embedder, distributed
 
@@ -140,7 +140,7 @@ def _embed(job: EmbedConfig, pairs):
         if distributed.rank() == 0:
             embedded.save(Path(job.out), dtype=embedder.cache.dtype, overwrite=job.overwrite)
         dim = embedded.dim
-    return embedder, extra, dim
+    return embedder, pairs, extra, dim
 
 
 def _training_pairs(pairs) -> tuple:
