@@ -68,8 +68,7 @@ def run_route(job: RouteConfig) -> dict:
     """Route ``job.run`` on B labelled pairs per unit of ``job.data``; scores before and after (``--json``'s)."""
     from bayesmicro.infer.result import Fit
 
-    run_dir, data = Path(job.run), Path(job.data)
-    fit = Fit.load(run_dir)
+    fit = Fit.load(Path(job.run))
     _check_run(fit, job)
     pairs, by = _route_pairs(fit, job)
     set_threads()
