@@ -1,19 +1,70 @@
-"""bayesmicro: personalized reward modeling with Bayesian mixtures of Bradley–Terry heads (MiCRo on Pyro)."""
+"""bayesmicro: personalized reward modeling with Bayesian mixtures of Bradley–Terry heads (MiCRo on Pyro).
 
-from bayesmicro.data import EmbeddedPairs, PopulationSpec, PreferencePairs, Truth, load_pairs, make_population
-from bayesmicro.data.shards import load_shards, write_shards
-from bayesmicro.data.protocols import load_protocol
-from bayesmicro.embed import Embedder
-from bayesmicro.errors import BadInput
-from bayesmicro.evaluate.metrics import score as evaluate
-from bayesmicro.infer import Fit, FitConfig, fit
-from bayesmicro.infer.latent_class_result import LatentClassResult
-from bayesmicro.infer.load import load
-from bayesmicro.infer.stream import StreamSchedule, fit_stream
+The public names below load on first use (PEP 562 ``__getattr__``): ``import bayesmicro`` and ``bayesmicro --help``
+import neither torch nor pyro. No public name shadows a subpackage: ``bayesmicro.evaluate`` is the package, and the
+scoring function is ``bayesmicro.score_predictions``.
+"""
 
-__all__ = ["BadInput", "EmbeddedPairs", "Fit", "FitConfig", "PopulationSpec", "PreferencePairs", "Truth",
-           "evaluate", "fit", "load", "load_pairs", "make_population"]
-__all__ += ["StreamSchedule", "fit_stream", "load_shards", "write_shards"]
-__all__ += ["Embedder", "load_protocol"]
-__all__ += ["LatentClassResult"]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+
+# public name → (module, attribute)
+_LAZY: dict[str, tuple[str, str]] = {
+    "EmbeddedPairs": ("bayesmicro.data.embedded", "EmbeddedPairs"),
+    "PopulationSpec": ("bayesmicro.data.synthetic", "PopulationSpec"),
+    "PreferencePairs": ("bayesmicro.data.pairs", "PreferencePairs"),
+    "Truth": ("bayesmicro.data.synthetic", "Truth"),
+    "load_pairs": ("bayesmicro.data.pairs", "load_pairs"),
+    "make_population": ("bayesmicro.data.synthetic", "make_population"),
+    "load_shards": ("bayesmicro.data.shards", "load_shards"),
+    "write_shards": ("bayesmicro.data.shards", "write_shards"),
+    "load_protocol": ("bayesmicro.data.protocols", "load_protocol"),
+    "Embedder": ("bayesmicro.embed", "Embedder"),
+    "BadInput": ("bayesmicro.errors", "BadInput"),
+    "score_predictions": ("bayesmicro.evaluate.metrics", "score"),
+    "Fit": ("bayesmicro.infer", "Fit"),
+    "FitConfig": ("bayesmicro.infer", "FitConfig"),
+    "fit": ("bayesmicro.infer", "fit"),
+    "LatentClassResult": ("bayesmicro.infer.latent_class_result", "LatentClassResult"),
+    "load": ("bayesmicro.infer.load", "load"),
+    "StreamSchedule": ("bayesmicro.infer.stream", "StreamSchedule"),
+    "fit_stream": ("bayesmicro.infer.stream", "fit_stream"),
+    "FitJobConfig": ("bayesmicro.config", "FitJobConfig"),
+    "RouteConfig": ("bayesmicro.config", "RouteConfig"),
+    "EmbedConfig": ("bayesmicro.config", "EmbedConfig"),
+    "BenchConfig": ("bayesmicro.config", "BenchConfig"),
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    """Load a public name on first use and keep it in this module."""
+    if name not in _LAZY:
+        raise AttributeError(f"module 'bayesmicro' has no attribute {name!r}")
+    module, attribute = _LAZY[name]
+    value = getattr(importlib.import_module(module), attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
+
+if TYPE_CHECKING:  # type checkers and IDEs see the names eagerly
+    from bayesmicro.config import BenchConfig, EmbedConfig, FitJobConfig, RouteConfig
+    from bayesmicro.data import EmbeddedPairs, PopulationSpec, PreferencePairs, Truth, load_pairs, make_population
+    from bayesmicro.data.protocols import load_protocol
+    from bayesmicro.data.shards import load_shards, write_shards
+    from bayesmicro.embed import Embedder
+    from bayesmicro.errors import BadInput
+    from bayesmicro.evaluate.metrics import score as score_predictions
+    from bayesmicro.infer import Fit, FitConfig, fit
+    from bayesmicro.infer.latent_class_result import LatentClassResult
+    from bayesmicro.infer.load import load
+    from bayesmicro.infer.stream import StreamSchedule, fit_stream

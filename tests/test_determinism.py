@@ -43,7 +43,7 @@ def test_cli_same_seed_same_json_and_same_files(population, tmp_path):
     for name in ("a", "b"):
         result = run_cli("fit", path, "--k", "2", "--seed", "11", "--restarts", "2", "--out", tmp_path / name, "--json")
         assert result.code == 0, result.stderr
-        outputs.append({k: v for k, v in result.json().items() if k not in ("fit_seconds", "out")})
+        outputs.append({k: v for k, v in result.json().items() if k not in ("seconds", "out")})
     assert outputs[0] == outputs[1]
     assert outputs[0]["routed_mixture"]["n"] == int((population.split == "test").sum())
     assert (tmp_path / "a" / "params.safetensors").read_bytes() == (tmp_path / "b" / "params.safetensors").read_bytes()

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-import inspect
-import importlib
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
-from bayesmicro.bench import SUITES, run_suite
+from bayesmicro.bench import SUITES
+from bayesmicro.cli import options as o
 from bayesmicro.cli.common import cli_errors, emit_json, stderr
+from bayesmicro.cli.options import choices
+from bayesmicro.config import BenchConfig
 from bayesmicro.errors import BadInput
+
+SUITE = "Suite options"
 
 PROTOCOL_SUITES = ("helpsteer2", "rpr")
 # option → the suites that take it
@@ -24,46 +27,65 @@ OPTION_SUITES: dict[str, tuple[str, ...]] = {
 
 @cli_errors
 def bench_command(
-    name: str = typer.Argument(..., help=f"Suite: {', '.join(sorted(SUITES))}."),
+    name: str = typer.Argument(..., metavar=choices(tuple(SUITES)), help="The suite to run."),
     seeds: Optional[int] = typer.Option(None, "--seeds", help="Seeds 0 … N−1 (default: the suite's own: "
                                         "synthetic 5, irreducible 1, speed 1, hh 5, classic 3, helpsteer2 1, "
-                                        "rpr 1)."),
+                                        "rpr 1).", rich_help_panel=o.RUN),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder to write: a new or empty folder, or with "
-                                       "--overwrite an earlier suite's (default benchmarks/results/<suite>/, "
-                                       "replaced)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out when it holds an earlier suite's results "
-                                   "(and nothing bayesmicro did not write)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the results (what results.json holds) on stdout."),
-    pairs: Optional[int] = typer.Option(None, "--pairs", help="scale: synthetic pairs (default 1,000,000)."),
-    dim: Optional[int] = typer.Option(None, "--dim", help="scale: feature dimension (default 1,024)."),
-    k: Optional[int] = typer.Option(None, "--k", help="scale, helpsteer2, rpr: mixture components (default 10)."),
+                                       "--overwrite an earlier suite's (default: the per-user cache folder "
+                                       "$XDG_CACHE_HOME/bayesmicro/bench/<suite> or ~/.cache/bayesmicro/bench/"
+                                       "<suite>, replaced; never the current folder).", rich_help_panel=o.OUTPUT),
+    overwrite: bool = o.overwrite("an earlier suite's results"),
+    as_json: bool = typer.Option(False, "--json", help="Print the results (what results.json holds, with the "
+                                 "common keys of docs/cli.md) on stdout.", rich_help_panel=o.OUTPUT),
+    pairs: Optional[int] = typer.Option(None, "--pairs", help="scale: synthetic pairs (default 1,000,000).",
+                                        rich_help_panel=SUITE),
+    dim: Optional[int] = typer.Option(None, "--dim", help="scale: feature dimension (default 1,024).",
+                                      rich_help_panel=SUITE),
+    k: Optional[int] = typer.Option(None, "--k", help="scale, helpsteer2, rpr: mixture components (default 10).",
+                                    rich_help_panel=SUITE),
     device: Optional[str] = typer.Option(None, "--device", help="scale: cpu or cuda[:i] (default cpu); speed "
                                          "(embedding throughput), helpsteer2, rpr (embedding): auto, cpu or "
-                                         "cuda[:i] (default auto)."),
+                                         "cuda[:i] (default auto).", rich_help_panel=SUITE),
     data: Optional[str] = typer.Option(None, "--data", help="helpsteer2, rpr: local file/folder in the hub's "
                                        "layout, or a hub id (default nvidia/HelpSteer2, microsoft/rpr); ukp: a "
                                        "judgments table with prompt, chosen, rejected, user, topic, pair_id "
-                                       "(default ../shared/data/ukp_convarg1_judgments.jsonl.gz)."),
+                                       "(default ../shared/data/ukp_convarg1_judgments.jsonl.gz).",
+                                       rich_help_panel=SUITE),
     backbone: Optional[str] = typer.Option(None, "--backbone", help="helpsteer2, rpr: transformers model id or "
                                            "folder for the features (default the paper's "
-                                           "Ray2333/GRM-Llama3.2-3B-rewardmodel-ft)."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="helpsteer2, rpr: keep a seeded random N pairs."),
+                                           "Ray2333/GRM-Llama3.2-3B-rewardmodel-ft).", rich_help_panel=SUITE),
+    limit: Optional[int] = typer.Option(None, "--limit", help="helpsteer2, rpr: keep a seeded random N pairs.",
+                                        rich_help_panel=SUITE),
     budgets: Optional[str] = typer.Option(None, "--budgets", help="synthetic, helpsteer2, rpr, ukp: stage-2 "
                                           "labelled pairs per group (ukp: per new annotator), comma-separated "
-                                          "(default 10,25,50,100; ukp 5,20,50)."),
+                                          "(default 10,25,50,100; ukp 5,20,50).", rich_help_panel=SUITE),
 ) -> None:
     """Regenerate a benchmark table and its plots: mean ± sd over seeds, machine and date stamped."""
-    if seeds is None and name in SUITES:
-        seeds = inspect.signature(importlib.import_module(SUITES[name]).run).parameters["seeds"].default
     given = {"pairs": pairs, "dim": dim, "k": k, "device": device, "data": data, "backbone": backbone,
              "limit": limit, "budgets": budgets}
-    extra = check_options(name, {key: value for key, value in given.items() if value is not None})
-    results = run_suite(name, seeds=seeds if seeds is not None else 5, out_dir=out,
-                        overwrite=True if overwrite else None, **extra)
-    results["out_dir"] = str(out or Path("benchmarks") / "results" / name)
-    stderr.print(f"wrote {results['out_dir']}/results.json, results.md and {len(results['files']) - 2} plot(s)")
+    job = BenchConfig(suite=name, seeds=seeds, out=None if out is None else str(out), overwrite=overwrite,
+                      options=check_options(name, {key: value for key, value in given.items() if value is not None}))
+    results = run_bench(job)
     if as_json:
         emit_json(results)
+
+
+def run_bench(job: BenchConfig) -> dict:
+    """Run the suite; where it wrote is on stderr and in the results (``out``; ``out_dir`` its older name)."""
+    import importlib
+    import inspect
+
+    from bayesmicro.bench import run_suite
+
+    seeds = job.seeds
+    if seeds is None and job.suite in SUITES:
+        seeds = inspect.signature(importlib.import_module(SUITES[job.suite]).run).parameters["seeds"].default
+    results = run_suite(job.suite, seeds=seeds if seeds is not None else 5, out_dir=job.out,
+                        overwrite=True if job.overwrite else None, **job.options)
+    results["out"] = results["out_dir"]
+    stderr.print(f"wrote {results['out']}/results.json, results.md and {len(results['files']) - 2} plot(s)")
+    return results
 
 
 def check_options(name: str, extra: dict[str, Any]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import inspect
 import json
 import os
 import sys
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,6 +36,8 @@ def model_key(k: int, router: str) -> str:
 ARGUMENT_FLAGS = {"select": "--select-restart", "data_format": "--format", "out_dir": "--out", "as_json": "--json"}
 
 _warnings: list[str] = []  # what this command said on stderr as warnings; emit_json adds them as "warnings"
+_command: dict[str, Any] = {"name": None, "start": None}  # the running command and when it began (emit_json)
+_threads: dict[str, int | None] = {"threads": None}  # `bayesmicro --threads N`: for every command
 
 
 def option_flags(fn: Callable) -> dict[str, str]:
@@ -81,9 +84,12 @@ def cli_errors(fn: Callable) -> Callable:
     (``bayesmicro.errors.warn``) into ``warning:`` lines on stderr and the ``warnings`` list of ``--json``."""
     flags = option_flags(fn)
 
+    name = fn.__name__.removesuffix("_command").replace("_", "-")
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         _warnings.clear()
+        _command.update(name=name, start=time.perf_counter())
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("always", BayesmicroWarning)
@@ -122,20 +128,39 @@ def pairs_for_run(run_dir: Path, data: Path, fitted=None):
     return pairs, note
 
 
-def emit_json(obj: Any) -> None:
-    if isinstance(obj, dict):
-        obj = {**obj, "warnings": list(_warnings)}
+def emit_json(obj: dict[str, Any]) -> None:
+    """One JSON object on stdout, with the keys every command shares (docs/cli.md): ``command``, ``version``,
+    ``seconds`` (the command's wall time; where a result's ``seconds`` is already an object of phases, as bench
+    ukp's, the wall time is its ``total``) and ``warnings``."""
+    from bayesmicro import __version__
+
+    wall = time.perf_counter() - _command["start"] if _command["start"] is not None else 0.0
+    obj = {**obj, "command": _command["name"], "version": __version__, "warnings": list(_warnings)}
+    if isinstance(obj.get("seconds"), dict):
+        obj["seconds"] = {**obj["seconds"], "total": obj["seconds"].get("total", wall)}
+    else:
+        obj["seconds"] = obj.get("seconds", wall)
     sys.stdout.write(json.dumps(obj, sort_keys=True, default=float) + "\n")
     sys.stdout.flush()
 
 
-def set_threads(threads: int | None) -> int:
+def set_global_threads(threads: int | None) -> None:
+    """``bayesmicro --threads N``: what ``set_threads`` uses when a command passes none."""
+    if threads is not None:
+        from bayesmicro._check import integer
+
+        integer(threads, "threads", 1)
+    _threads["threads"] = threads
+
+
+def set_threads(threads: int | None = None) -> int:
     """Torch CPU threads. Default 1: on the 2-core machines we target, small matmuls are slower on torch's default
     pool, and even the HelpSteer2-sized fit (23,500 × 3,072, K = 10) ran faster on 1 thread than on 2 (measured)."""
     import torch
 
     from bayesmicro._check import integer
 
+    threads = threads if threads is not None else _threads["threads"]
     threads = 1 if threads is None else integer(threads, "threads", 1)
     torch.set_num_threads(threads)
     return threads

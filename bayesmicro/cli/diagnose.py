@@ -7,21 +7,20 @@ import warnings
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import typer
 
-from bayesmicro._io import add_to_marker, read_json, write_json
+from bayesmicro.cli import options as o
 from bayesmicro.cli.common import cli_errors, emit_json, pairs_for_run, stderr
 from bayesmicro.errors import BadInput
-from bayesmicro.evaluate.arviz import REDRAW_FACTOR, head_correlation, n_chains, reloo, to_inference_data
-from bayesmicro.evaluate.calibration import calibration_report, reliability_plot
-from bayesmicro.infer.result import Fit
 
 PLOT_FILE, REPORT_FILE = "reliability.png", "diagnose.json"
+REDRAW_FACTOR = 4  # bayesmicro.evaluate.arviz.REDRAW_FACTOR (checked equal in tests/cli)
 
 
-def _pairs_for(run_dir: Path, data: Path | None, fitted: Fit):
+def _pairs_for(run_dir: Path, data: Path | None, fitted):
     """The run's pairs: DATA, or the built-in population recorded in the run's metrics.json (with its truth)."""
+    from bayesmicro._io import read_json
+
     if data is not None:
         return pairs_for_run(run_dir, data, fitted)[0], None
     metrics = run_dir / "metrics.json"
@@ -34,9 +33,13 @@ def _pairs_for(run_dir: Path, data: Path | None, fitted: Fit):
     return pairs, truth
 
 
-def _posterior_summary(fitted: Fit, idata) -> dict:
+def _posterior_summary(fitted, idata) -> dict:
     """Head norms and sds, ArviZ's smallest bulk ESS over the head weights (None for a point estimate) and, for draws
     from several chains (NUTS, the refined VI), its largest rank-normalised R̂ over them (else None)."""
+    import numpy as np
+
+    from bayesmicro.evaluate.arviz import n_chains
+
     sd = fitted.heads.std(0) if fitted.n_draws > 1 else fitted.heads[0] * 0
     chains = n_chains(fitted)
     summary = {"draws": fitted.n_draws, "chains": chains, "heads_mean_norm": fitted.heads.mean(0).norm(dim=-1).tolist(),
@@ -55,7 +58,9 @@ def _posterior_summary(fitted: Fit, idata) -> dict:
             "max_rhat": None if rhat is None else _finite_extreme(rhat, np.max)}
 
 
-def _finite_extreme(values: np.ndarray, extreme) -> float | None:
+def _finite_extreme(values, extreme) -> float | None:
+    import numpy as np
+
     finite = values[np.isfinite(values)]
     return float(extreme(finite)) if finite.size else None
 
@@ -102,19 +107,27 @@ def diagnose_command(
         "k > 0.7 on this many times the run's draws (one replay of the fit) — PSIS on more draws of the same "
         "posterior (linearised / Laplace), mixture importance sampling on draws of the leave-one-out mixture "
         "(refined); 1: neither."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+    as_json: bool = o.as_json(),
 ) -> None:
     """PSIS-LOO on the training pairs, calibration on the held-out pairs, a reliability plot in RUN_DIR."""
     if max_refits is not None and max_refits < 0:
         raise BadInput(f"--max-refits must be ≥ 0, got {max_refits}")
     if redraw_factor < 1:
         raise BadInput(f"--redraw-factor must be ≥ 1, got {redraw_factor}")
+    report = run_diagnose(run_dir, data, max_refits, redraw_factor)
+    if as_json:
+        emit_json(report)
+
+
+def run_diagnose(run_dir: Path, data: Path | None, max_refits: int | None, redraw_factor: int) -> dict:
+    """LOO on the training pairs, calibration on the held-out ones, the plot; written into RUN_DIR and returned."""
+    from bayesmicro._io import add_to_marker, write_json
+    from bayesmicro.evaluate.arviz import head_correlation, reloo, to_inference_data
+    from bayesmicro.evaluate.calibration import calibration_report, reliability_plot
+    from bayesmicro.infer.result import Fit
+
     fitted = Fit.load(run_dir)
-    for name in (PLOT_FILE, REPORT_FILE):  # written into RUN_DIR: found out now, not after the LOO refits
-        target = run_dir / name
-        if (target.exists() and not target.is_file()) or not os.access(run_dir, os.W_OK | os.X_OK):
-            raise BadInput(f"cannot write {name} into the run folder (no write permission, or not a file)",
-                           source=str(run_dir))
+    _check_writable(run_dir)
     if max_refits is None:
         max_refits = 0 if fitted.config.inference == "nuts" else 10
     pairs, truth = _pairs_for(run_dir, data, fitted)
@@ -129,9 +142,7 @@ def diagnose_command(
     report["posterior"] = _posterior_summary(fitted, idata)
     report["loo"] = (reloo(fitted, train, max_refits=max_refits, redraw_factor=redraw_factor, idata=idata)
                      if idata is not None else None)
-    true_prob = None
-    if truth is not None:
-        true_prob = truth.prob(test)
+    true_prob = truth.prob(test) if truth is not None else None
     draws = fitted.pointwise_log_lik(test).exp()
     report["calibration"] = calibration_report(draws, test.group, true_prob)
     report["head_correlation"] = head_correlation(fitted, test).tolist()
@@ -140,6 +151,20 @@ def diagnose_command(
     report["reliability_plot"] = str(plot)
     write_json(run_dir / REPORT_FILE, report)
     add_to_marker(run_dir, PLOT_FILE, REPORT_FILE)  # the run folder may still be replaced with `fit --overwrite`
+    _print_report(report, plot)
+    return report
+
+
+def _check_writable(run_dir: Path) -> None:
+    """PLOT_FILE and REPORT_FILE are written into RUN_DIR: found out now, not after the LOO refits."""
+    for name in (PLOT_FILE, REPORT_FILE):
+        target = run_dir / name
+        if (target.exists() and not target.is_file()) or not os.access(run_dir, os.W_OK | os.X_OK):
+            raise BadInput(f"cannot write {name} into the run folder (no write permission, or not a file)",
+                           source=str(run_dir))
+
+
+def _print_report(report: dict, plot) -> None:
     cal = report["calibration"]
     if (posterior_line := _posterior_line(report["posterior"])) is not None:
         stderr.print(posterior_line)
@@ -147,5 +172,3 @@ def diagnose_command(
     stderr.print(f"held-out ECE {cal['ece']:.4f}, Brier {cal['brier']:.4f}, NLL {cal['nll']:.4f}"
                  + (f", 90% coverage {cal['coverage']:.3f}" if "coverage" in cal else ""))
     stderr.print(f"reliability plot: {plot}")
-    if as_json:
-        emit_json(report)

@@ -6,24 +6,28 @@ from pathlib import Path
 
 import typer
 
+from bayesmicro.cli import options as o
 from bayesmicro.cli.common import cli_errors, emit_json, model_key, pairs_for_run, print_table, stderr
 from bayesmicro.errors import BadInput
-from bayesmicro.evaluate.calibration import ece
-from bayesmicro.evaluate.metrics import score
-from bayesmicro.infer.result import Fit
+
+SPLITS = ("test", "train", "all")
 
 
 @cli_errors
 def eval_command(
     run_dir: Path = typer.Argument(..., help="Run folder written by `bayesmicro fit --out`."),
     data: Path = typer.Argument(..., help="Embedded pairs (folder or .npz)."),
-    split: str = typer.Option("test", "--split", help="test | train | all. DATA without a split column: the split "
-                              "`fit` drew for the run (split.json), or all pairs when it drew none."),
-    as_json: bool = typer.Option(False, "--json"),
+    split: str = o.choice("test", "--split", SPLITS, "The pairs scored. DATA without a split column: the split "
+                          "`fit` drew for the run (split.json), or all pairs when it drew none.", o.DATA),
+    as_json: bool = o.as_json(),
 ) -> None:
     """Accuracy (decision rule P(chosen ≻ rejected) > ½), NLL and Brier score, overall and per group; ECE overall."""
-    if split not in ("test", "train", "all"):
+    if split not in SPLITS:
         raise BadInput(f"--split must be test, train or all, got {split!r}")
+    from bayesmicro.evaluate.calibration import ece
+    from bayesmicro.evaluate.metrics import score
+    from bayesmicro.infer.result import Fit
+
     fitted = Fit.load(run_dir)
     pairs, note = pairs_for_run(run_dir, data, fitted)
     evaluated_on = split if pairs.split is not None else "all"

@@ -6,6 +6,7 @@ from typing import Optional
 
 import typer
 
+from bayesmicro.cli import options as o
 from bayesmicro.cli.common import cli_errors, emit_json, stderr
 
 
@@ -15,15 +16,14 @@ def export_command(
     backbone: Optional[str] = typer.Option(None, "--backbone", help="Hub id or folder of the backbone the features "
                                            "came from (default: the one the run records from `bayesmicro embed`)."),
     out: str = typer.Option(..., "--out", help="Folder to write (AutoModelForSequenceClassification loads it): a new "
-                            "or empty folder, or with --overwrite an earlier export."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out when it is an earlier export (holding "
-                                   "only what bayesmicro wrote)."),
+                            "or empty folder, or with --overwrite an earlier export.", rich_help_panel=o.OUTPUT),
+    overwrite: bool = o.overwrite("an earlier export"),
     context: Optional[str] = typer.Option(None, "--context", help="Route for this context text (a run routed on "
                                          "users or groups: one of their labels)."),
     weights: Optional[str] = typer.Option(None, "--weights", help="'static': the static mixture weights."),
     prompt: str = typer.Option("", "--prompt", help="Prompt text for a context-routed run's router input."),
     revision: Optional[str] = typer.Option(None, "--revision", help="Backbone revision on the hub."),
-    json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+    json_out: bool = o.as_json(),
 ) -> None:
     """Write RUN_DIR as backbone + one linear score head Σ_k π_k w_k for the given context (or static weights)."""
     from bayesmicro.integrations.export import export_reward_model

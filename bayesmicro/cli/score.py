@@ -11,14 +11,12 @@ from typing import Optional
 import typer
 
 from bayesmicro import _check as check
-from bayesmicro._io import _user_mode, check_output, write_bytes_atomic
+from bayesmicro.cli import options as o
 from bayesmicro.cli.common import cli_errors, emit_json, pairs_for_run, parse_floats, stderr
-from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.errors import BadInput
-from bayesmicro.infer.result import Fit
 
 
-def score_rows(fitted: Fit, pairs: EmbeddedPairs, quantiles: tuple[float, ...], level: float) -> dict[str, list]:
+def score_rows(fitted, pairs, quantiles: tuple[float, ...], level: float) -> dict[str, list]:
     """Columns (each a list of n values): P(chosen ≻ rejected) mean/sd/interval/risk-averse, and the mixture (or,
     without router input, per-head) reward mean/sd/quantiles of the chosen and the rejected response."""
     proba = fitted.prefer_proba(pairs, level)
@@ -40,6 +38,8 @@ def score_rows(fitted: Fit, pairs: EmbeddedPairs, quantiles: tuple[float, ...], 
 
 
 def _write_rows(columns: dict[str, list], out: Path) -> None:
+    from bayesmicro._io import _user_mode, write_bytes_atomic
+
     if out.suffix == ".parquet":
         import datasets
         from datasets import Dataset
@@ -67,12 +67,15 @@ def _write_rows(columns: dict[str, list], out: Path) -> None:
 def score_command(
     run_dir: Path = typer.Argument(..., help="Run folder written by `bayesmicro fit --out`."),
     data: Path = typer.Argument(..., help="Embedded pairs (folder or .npz)."),
-    quantiles: str = typer.Option("0.05,0.5,0.95", "--quantiles", help="Reward quantiles to report."),
-    level: float = typer.Option(0.9, "--level", help="Credible level of the P(chosen ≻ rejected) interval."),
+    quantiles: str = typer.Option("0.05,0.5,0.95", "--quantiles", help="Reward quantiles to report.",
+                                  rich_help_panel=o.MODEL),
+    level: float = typer.Option(0.9, "--level", help="Credible level of the P(chosen ≻ rejected) interval.",
+                                rich_help_panel=o.MODEL),
     out: Optional[Path] = typer.Option(None, "--out", help="Write the rows to FILE (.parquet or .jsonl); a new file, "
-                                       "or with --overwrite an existing one."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the --out file when it exists."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+                                       "or with --overwrite an existing one.", rich_help_panel=o.OUTPUT),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the --out file when it exists.",
+                                   rich_help_panel=o.OUTPUT),
+    as_json: bool = o.as_json(),
 ) -> None:
     """Posterior P(chosen ≻ rejected) with a credible interval and a risk-averse score, plus posterior reward
     quantiles of both responses — one row per pair (JSON lines on stdout unless --out or --json)."""
@@ -80,6 +83,9 @@ def score_command(
     if not levels or any(not 0.0 <= q <= 1.0 for q in levels):
         raise BadInput(f"quantiles must be numbers in [0, 1], got {quantiles!r}", argument="quantiles")
     check.number(level, "level", 0, 1, low_open=True, high_open=True)
+    from bayesmicro._io import check_output
+    from bayesmicro.infer.result import Fit
+
     if out is not None:  # before any work
         if out.suffix not in (".parquet", ".jsonl", ".json"):
             raise BadInput("--out must end in .parquet or .jsonl", source=str(out))

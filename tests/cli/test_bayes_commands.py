@@ -18,7 +18,7 @@ def vi_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("bayes_cli")
     data, _ = make_population(PopulationSpec(n_pairs=500, dim=4, prompt_dim=2, context_dim=2, k=2), seed=0)
     data.save(root / "pairs")
-    result = runner.invoke(app, ["fit", str(root / "pairs"), "--k", "2", "--router", "context", "--inference", "vi",
+    result = runner.invoke(app, ["fit-vi", str(root / "pairs"), "--k", "2", "--router", "context",
                                  "--router-posterior", "linearised", "--restarts", "1", "--out", str(root / "run"),
                                  "--json"])
     assert result.exit_code == 0, result.output
@@ -146,13 +146,13 @@ def test_fit_inference_em_and_bad_guide(vi_run):
                                  "--out", str(root / "em_run")])
     assert em_run.exit_code == 0, em_run.output
     assert Fit.load(root / "em_run").n_draws > 1  # EM runs carry posterior draws around their optimum
-    bad = runner.invoke(app, ["fit", str(root / "pairs"), "--inference", "vi", "--guide", "flow"])
+    bad = runner.invoke(app, ["fit-vi", str(root / "pairs"), "--guide", "flow"])
     assert bad.exit_code == 2 and "guide must be one of" in bad.stderr
 
 
 def test_fit_nuts_runs_the_chains_asked_for_and_reports_r_hat(vi_run):
     root, _ = vi_run
-    result = runner.invoke(app, ["fit", str(root / "pairs"), "--k", "1", "--inference", "nuts", "--chains", "2",
+    result = runner.invoke(app, ["fit-nuts", str(root / "pairs"), "--k", "1", "--chains", "2",
                                  "--out", str(root / "nuts_run")])
     assert result.exit_code == 0, result.output
     fitted = Fit.load(root / "nuts_run")
@@ -163,26 +163,26 @@ def test_fit_nuts_runs_the_chains_asked_for_and_reports_r_hat(vi_run):
     posterior = json.loads(diagnosed.stdout)["posterior"]
     assert posterior["chains"] == 2 and 0.9 < posterior["max_rhat"] < 1.1  # ArviZ's R-hat across the two chains
     assert f"in 2 chains, largest head R-hat {posterior['max_rhat']:.3f}" in diagnosed.stderr
-    bad = runner.invoke(app, ["fit", str(root / "pairs"), "--inference", "nuts", "--chains", "0"])
+    bad = runner.invoke(app, ["fit-nuts", str(root / "pairs"), "--chains", "0"])
     assert bad.exit_code == 2 and "--chains must be ≥ 1, got 0" in bad.stderr
 
 
 def test_fit_keeps_the_draws_warmup_and_mass_matrix_asked_for(vi_run):
     root, _ = vi_run
-    common = ["fit", str(root / "pairs"), "--k", "2", "--router", "context", "--restarts", "1"]
-    nuts = runner.invoke(app, common + ["--inference", "nuts", "--draws", "30", "--warmup", "20",
+    common = [str(root / "pairs"), "--k", "2", "--router", "context", "--restarts", "1"]
+    nuts = runner.invoke(app, ["fit-nuts"] + common + ["--draws", "30", "--warmup", "20",
                                         "--out", str(root / "nuts_short")])
     assert nuts.exit_code == 0, nuts.output
     fitted = Fit.load(root / "nuts_short")
     assert fitted.n_draws == 30
     assert {key: fitted.summary["nuts"][key] for key in ("draws", "warmup", "mass")} == {
         "draws": 30, "warmup": 20, "mass": "laplace"}
-    vi = runner.invoke(app, common + ["--inference", "vi", "--draws", "50", "--out", str(root / "vi_short")])
+    vi = runner.invoke(app, ["fit-vi"] + common + ["--draws", "50", "--out", str(root / "vi_short")])
     assert vi.exit_code == 0, vi.output
     assert Fit.load(root / "vi_short").n_draws == 50
     assert Fit.load(root / "vi_short").summary["vi"]["router_posterior"] == "refined"  # the default
     for kind in ("linearised", "laplace"):
-        other = runner.invoke(app, common + ["--inference", "vi", "--draws", "50", "--router-posterior", kind,
+        other = runner.invoke(app, ["fit-vi"] + common + ["--draws", "50", "--router-posterior", kind,
                                              "--out", str(root / f"vi_{kind}")])
         assert other.exit_code == 0, other.output
         assert Fit.load(root / f"vi_{kind}").summary["vi"]["router_posterior"] == kind
@@ -209,6 +209,6 @@ def test_fit_keeps_the_draws_warmup_and_mass_matrix_asked_for(vi_run):
 ], ids=["draws", "warmup", "mass"])
 def test_fit_rejects_bad_posterior_settings(vi_run, args, message):
     root, _ = vi_run
-    bad = runner.invoke(app, ["fit", str(root / "pairs"), "--inference", "nuts", "--out", str(root / "bad")] + args)
+    bad = runner.invoke(app, ["fit-nuts", str(root / "pairs"), "--out", str(root / "bad")] + args)
     assert bad.exit_code == 2 and message in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
     assert not (root / "bad").exists()

@@ -84,7 +84,7 @@ def test_embed_shards_writes_the_training_pairs_as_a_store_fit_streams(tmp_path)
         assert torch.equal(block[key].float(), getattr(train, key)[order])
     assert store.meta["embedding"] == train.meta["embedding"]
 
-    fit = runner.invoke(app, ["fit", str(tmp_path / "store"), "--k", "2", "--epochs", "3", "--out",
+    fit = runner.invoke(app, ["fit-store", str(tmp_path / "store"), "--k", "2", "--epochs", "3", "--out",
                               str(tmp_path / "run"), "--json"])
     assert fit.exit_code == 0, fit.output
     scored = runner.invoke(app, ["eval", str(tmp_path / "run"), str(tmp_path / "emb"), "--json"])

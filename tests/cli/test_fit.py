@@ -14,7 +14,7 @@ def test_default_run_shows_the_single_bt_gap_and_routed_recovery(tmp_path):
     result = run_cli("fit", "--json", "--out", tmp_path / "run")
     assert result.code == 0, result.stderr
     out = result.json()
-    assert {"single_bt", "static_mixture", "routed_mixture", "oracle", "fit_seconds"} <= set(out)
+    assert {"single_bt", "static_mixture", "routed_mixture", "oracle", "seconds", "command", "version", "warnings"} <= set(out)
     oracle = out["oracle"]["accuracy"]
     assert out["routed_mixture"]["accuracy"] >= oracle - 0.02
     assert out["single_bt"]["accuracy"] <= oracle - 0.10

@@ -1,4 +1,4 @@
-"""`bayesmicro fit --format comparisons`: JSON keys, the real CEMS table, bad input exit code."""
+"""`bayesmicro fit-comparisons`: JSON keys, the real CEMS table, bad input exit code."""
 
 from __future__ import annotations
 
@@ -13,23 +13,23 @@ import bayesmicro
 from bayesmicro.cli.app import app
 from tests.common import SHARED_DATA
 
-ARGS = ["--format", "comparisons", "--item1-col", "item1", "--item2-col", "item2", "--outcome-col", "outcome",
+ARGS = ["--item1-col", "item1", "--item2-col", "item2", "--outcome-col", "outcome",
         "--user-col", "subject", "--latent", "user"]
 
 
 def test_fit_comparisons_json_on_cems():
-    result = CliRunner().invoke(app, ["fit", str(SHARED_DATA / "cems_choice.csv.gz"), *ARGS,
+    result = CliRunner().invoke(app, ["fit-comparisons", str(SHARED_DATA / "cems_choice.csv.gz"), *ARGS,
                                       "--context-cols", "english,french,spanish,italian", "--k", "2", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["n_pairs"] == 3967 and report["n_users"] == 301
-    assert round(report["loglik"], 2) >= -2187.85 and report["fit_seconds"] > 0
+    assert report["n"] == 3967 and report["n_users"] == 301
+    assert round(report["loglik"], 2) >= -2187.85 and report["seconds"] > 0
 
 
 def test_bad_outcome_exits_2_with_the_row(tmp_path):
     path = tmp_path / "t.csv"
     path.write_text("subject,item1,item2,outcome\n1,a,b,1\n1,a,c,x\n")
-    result = CliRunner().invoke(app, ["fit", str(path), *ARGS, "--k", "1", "--json"])
+    result = CliRunner().invoke(app, ["fit-comparisons", str(path), *ARGS, "--k", "1", "--json"])
     assert result.exit_code == 2
     assert "row 1: 'outcome' is 'x'" in result.output
 
@@ -55,7 +55,7 @@ def test_k_auto_picks_the_true_number_of_classes_by_bic(tmp_path, one_class, exp
         writer = csv.writer(fh)
         writer.writerow(cols)
         writer.writerows(zip(*cols.values()))
-    result = CliRunner().invoke(app, ["fit", str(path), *ARGS, "--context-cols", "lang", "--k", "auto", "--k-max",
+    result = CliRunner().invoke(app, ["fit-comparisons", str(path), *ARGS, "--context-cols", "lang", "--k", "auto", "--k-max",
                                       "3", "--out", str(tmp_path / "run"), "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout.strip().splitlines()[-1])
@@ -64,20 +64,19 @@ def test_k_auto_picks_the_true_number_of_classes_by_bic(tmp_path, one_class, exp
     for row in choice["by_k"]:  # BIC = −2·LL + p·log n, p = K·(items − 1) + (K − 1)·(covariates + 1)
         p = row["k"] * 3 + (row["k"] - 1) * 2
         assert row["n_params"] == p
-        assert row["bic"] == pytest.approx(-2 * row["loglik"] + p * math.log(report["n_pairs"]), rel=1e-12)
+        assert row["bic"] == pytest.approx(-2 * row["loglik"] + p * math.log(report["n"]), rel=1e-12)
     assert report["loglik"] == choice["by_k"][expected_k - 1]["loglik"]
     assert f"--k auto: K = {expected_k}, the lowest BIC over K = 1..3" in result.stderr
     assert bayesmicro.load(tmp_path / "run").k == expected_k
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--select-restart", "evidence"], "--select-restart: a latent class model's EM restarts are compared by "
-                                       "likelihood only"),
-    (["--keep-restarts"], "--keep-restarts: a latent class model keeps its best EM restart only"),
+@pytest.mark.parametrize("args, message", [  # options of the reward-head fits: not options of this command
+    (["--select-restart", "evidence"], "No such option: --select-restart"),
+    (["--keep-restarts"], "No such option: --keep-restarts"),
 ], ids=["select-restart", "keep-restarts"])
 def test_restart_options_of_reward_heads_are_refused_for_a_comparison_table(tmp_path, args, message):
     path = tmp_path / "t.csv"
     path.write_text("subject,item1,item2,outcome\n1,a,b,1\n1,a,c,-1\n")
-    result = CliRunner().invoke(app, ["fit", str(path), *ARGS, *args, "--json"])
+    result = CliRunner().invoke(app, ["fit-comparisons", str(path), *ARGS, *args, "--json"])
     assert result.exit_code == 2
     assert message in result.output

@@ -1,4 +1,4 @@
-"""``bayesmicro fit STORE``: a shard store gets ``fit_stream``'s streamed MAP fit, a run folder and clear refusals."""
+"""``bayesmicro fit-store STORE``: a shard store gets ``fit_stream``'s streamed MAP fit, a run folder and clear refusals."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def store(tmp_path_factory):
 
 
 def _fit(*args: str):
-    return runner.invoke(app, ["fit", *map(str, args)])
+    return runner.invoke(app, ["fit-store", *map(str, args)])
 
 
 def test_a_store_gets_the_streamed_fit_and_a_run_folder_eval_scores(store, tmp_path):
@@ -62,24 +62,44 @@ def test_a_checkpointed_store_fit_resumes_where_it_ended(store, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--inference", "vi"], "--inference: a shard store gets one streamed MAP fit"),
     (["--k", "auto"], "--k must be a whole number of heads for a shard store, got 'auto'"),
     (["--router-prior-scale", "auto"], "--router-prior-scale auto: a shard store gets one streamed MAP fit"),
-    (["--restarts", "2"], "--restarts: a shard store gets one streamed MAP fit"),
-    (["--optimizer", "lbfgs"], "--optimizer: a shard store gets one streamed MAP fit"),
-    (["--select-restart", "evidence"], "--select-restart: a shard store gets one streamed MAP fit"),
-    (["--keep-restarts"], "--keep-restarts: a shard store gets one streamed MAP fit"),
     (["--router", "user"], "router 'user' reads labels, which a shard store does not keep"),
     (["--device", "tpu"], "--device must be cpu or cuda[:i], got 'tpu'"),
-], ids=["inference", "k_auto", "scale_auto", "restarts", "optimizer",
-                                                       "select_restart", "keep_restarts", "label_router", "device"])
+], ids=["k_auto", "scale_auto", "label_router", "device"])
 def test_what_a_store_cannot_do_is_one_line_and_exit_2(store, tmp_path, args, message):
     result = _fit(store / "store", *args, "--out", tmp_path / "run")
     assert result.exit_code == 2 and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("args", [["--inference", "vi"], ["--restarts", "2"], ["--optimizer", "lbfgs"],
+                                  ["--select-restart", "evidence"], ["--keep-restarts"]],
+                         ids=["inference", "restarts", "optimizer", "select_restart", "keep_restarts"])
+def test_a_store_fit_has_no_in_memory_options(store, tmp_path, args):
+    """One streamed AdamW MAP fit: the in-memory fits' options are not fit-store's (a usage error, exit 2)."""
+    result = _fit(store / "store", *args, "--out", tmp_path / "run")
+    assert result.exit_code == 2 and f"No such option: {args[0]}" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("args", [["--device", "cuda"], ["--checkpoint-dir", "ck"]], ids=["device", "checkpoint"])
-def test_in_memory_pairs_refuse_the_store_only_options(store, args):
-    result = _fit(store / "pairs", "--k", "2", *args)
-    assert result.exit_code == 2 and "are for a shard store's streamed fit" in result.stderr
+def test_in_memory_fits_do_not_take_the_store_only_options(store, args):
+    result = runner.invoke(app, ["fit", str(store / "pairs"), "--k", "2", *args])
+    assert result.exit_code == 2 and f"No such option: {args[0]}" in result.stderr
+
+
+def test_fit_points_a_store_to_fit_store_and_fit_store_refuses_in_memory_pairs(store, tmp_path):
+    result = runner.invoke(app, ["fit", str(store / "store"), "--k", "2", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "is a shard store: fit it with `bayesmicro fit-store`" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+    result = _fit(store / "pairs", "--out", tmp_path / "run")
+    assert result.exit_code == 2 and "is not a shard store (no manifest.json)" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
+def test_the_cli_knows_the_store_manifest_by_its_name():
+    from bayesmicro.cli.fit_streamed import MANIFEST
+    from bayesmicro.data.shards import MANIFEST_FILE
+
+    assert MANIFEST == MANIFEST_FILE

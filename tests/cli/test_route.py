@@ -71,7 +71,8 @@ def test_context_from_group_routes_on_the_one_hot_of_the_group(tmp_path):
                                        "--context-from", "group", *args])
     given = CliRunner().invoke(app, ["route", str(tmp_path / "run"), str(tmp_path / "one_hot"), *args])
     assert derived.exit_code == 0, derived.output
-    assert json.loads(derived.stdout) == json.loads(given.stdout)
+    wall_time = lambda out: {key: value for key, value in json.loads(out).items() if key != "seconds"}  # noqa: E731
+    assert wall_time(derived.stdout) == wall_time(given.stdout)
     assert json.loads(derived.stdout)["after"]["posterior"]["accuracy"] > 0.8
 
 

@@ -118,7 +118,7 @@ def test_damaged_run_folder_is_a_one_line_bad_input(result, tmp_path, damage):
 
 def test_fit_cli_run_on_cems_loads_back(tmp_path):
     cems = SHARED_DATA / "cems_choice.csv.gz"
-    out = CliRunner().invoke(app, ["fit", str(cems), "--format", "comparisons", "--latent", "user", "--k", "2",
+    out = CliRunner().invoke(app, ["fit-comparisons", str(cems), "--latent", "user", "--k", "2",
                                    "--context-cols", "english,italian", "--restarts", "1", "--out",
                                    str(tmp_path / "run"), "--json"])
     assert out.exit_code == 0, out.output
@@ -127,7 +127,7 @@ def test_fit_cli_run_on_cems_loads_back(tmp_path):
     assert loaded.log_lik(cems) == pytest.approx(report["loglik"], abs=1e-9)
     assert loaded.predict_proba(cems).shape == (4454,)  # every row, ties included
     assert_close(loaded.class_sizes().sum(), torch.tensor(301.0), atol=1e-9)
-    assert repr(loaded) == (f"LatentClassResult(k=2, items=6, users=301, pairs={report['n_pairs']}, "
+    assert repr(loaded) == (f"LatentClassResult(k=2, items=6, users=301, pairs={report['n']}, "
                             f"loglik={report['loglik']:.2f})")
     again = bayesmicro.load(loaded.save(tmp_path / "copy"))
     assert torch.equal(again.predict_proba(cems), loaded.predict_proba(cems))
