@@ -37,16 +37,18 @@ class Result:
         return json.loads(lines[0])
 
 
-def run_cli(*args: str, timeout: float = 300, env: dict | None = None, subprocess: bool = False) -> Result:
+def run_cli(*args: str, timeout: float = 300, env: dict | None = None, subprocess: bool = False,
+            cwd: Path = ROOT) -> Result:
+    """`bayesmicro ARGS` run in ``cwd`` (default: the checkout)."""
     if subprocess or env or not IN_PROCESS:
-        return run_cli_subprocess(*args, timeout=timeout, env=env)
-    return run_cli_in_process(*args)
+        return run_cli_subprocess(*args, timeout=timeout, env=env, cwd=cwd)
+    return run_cli_in_process(*args, cwd=cwd)
 
 
-def run_cli_subprocess(*args: str, timeout: float = 300, env: dict | None = None) -> Result:
+def run_cli_subprocess(*args: str, timeout: float = 300, env: dict | None = None, cwd: Path = ROOT) -> Result:
     full_env = child_env(**(env or {}))
     proc = _subprocess.run([sys.executable, "-m", "bayesmicro.cli.app", *map(str, args)], capture_output=True,
-                           text=True, timeout=timeout, env=full_env, cwd=ROOT)
+                           text=True, timeout=timeout, env=full_env, cwd=cwd)
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
@@ -62,7 +64,19 @@ def _python_default_warnings(err: io.StringIO) -> None:
     warnings.showwarning = show
 
 
-def run_cli_in_process(*args: str) -> Result:
+def _stderr_log_handlers() -> list:
+    """Logging handlers that write to this process's stderr (e.g. ArviZ's, transformers'): a child process's would
+    write to the captured stderr, so these are pointed at it for the call."""
+    import logging
+
+    streams = {id(sys.stderr), id(sys.__stderr__)}
+    loggers = [logging.getLogger()] + [l for l in logging.Logger.manager.loggerDict.values()
+                                       if isinstance(l, logging.Logger)]
+    return [h for l in loggers for h in l.handlers
+            if type(h) is logging.StreamHandler and id(getattr(h, "stream", None)) in streams]
+
+
+def run_cli_in_process(*args: str, cwd: Path = ROOT) -> Result:
     import pyro
     import torch
 
@@ -76,13 +90,16 @@ def run_cli_in_process(*args: str) -> Result:
         saved_default_show = getattr(cli_common, "_default_show", None)
         sys.argv = ["bayesmicro", *map(str, args)]
         code = 0
+        handlers = []
         try:
-            os.chdir(ROOT)
+            os.chdir(cwd)
             pyro.clear_param_store()  # a fresh process starts with an empty one
+            to_stderr = _stderr_log_handlers()
             with redirect_stdout(out), redirect_stderr(err), warnings.catch_warnings():
                 _python_default_warnings(err)
                 if saved_default_show is not None:  # non-library warnings: printed, as by python
                     cli_common._default_show = warnings.showwarning
+                handlers = [(h, h.setStream(err)) for h in to_stderr]
                 try:
                     cli_app.main()
                 except SystemExit as exc:  # what the interpreter does with sys.exit's argument
@@ -99,6 +116,8 @@ def run_cli_in_process(*args: str) -> Result:
                     traceback.print_exc(file=err)
                     code = 1
         finally:
+            for handler, stream in handlers:
+                handler.setStream(stream)
             if saved_default_show is not None:
                 cli_common._default_show = saved_default_show
             sys.argv = saved_argv
