@@ -3,6 +3,10 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 export OMP_NUM_THREADS ?= 1
+# pytest-xdist workers (one per CPU on a 2-core machine); each test file stays on one worker so that its
+# module-scoped fits run once. JOBS=0 runs in one process.
+JOBS ?= auto
+PYTEST := $(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile
 
 $(BIN)/bayesmicro: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -17,6 +21,10 @@ demo: install
 	$(BIN)/bayesmicro fit
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
 
-.PHONY: install demo test
+# everything, the long statistical cases marked `slow` included
+test-all: install
+	$(PYTEST) -m ''
+
+.PHONY: install demo test test-all

@@ -51,7 +51,7 @@ def test_route_same_seed_same_json(tmp_path):
     data.save(tmp_path / "pairs")
     args = ("route", tmp_path / "run", tmp_path / "pairs", "--method", "hedge,posterior,amortized,hyre",
             "--budget", "10", "--seed", "3", "--json")
-    first, second = run_cli(*args), run_cli(*args)
+    first, second = run_cli(*args, subprocess=True), run_cli(*args, subprocess=True)  # two processes
     assert first.code == 0, first.stderr
     assert first.json() == second.json()
     other = run_cli(*args[:-3], "--seed", "4", "--json")

@@ -41,7 +41,8 @@ def test_cli_same_seed_same_json_and_same_files(population, tmp_path):
              prompt=population.prompt.numpy(), group=population.group, split=population.split)
     outputs = []
     for name in ("a", "b"):
-        result = run_cli("fit", path, "--k", "2", "--seed", "11", "--restarts", "2", "--out", tmp_path / name, "--json")
+        result = run_cli("fit", path, "--k", "2", "--seed", "11", "--restarts", "2", "--out", tmp_path / name, "--json",
+                         subprocess=True)  # two processes: nothing carried over from one to the other
         assert result.code == 0, result.stderr
         outputs.append({k: v for k, v in result.json().items() if k not in ("seconds", "out")})
     assert outputs[0] == outputs[1]

@@ -3,7 +3,8 @@
 Property (hypothesis, in process): for random trees of user files and a hostile output location (the tree itself, a
 folder or file in it, a folder holding it, a new path), every writer either writes a new folder at that location —
 only where nothing was, or an empty folder was — or refuses with ``BadInput``; every user file is byte-identical
-afterwards and nothing else appears. CLI sweep (subprocesses, as a user runs them): `fit`, `embed`, `export`, `bench`
+afterwards and nothing else appears. CLI sweep (the real entry point, as a user runs it; in-process unless
+``BAYESMICRO_TEST_CLI=subprocess``, see tests/cli/helpers.py): `fit`, `embed`, `export`, `bench`
 and `score` with hostile ``--out`` values exit 2 before any work and leave the tree byte-identical.
 """
 
@@ -12,10 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
-import subprocess
-import sys
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +26,7 @@ from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.data.synthetic import PopulationSpec, make_population
 from bayesmicro.errors import BadInput
 from bayesmicro.infer.api import fit
-from tests.common import child_env
+from tests.cli.helpers import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = 60
@@ -148,14 +146,12 @@ def test_no_command_touches_files_outside_its_output(command, workspace):
     before = snapshot(workspace.parent)
     argvs = {name: COMMANDS[command](out) for name, out in HOSTILE.items()}
 
-    def run(argv):
-        return subprocess.run([sys.executable, "-m", "bayesmicro.cli.app", *argv], capture_output=True, text=True,
-                              timeout=300, cwd=workspace, env=child_env())
+    def run(argv):  # `bayesmicro` in the user's folder (in-process: tests/cli/helpers.py says when it is a child)
+        return run_cli(*argv, cwd=workspace)
 
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        results = dict(zip(argvs, pool.map(run, argvs.values())))
+    results = {name: run(argv) for name, argv in argvs.items()}
     for name, proc in results.items():
-        assert proc.returncode == 2, (name, proc.returncode, proc.stderr)
+        assert proc.code == 2, (name, proc.code, proc.stderr)
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         assert len(lines) == 1 and lines[0].startswith("error: ") and "--out" in lines[0], (name, proc.stderr)
         assert "Traceback" not in proc.stderr

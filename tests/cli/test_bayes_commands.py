@@ -80,7 +80,7 @@ def test_score_bad_input_exits_2(vi_run, args, message, tmp_path):
 
 def test_diagnose_writes_the_reliability_plot(vi_run):
     root, _ = vi_run
-    result = run_cli("diagnose", root / "run", root / "pairs", "--json")  # a process of its own: ArviZ logs once
+    result = run_cli("diagnose", root / "run", root / "pairs", "--json", subprocess=True)  # a process of its own: ArviZ logs once
     assert result.code == 0, result.stderr
     assert "arviz" not in result.stderr  # e.g. "Shape validation failed" from an R-hat of VI's one chain
     report = result.json()

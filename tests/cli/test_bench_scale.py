@@ -10,7 +10,8 @@ from tests.cli.helpers import assert_bad_input, run_cli
 
 
 def test_bench_scale_json_reports_floor_ratio_and_rss(tmp_path):
-    result = run_cli("bench", "scale", "--pairs", "3000", "--dim", "32", "--k", "3", "--out", tmp_path / "r", "--json")
+    result = run_cli("bench", "scale", "--pairs", "3000", "--dim", "32", "--k", "3", "--out", tmp_path / "r", "--json",
+                     subprocess=True)  # a process of its own: its peak RSS is the command's
     assert result.code == 0, result.stderr
     report = result.json()
     assert report["pairs"] == 3000 and report["dim"] == 32 and report["k"] == 3

@@ -11,7 +11,7 @@ from tests.cli.helpers import Result, assert_bad_input, run_cli
 
 
 def test_default_run_shows_the_single_bt_gap_and_routed_recovery(tmp_path):
-    result = run_cli("fit", "--json", "--out", tmp_path / "run")
+    result = run_cli("fit", "--json", "--out", tmp_path / "run", subprocess=True)  # a real `bayesmicro` process
     assert result.code == 0, result.stderr
     out = result.json()
     assert {"single_bt", "static_mixture", "routed_mixture", "oracle", "seconds", "command", "version", "warnings"} <= set(out)
@@ -69,7 +69,7 @@ def test_bad_input_exits_2_with_one_line_and_no_run_folder(tmp_path, overrides, 
 
 
 def test_missing_and_empty_files(tmp_path):
-    assert_bad_input(run_cli("fit", tmp_path / "nope.npz"), "nope.npz", "not found")
+    assert_bad_input(run_cli("fit", tmp_path / "nope.npz", subprocess=True), "nope.npz", "not found")
     (tmp_path / "empty.npz").write_bytes(b"")
     assert_bad_input(run_cli("fit", tmp_path / "empty.npz"), "empty.npz")
 

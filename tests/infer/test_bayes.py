@@ -240,6 +240,12 @@ def test_given_mass_nuts_samples_with_the_given_mass_matrix():
     assert kernel.step_size > 0.5
 
 
+# slow: two 300-draw NUTS chains compared statistically (minutes on a shared 2-core CPU); the Laplace mass matrix's
+# wiring stays in `make test`: test_nuts_mass_matrix_is_the_laplace_covariance_of_the_sampled_sites,
+# test_given_mass_nuts_samples_with_the_given_mass_matrix (the kernel uses the given matrix), the 'adapt' mass of a
+# router-less multi-chain fit (below) and, through the CLI, tests/cli/test_bayes_commands.py::
+# test_fit_keeps_the_draws_warmup_and_mass_matrix_asked_for (a NUTS fit records mass 'laplace' and its warmup)
+@pytest.mark.slow
 def test_nuts_with_the_laplace_mass_matrix_samples_the_posterior_adapted_nuts_samples():
     data = _mixture_problem()
     common = dict(k=2, router="context", alpha=0.0, restarts=1, hidden=4, seed=1, inference="nuts")
