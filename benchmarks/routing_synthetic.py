@@ -29,7 +29,7 @@ from bayesmicro.infer.result import Fit, FitConfig
 from bayesmicro.routing.active import active_curve
 from bayesmicro.routing.posterior import laplace_heads, predict_with_posterior, weight_posterior
 from bayesmicro.routing.amortized import amortized_route
-from bayesmicro.routing.hedge import budget_subset
+from bayesmicro.routing.common import budget_subset
 from bayesmicro.routing.route import budget_curve
 
 

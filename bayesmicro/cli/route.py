@@ -17,7 +17,7 @@ from bayesmicro.evaluate.metrics import score
 from bayesmicro.infer.result import Fit
 from bayesmicro.routing.active import STRATEGIES, active_orders, prefix_subset
 from bayesmicro.routing.choose import RESTART_RULES, choose_restart
-from bayesmicro.routing.hedge import budget_subset
+from bayesmicro.routing.common import budget_subset
 from bayesmicro.routing.hierarchical import estimate_scales
 from bayesmicro.routing.route import METHODS, WEIGHT_METHODS, budget_curve, check_routable, route_predict
 

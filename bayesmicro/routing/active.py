@@ -202,7 +202,7 @@ def active_subset(fit: Fit, data: EmbeddedPairs, budget: int, *, by: str = "grou
                   pool_size: int = 200, concentration: float = 1.0, mode: str = "static",
                   seed: int = 0) -> EmbeddedPairs:
     """At most ``budget`` pairs of every ``by`` label of ``data``, asked actively (see ``active_orders``): the
-    counterpart of ``hedge.budget_subset`` for ``bayesmicro route --active``."""
+    counterpart of ``common.budget_subset`` for ``bayesmicro route --active``."""
     orders = active_orders(fit, data, budget, by=by, strategy=strategy, pool_size=pool_size,
                            concentration=concentration, mode=mode, seed=seed)
     return prefix_subset(data, orders, budget)
