@@ -17,6 +17,7 @@ from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.evaluate.alignment import align_draws
 from bayesmicro.infer.capacity import SMALL_ELPD_DIFF  # one "small elpd difference" for every K rule
 from bayesmicro.infer.result import Fit
+from bayesmicro.methods import KCriterion, RouterPosterior
 
 PARETO_K_GOOD, PARETO_K_BAD = 0.5, 0.7
 # built-in population, seeds 0-2: the pairs above 0.7 at 4 000 draws were all below it at 16 000 (max 0.65)
@@ -147,7 +148,7 @@ def reloo(fit: Fit, data: EmbeddedPairs, refit: Callable[[EmbeddedPairs], Fit] |
         raise RuntimeError("this ArviZ version's loo result has no pointwise elpd to correct")
     final_k, final = pareto_k.copy(), None if pointwise is None else pointwise.copy()
     flagged = redraw_factor > 1 and bool((final_k > threshold).any())
-    if flagged and (mixture is not None or (redraw is None and fit.router_posterior == "refined")):
+    if flagged and (mixture is not None or (redraw is None and fit.router_posterior == RouterPosterior.REFINED)):
         mixture = mixture or (lambda n: refit_like(fit, data, draws=n, refine_target="loo_mixture"))
         summary["mixture_is"] = _mixture_is_on_more_draws(mixture, fit.n_draws * redraw_factor, data, final, final_k,
                                                           threshold)
@@ -325,13 +326,13 @@ def auto_k(data: EmbeddedPairs, k_max: int = 5, router: str = "context", criteri
     from bayesmicro.infer.api import fit
     from bayesmicro.infer.vi import VISchedule
 
-    if criterion not in ("holdout", "loo"):
+    if criterion not in tuple(KCriterion):
         raise ValueError(f"criterion must be holdout or loo, got {criterion!r}")
     train, test = _holdout_parts(data, holdout_fraction, seed)
     ks = list(range(1, k_max + 1))
     common = dict(router=router, alpha=alpha, restarts=restarts, seed=seed, prior_scale=prior_scale, hidden=hidden,
                   router_prior_scale=router_prior_scale)
-    if criterion == "loo":
+    if criterion == KCriterion.LOO:
         schedule = VISchedule(steps=300, particles=1, draws=200, laplace_draws=1000, router_posterior="linearised")
         k, _, info = choose_k(lambda k: fit(train, k=k, inference="vi", vi=schedule, **common), train, k_max=k_max)
         return k, {**info, "criterion": "loo"}

@@ -10,6 +10,7 @@ from bayesmicro.evaluate.calibration import calibration_report
 from bayesmicro.evaluate.metrics import score
 from bayesmicro.infer.api import fit
 from bayesmicro.infer.result import Fit
+from bayesmicro.methods import RestartSelect
 
 BASELINES = {"single_bt": (1, "none"), "static_mixture": (None, "none"), "routed_mixture": (None, "context")}
 
@@ -30,7 +31,7 @@ def compare_on_population(spec: PopulationSpec = PopulationSpec(), seed: int = 0
     for name, (k_model, router_model) in BASELINES.items():
         if name == "routed_mixture":
             router_model = router
-        select = routed_select if name == "routed_mixture" else "loglik"
+        select = routed_select if name == "routed_mixture" else RestartSelect.LOGLIK.value
         fits[name] = fit(data, k=k_model or k, router=router_model, seed=seed, on_step=on_step, select=select,
                          **fit_kwargs)
         results[name] = score(fits[name].predict_proba(test), test.group)

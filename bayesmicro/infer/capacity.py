@@ -24,6 +24,7 @@ import torch
 
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.errors import BadInput
+from bayesmicro.methods import ValidateBy
 
 SMALL_ELPD_DIFF = 4.0  # the LOO FAQ's "small difference" in elpd (Vehtari et al.); evaluate.arviz's K rule uses it too
 VALIDATE_BY = ("pair", "group", "user")
@@ -68,7 +69,7 @@ def comparison_keys(diff: torch.Tensor) -> np.ndarray:
 def validation_rows(data: EmbeddedPairs, fraction: float, seed: int, validate_by: str = "pair") -> np.ndarray:
     """Row numbers (into ``data``) of a validation part of about ``fraction`` of the pairs, drawn by whole units:
     distinct comparisons (``pair``) or the pairs' ``group`` / ``user`` labels. At least one unit stays on each side."""
-    if validate_by == "pair":
+    if validate_by == ValidateBy.PAIR:
         keys = comparison_keys(data.diff())
     else:
         labels = getattr(data, validate_by)

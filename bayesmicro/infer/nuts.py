@@ -34,13 +34,14 @@ from pyro.infer.autoguide.initialization import init_to_value
 from pyro.ops.stats import split_gelman_rubin
 
 from bayesmicro.errors import BadInput
+from bayesmicro.methods import MassMatrix
 
 from bayesmicro.infer.bayes_router import HEADS_SITE, LatentRouterMixture, router_draw_tensors
 from bayesmicro.infer.laplace import laplace_curvature, supports_laplace
 from bayesmicro.models.mixture import BTMixture
 
 NUTS_MAX_PAIRS = 20_000
-MASS_MATRICES = ("laplace", "adapt")
+MASS_MATRICES = tuple(MassMatrix)
 
 
 @dataclass
@@ -67,7 +68,7 @@ class NUTSSchedule:
                            f"draws={self.draws}, warmup={self.warmup}")
 
     def warmup_steps(self, mass: str) -> int:
-        return self.warmup if self.warmup is not None else (100 if mass == "laplace" else 300)
+        return self.warmup if self.warmup is not None else (100 if mass == MassMatrix.LAPLACE else 300)
 
 
 def fit_nuts(model: BTMixture, diff: torch.Tensor, router_x: torch.Tensor | None, init_heads: torch.Tensor,
@@ -80,7 +81,7 @@ def fit_nuts(model: BTMixture, diff: torch.Tensor, router_x: torch.Tensor | None
     n = diff.shape[0]
     for p in model.router.parameters():
         p.requires_grad_(False)
-    use_laplace = schedule.mass == "laplace" and schedule.latent_router and supports_laplace(model)
+    use_laplace = schedule.mass == MassMatrix.LAPLACE and schedule.latent_router and supports_laplace(model)
     mass = "laplace" if use_laplace else "adapt"
     inverse_mass = laplace_inverse_mass(model, init_heads, diff, router_x) if use_laplace else None
     wrapped = LatentRouterMixture(model, schedule.latent_router, schedule.router_layers)

@@ -14,6 +14,7 @@ import torch
 from bayesmicro._io import atomic_dir, read_json, read_tensors, write_json, write_tensors
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.errors import BadInput
+from bayesmicro.methods import Router as RouterKind
 from bayesmicro.models.bt import mixture_log_prob, reward_margins
 from bayesmicro.models.mixture import LABEL_ROUTERS, ROUTERS, BTMixture
 
@@ -42,7 +43,7 @@ class FitConfig:
 
     @property
     def uses_context(self) -> bool:
-        return self.router == "context"
+        return self.router == RouterKind.CONTEXT
 
     @property
     def label_router(self) -> bool:
@@ -52,7 +53,7 @@ class FitConfig:
         """(n, router_dim) what this model's router reads from ``data`` (of the pairs at ``rows``; None: all): the
         prompt embedding, [prompt; context], or the one-hot of the pair's label in ``router_levels`` (a label outside
         them: zeros); None for none."""
-        if self.router == "none" or self.k == 1:
+        if self.router == RouterKind.NONE or self.k == 1:
             return None
         if self.label_router:
             return data.label_onehot(self.router, self.router_levels, rows)  # no copy of the pairs, no re-validation

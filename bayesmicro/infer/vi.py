@@ -34,10 +34,12 @@ from bayesmicro.infer.laplace import laplace_posterior, supports_laplace
 from bayesmicro.infer.linearised import linearised_vi_posterior
 from bayesmicro.infer.map import per_pair_loss
 from bayesmicro.infer.refine import RefineSchedule, refined_vi_posterior
+from bayesmicro.methods import Guide, RouterPosterior
 from bayesmicro.models.mixture import BTMixture
 
-GUIDES = ("normal", "lowrank")
-ROUTER_POSTERIORS = ("linearised", "refined", "laplace", "svi")
+GUIDES = tuple(Guide)
+ROUTER_POSTERIORS = tuple(RouterPosterior)
+GUIDE_CLASSES = {Guide.NORMAL: AutoNormal, Guide.LOWRANK: AutoLowRankMultivariateNormal}  # Guide → autoguide
 FULL_BATCH_PAIRS = 50_000  # above this, SVI steps use minibatches scaled to the full data
 
 
@@ -73,12 +75,12 @@ def make_guide(model, kind: str, init_values: dict[str, torch.Tensor], rank: int
     """An autoguide over the model's latent sites started at ``init_values`` with a small initial scale."""
     init = init_to_value(values={k: v.detach().clone() for k, v in init_values.items()})
     scale = 0.01
-    if kind == "normal":
-        return AutoNormal(model, init_loc_fn=init, init_scale=scale)
-    if kind == "lowrank":
-        rank = rank or min(sum(v.numel() for v in init_values.values()), 10)
-        return AutoLowRankMultivariateNormal(model, init_loc_fn=init, init_scale=scale, rank=rank)
-    raise ValueError(f"guide must be one of {GUIDES}, got {kind!r}")
+    if kind not in GUIDE_CLASSES:
+        raise ValueError(f"guide must be one of {GUIDES}, got {kind!r}")
+    options = {}
+    if kind == Guide.LOWRANK:  # the one guide with a rank
+        options["rank"] = rank or min(sum(v.numel() for v in init_values.values()), 10)
+    return GUIDE_CLASSES[Guide(kind)](model, init_loc_fn=init, init_scale=scale, **options)
 
 
 def fit_vi(model: BTMixture, diff: torch.Tensor, router_x: torch.Tensor | None, init_heads: torch.Tensor,
@@ -93,18 +95,19 @@ def fit_vi(model: BTMixture, diff: torch.Tensor, router_x: torch.Tensor | None, 
     if schedule.router_posterior not in ROUTER_POSTERIORS:
         raise BadInput(f"router_posterior must be one of {ROUTER_POSTERIORS}, got {schedule.router_posterior!r}")
     n = diff.shape[0]
-    if schedule.router_posterior != "svi" and model.router.reads_input and model.k > 1 and not supports_laplace(model):
+    kind = RouterPosterior(schedule.router_posterior)
+    if kind != RouterPosterior.SVI and model.router.reads_input and model.k > 1 and not supports_laplace(model):
         warn(f"router_posterior '{schedule.router_posterior}' needs the Laplace curvature of the router, and this "
              f"one has too many parameters (router input of {diff.shape[1] if router_x is None else router_x.shape[1]}"
              " columns): using SVI over the heads and the router output layer instead (router_posterior 'svi')")
-    if schedule.router_posterior != "svi" and supports_laplace(model):
-        if schedule.router_posterior == "laplace":
+    if kind != RouterPosterior.SVI and supports_laplace(model):
+        if kind == RouterPosterior.LAPLACE:
             return laplace_posterior(model, init_heads, diff, router_x, schedule.laplace_draws, seed)
-        if schedule.router_posterior == "refined" and n <= schedule.refine.max_pairs:
+        if kind == RouterPosterior.REFINED and n <= schedule.refine.max_pairs:
             return refined_vi_posterior(model, init_heads, diff, router_x, seed, schedule.mc_draws, schedule.refine)
         heads, router_draws, info = linearised_vi_posterior(model, init_heads, diff, router_x,
                                                             schedule.laplace_draws, seed, schedule.mc_draws)
-        if schedule.router_posterior == "refined":
+        if kind == RouterPosterior.REFINED:
             info["refine_skipped"] = f"{n} training pairs > refine.max_pairs = {schedule.refine.max_pairs}"
             warn(f"router_posterior 'refined': {info['refine_skipped']}, using the linearised posterior instead")
         return heads, router_draws, info
