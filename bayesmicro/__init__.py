@@ -7,8 +7,8 @@ from bayesmicro.embed import Embedder
 from bayesmicro.errors import BadInput
 from bayesmicro.evaluate.metrics import score as evaluate
 from bayesmicro.infer import Fit, FitConfig, fit
-from bayesmicro.infer.latent_class_result import LatentClassResult
-from bayesmicro.infer.load import load
+from bayesmicro.infer.results.latent_class import LatentClassResult
+from bayesmicro.infer.results.load import load
 from bayesmicro.infer.stream import StreamSchedule, fit_stream
 
 __all__ = ["BadInput", "EmbeddedPairs", "Fit", "FitConfig", "PopulationSpec", "PreferencePairs", "Truth",

@@ -37,9 +37,9 @@ from bayesmicro._io import write_json
 from bayesmicro.bench.hh import HEADLINE_BUDGET, STAGE1_RECIPES, STAGE2_BASE, subset_scores
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.infer.api import fit
-from bayesmicro.infer.laplace import mode_log_evidence
+from bayesmicro.infer.vi.laplace import mode_log_evidence
 from bayesmicro.infer.map import Schedule, _run_lbfgs, fit_map_once, per_pair_loss
-from bayesmicro.infer.result import Fit
+from bayesmicro.infer.results.mixture import Fit
 from bayesmicro.routing import budget_subset, route_predict
 
 from hh_seeds import run_seeds  # benchmarks/, on the path when this runs as a script

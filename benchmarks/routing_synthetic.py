@@ -25,7 +25,7 @@ import torch
 from bayesmicro.data.synthetic import PopulationSpec, make_population
 from bayesmicro.evaluate.metrics import score
 from bayesmicro.infer.api import fit
-from bayesmicro.infer.result import Fit, FitConfig
+from bayesmicro.infer.results.mixture import Fit, FitConfig
 from bayesmicro.routing.active import active_curve
 from bayesmicro.routing.posterior import laplace_heads, predict_with_posterior, weight_posterior
 from bayesmicro.routing.amortized import amortized_route

@@ -13,9 +13,11 @@ import typer
 from bayesmicro._io import add_to_marker, read_json, write_json
 from bayesmicro.cli.common import cli_errors, emit_json, pairs_for_run, stderr
 from bayesmicro.errors import BadInput
-from bayesmicro.evaluate.arviz import REDRAW_FACTOR, head_correlation, n_chains, reloo, to_inference_data
+from bayesmicro.evaluate.arviz import n_chains, to_inference_data
+from bayesmicro.evaluate.loo import REDRAW_FACTOR, reloo
+from bayesmicro.evaluate.selection import head_correlation
 from bayesmicro.evaluate.calibration import calibration_report, reliability_plot
-from bayesmicro.infer.result import Fit
+from bayesmicro.infer.results.mixture import Fit
 
 PLOT_FILE, REPORT_FILE = "reliability.png", "diagnose.json"
 

@@ -10,7 +10,7 @@ from bayesmicro.cli.common import cli_errors, emit_json, model_key, pairs_for_ru
 from bayesmicro.errors import BadInput
 from bayesmicro.evaluate.calibration import ece
 from bayesmicro.evaluate.metrics import score
-from bayesmicro.infer.result import Fit
+from bayesmicro.infer.results.mixture import Fit
 
 
 @cli_errors

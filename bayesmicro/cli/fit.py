@@ -23,9 +23,9 @@ from bayesmicro.evaluate.metrics import score
 from bayesmicro.infer.api import INFERENCE_METHODS, RESTART_SELECT, fit
 from bayesmicro.infer.capacity import VALIDATE_BY, CapacityGrid
 from bayesmicro.infer.map import Schedule
-from bayesmicro.infer.result import Fit
+from bayesmicro.infer.results.mixture import Fit
 from bayesmicro.infer.nuts import NUTSSchedule
-from bayesmicro.infer.refine import RefineSchedule
+from bayesmicro.infer.vi.refine import RefineSchedule
 from bayesmicro.infer.vi import GUIDES, ROUTER_POSTERIORS, VISchedule
 from bayesmicro.models.mixture import LABEL_ROUTERS, ROUTERS
 
@@ -196,7 +196,7 @@ def fit_command(
         k = 3 if k is None else _resolve_k(k)
     scale_choice = None
     if auto_scale and router != "none" and not auto_k and k > 1:
-        from bayesmicro.evaluate.arviz import auto_router_prior_scale
+        from bayesmicro.evaluate.selection import auto_router_prior_scale
 
         options["router_prior_scale"], scale_choice = auto_router_prior_scale(
             _selection_pairs(pairs, seed), k=k, router=router, seed=seed, prior_scale=options["prior_scale"],

@@ -12,7 +12,7 @@ from bayesmicro.cli.common import emit_json, print_table, set_threads, stderr
 from bayesmicro.data.protocols.comparisons import load_comparisons
 from bayesmicro.errors import BadInput
 from bayesmicro.infer.latent_class import bic, fit_latent_class, n_parameters
-from bayesmicro.infer.latent_class_result import LatentClassResult
+from bayesmicro.infer.results.latent_class import LatentClassResult
 
 
 def fit_comparisons(data: Path, *, item1_col: str, item2_col: str, outcome_col: str, user_col: str,

@@ -14,7 +14,7 @@ from bayesmicro.cli.common import cli_errors, collapsed_heads, emit_json, pairs_
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.errors import BadInput
 from bayesmicro.evaluate.metrics import score
-from bayesmicro.infer.result import Fit
+from bayesmicro.infer.results.mixture import Fit
 from bayesmicro.routing.active import STRATEGIES, active_orders, prefix_subset
 from bayesmicro.routing.choose import RESTART_RULES, choose_restart
 from bayesmicro.routing.common import budget_subset

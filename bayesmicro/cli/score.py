@@ -15,7 +15,7 @@ from bayesmicro._io import _user_mode, check_output, write_bytes_atomic
 from bayesmicro.cli.common import cli_errors, emit_json, pairs_for_run, parse_floats, stderr
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.errors import BadInput
-from bayesmicro.infer.result import Fit
+from bayesmicro.infer.results.mixture import Fit
 
 
 def score_rows(fitted: Fit, pairs: EmbeddedPairs, quantiles: tuple[float, ...], level: float) -> dict[str, list]:

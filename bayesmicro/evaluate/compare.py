@@ -9,7 +9,7 @@ from bayesmicro.data.synthetic import PopulationSpec, make_population
 from bayesmicro.evaluate.calibration import calibration_report
 from bayesmicro.evaluate.metrics import score
 from bayesmicro.infer.api import fit
-from bayesmicro.infer.result import Fit
+from bayesmicro.infer.results.mixture import Fit
 from bayesmicro.methods import RestartSelect
 
 BASELINES = {"single_bt": (1, "none"), "static_mixture": (None, "none"), "routed_mixture": (None, "context")}

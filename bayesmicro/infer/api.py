@@ -14,11 +14,11 @@ from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.errors import BadInput
 from bayesmicro.infer.capacity import CapacityGrid, choose_capacity
 from bayesmicro.infer.em import EMSchedule
-from bayesmicro.infer.laplace import mode_log_evidence
+from bayesmicro.infer.vi.laplace import mode_log_evidence
 from bayesmicro.infer.map import Schedule, fit_map_once
 from bayesmicro.infer.nuts import NUTSSchedule
 from bayesmicro.infer.registry import FITTERS, fitter_for
-from bayesmicro.infer.result import LINEARISED_POSTERIORS, Fit, FitConfig
+from bayesmicro.infer.results.mixture import LINEARISED_POSTERIORS, Fit, FitConfig
 from bayesmicro.infer.vi import GUIDES, ROUTER_POSTERIORS, VISchedule
 from bayesmicro.methods import RestartSelect, Router
 from bayesmicro.models.mixture import LABEL_ROUTERS, ROUTERS, BTMixture
@@ -257,7 +257,7 @@ def _feature_scale_blamed(inference: str, diff: torch.Tensor) -> Iterator[None]:
 def refit_like(original: Fit, data: EmbeddedPairs, draws: int | None = None, refine_target: str = "posterior") -> Fit:
     """``fit`` on ``data`` with ``original``'s recorded settings: its config (K, router, inference, priors, α,
     seed), restart count and posterior (VI kind and draw count; NUTS draws, warm-up, chains, router layers and mass
-    matrix) — the refits of exact leave-one-out (``evaluate.arviz.reloo``). Settings a run does not record (SVI steps,
+    matrix) — the refits of exact leave-one-out (``evaluate.loo.reloo``). Settings a run does not record (SVI steps,
     learning rates, NUTS tree depth) take their defaults. ``draws``: keep that many VI / Laplace draws instead;
     ``refine_target``: what a refined VI's chains sample (``RefineSchedule.target``)."""
     cfg = original.config

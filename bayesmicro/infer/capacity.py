@@ -7,7 +7,7 @@ fitting part, one coordinate at a time:
 
 1. the head prior scale, at K = 1 (the single BT model);
 2. K, at that prior scale, router prior sd 0.3 and α = 0 — the smallest K whose elpd is within max(4, dse) of the
-   best (``evaluate.arviz.smallest_adequate_k``), so K = 1 is kept unless heads earn their keep on held-out pairs;
+   best (``evaluate.selection.smallest_adequate_k``), so K = 1 is kept unless heads earn their keep on held-out pairs;
 3. for K > 1, the router prior scale, then α (the largest elpd).
 
 No test pair is read. ``fit(k="auto")`` runs this, then fits the chosen setting on every training pair.
@@ -26,7 +26,7 @@ from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.errors import BadInput
 from bayesmicro.methods import ValidateBy
 
-SMALL_ELPD_DIFF = 4.0  # the LOO FAQ's "small difference" in elpd (Vehtari et al.); evaluate.arviz's K rule uses it too
+SMALL_ELPD_DIFF = 4.0  # the LOO FAQ's "small difference" in elpd (Vehtari et al.); evaluate.selection's K rule uses it too
 VALIDATE_BY = ("pair", "group", "user")
 
 

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from bayesmicro.infer.em import EMSchedule
     from bayesmicro.infer.map import Schedule
     from bayesmicro.infer.nuts import NUTSSchedule
-    from bayesmicro.infer.result import Fit, FitConfig
+    from bayesmicro.infer.results.mixture import Fit, FitConfig
     from bayesmicro.infer.vi import VISchedule
     from bayesmicro.models.mixture import BTMixture
 
@@ -125,7 +125,7 @@ class VIFitter(Fitter):
         return fit_vi(model, diff, router_x, heads, seed, vi, on_step)
 
     def recorded_schedules(self, original, info, draws, refine_target):
-        from bayesmicro.infer.refine import RefineSchedule
+        from bayesmicro.infer.vi.refine import RefineSchedule
         from bayesmicro.infer.vi import VISchedule
 
         recorded, defaults = info.get("refine") or {}, RefineSchedule()

@@ -14,7 +14,7 @@ own seed (chain 0 keeps the single-chain seed) and started at the MAP values, so
 concatenated chain by chain and split-R̂ across them is reported (``Fit`` exports the chain layout to ArviZ).
 
 Mass matrix (``mass``): for routed mixtures the default is a fixed dense inverse mass matrix, the linearised
-Laplace covariance (``infer.laplace``) of the sampled sites at the MAP, so warm-up only tunes the step size.
+Laplace covariance (``infer.vi.laplace``) of the sampled sites at the MAP, so warm-up only tunes the step size.
 ``benchmarks/nuts_mass.py`` on the built-in population (seed 0, one thread, 200 draws, both in one run): 100 warm-up
 steps and 387 s gave a smallest head ESS of 186 and a smallest ESS of a held-out P(chosen ≻ rejected) of 81, against
 33 and 50 in 355 s with Pyro's diagonal adaptation over 300 warm-up steps (coverage 0.894 vs 0.901, NLL 0.2861 vs
@@ -36,8 +36,8 @@ from pyro.ops.stats import split_gelman_rubin
 from bayesmicro.errors import BadInput
 from bayesmicro.methods import MassMatrix
 
-from bayesmicro.infer.bayes_router import HEADS_SITE, LatentRouterMixture, router_draw_tensors
-from bayesmicro.infer.laplace import laplace_curvature, supports_laplace
+from bayesmicro.models.router import HEADS_SITE, LatentRouterMixture, router_draw_tensors
+from bayesmicro.infer.vi.laplace import laplace_curvature, supports_laplace
 from bayesmicro.models.mixture import BTMixture
 
 NUTS_MAX_PAIRS = 20_000

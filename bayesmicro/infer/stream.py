@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 from bayesmicro._io import MARKER, atomic_dir, read_json, read_tensors, write_json, write_tensors
 from bayesmicro.data.shards import Block, ShardStore
 from bayesmicro.errors import BadInput
-from bayesmicro.infer.result import Fit, FitConfig
+from bayesmicro.infer.results.mixture import Fit, FitConfig
 from bayesmicro.methods import Router as RouterKind
 from bayesmicro.models.mixture import LABEL_ROUTERS, MIN_INPUT_SCALE, ROUTERS
 

@@ -18,7 +18,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from bayesmicro._io import atomic_dir, check_output, write_json
 from bayesmicro.embed.backbone import check_hub_id
 from bayesmicro.errors import BadInput
-from bayesmicro.infer.result import Fit
+from bayesmicro.infer.results.mixture import Fit
 from bayesmicro.methods import Pooling, WeightMode
 from bayesmicro.methods import Router as RouterKind
 

@@ -36,7 +36,7 @@ import torch
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.errors import BadInput
 from bayesmicro.methods import Acquisition
-from bayesmicro.infer.result import Fit
+from bayesmicro.infer.results.mixture import Fit
 from bayesmicro.models.bt import mixture_log_prob
 from bayesmicro.routing.posterior import WeightPosterior, pair_log_weights, predict_with_posterior, weight_posterior
 

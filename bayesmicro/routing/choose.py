@@ -22,7 +22,7 @@ from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.errors import BadInput
 from bayesmicro.methods import RestartRule
 from bayesmicro.methods import Router as RouterKind
-from bayesmicro.infer.result import Fit
+from bayesmicro.infer.results.mixture import Fit
 
 RESTART_RULES = tuple(RestartRule)
 

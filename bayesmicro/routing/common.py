@@ -9,7 +9,7 @@ from torch import nn
 
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.errors import BadInput
-from bayesmicro.infer.result import Fit
+from bayesmicro.infer.results.mixture import Fit
 from bayesmicro.methods import Router as RouterKind
 from bayesmicro.models.bt import bt_log_prob
 from bayesmicro.models.mixture import Router

@@ -19,7 +19,7 @@ import torch
 
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.errors import BadInput
-from bayesmicro.infer.result import Fit
+from bayesmicro.infer.results.mixture import Fit
 from bayesmicro.models.bt import bt_log_prob, mixture_log_prob
 from bayesmicro.models.mixture import Router
 from bayesmicro.routing.common import check_routable, context_router_from, head_losses

@@ -26,7 +26,7 @@ import torch
 
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.errors import BadInput
-from bayesmicro.infer.result import Fit
+from bayesmicro.infer.results.mixture import Fit
 from bayesmicro.models.bt import mixture_log_prob, reward_margins
 
 UNIT_KEYS = ("user", "group")

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.errors import BadInput
 from bayesmicro.methods import WeightMode
-from bayesmicro.infer.result import Fit
+from bayesmicro.infer.results.mixture import Fit
 from bayesmicro.models.bt import bt_log_prob, mixture_log_prob, reward_margins
 
 MODES = tuple(WeightMode)
@@ -219,7 +219,7 @@ def laplace_heads(fit: Fit, train: EmbeddedPairs, n_draws: int = 200, seed: int 
     """A ``Fit`` whose heads are ``n_draws`` draws from a Laplace approximation of the heads' posterior around a
     MAP run (router held fixed): N(ŵ, H⁻¹), H the Hessian of −log p(heads | train pairs) at ŵ. For MAP runs, so
     that the weight posterior can integrate over head uncertainty."""
-    from bayesmicro.infer.result import Fit as _Fit
+    from bayesmicro.infer.results.mixture import Fit as _Fit
 
     heads = fit.heads.mean(0).double()
     diff = train.diff().double()

@@ -8,7 +8,7 @@ import torch
 
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.errors import BadInput
-from bayesmicro.infer.result import Fit
+from bayesmicro.infer.results.mixture import Fit
 from bayesmicro.routing.common import budget_subset, check_routable
 from bayesmicro.routing.hierarchical import UnitScales
 from bayesmicro.routing.registry import ROUTE_METHODS, router_for

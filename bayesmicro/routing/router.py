@@ -16,7 +16,7 @@ import torch
 
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.errors import BadInput
-from bayesmicro.infer.result import Fit
+from bayesmicro.infer.results.mixture import Fit
 from bayesmicro.methods import RouteMethod
 from bayesmicro.models.bt import mixture_log_prob
 from bayesmicro.routing.amortized import amortized_route

@@ -11,7 +11,7 @@ import torch
 
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.errors import BadInput
-from bayesmicro.infer.result import Fit, FitConfig
+from bayesmicro.infer.results.mixture import Fit, FitConfig
 from bayesmicro.models.bt import bt_log_prob
 from bayesmicro.routing.active import active_curve, expected_information_gain
 from bayesmicro.routing.amortized import amortized_route

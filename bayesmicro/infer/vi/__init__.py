@@ -1,14 +1,18 @@
-"""Variational inference over the heads and the router. For routed mixtures, by default, the refined VI: the
+"""Variational inference over the heads and the router: this package holds its variants — ``vi.laplace`` (the
+Gaussian at the MAP, and the Laplace evidence), ``vi.linearised`` (the linearised VI), ``vi.refine`` (its draws moved by
+HMC) — and here, the choice among them (``fit_vi``) and SVI.
+
+For routed mixtures, by default, the refined VI: the
 linearised VI — a Gaussian over the heads and every router layer with the router linearised at the MAP, the Laplace
-covariance and the ELBO-optimal mean (``router_posterior="linearised"``, ``infer.linearised``) — whose draws HMC
-transitions that leave the exact posterior invariant then move (``"refined"``, ``infer.refine``: NUTS's calibration at
+covariance and the ELBO-optimal mean (``router_posterior="linearised"``, ``infer.vi.linearised``) — whose draws HMC
+transitions that leave the exact posterior invariant then move (``"refined"``, ``infer.vi.refine``: NUTS's calibration at
 a few times the linearised VI's time, and heavier-tailed PSIS ratios); ``"laplace"`` keeps the Gaussian's mean at the
-MAP (``infer.laplace``); ``"svi"`` is SVI over the heads and the router's output layer.
+MAP (``infer.vi.laplace``); ``"svi"`` is SVI over the heads and the router's output layer.
 
 Why not SVI by default: with SVI the router's hidden layer stays a point estimate learned jointly (type-II MAP),
 and the 90 % credible intervals of P(chosen ≻ rejected) then ignore most of the router's error (coverage ~0.71 on
-the built-in population; the Laplace 0.79, the linearised VI 0.85, refined 0.90 as NUTS); see ``infer.laplace``,
-``infer.linearised`` and ``infer.refine``.
+the built-in population; the Laplace 0.79, the linearised VI 0.85, refined 0.90 as NUTS); see ``infer.vi.laplace``,
+``infer.vi.linearised`` and ``infer.vi.refine``.
 
 The model is the summed-out ``BTMixture``; its router is an ordinary module parameter, so one ``Trace_ELBO()(model,
 guide)`` loss trains the guide's variational parameters and the router together with a torch optimizer. The guide
@@ -29,11 +33,11 @@ from pyro.infer.autoguide import AutoLowRankMultivariateNormal, AutoNormal
 from pyro.infer.autoguide.initialization import init_to_value
 
 from bayesmicro.errors import BadInput, warn
-from bayesmicro.infer.bayes_router import HEADS_SITE, LatentRouterMixture, router_draw_tensors
-from bayesmicro.infer.laplace import laplace_posterior, supports_laplace
-from bayesmicro.infer.linearised import linearised_vi_posterior
+from bayesmicro.models.router import HEADS_SITE, LatentRouterMixture, router_draw_tensors
+from bayesmicro.infer.vi.laplace import laplace_posterior, supports_laplace
+from bayesmicro.infer.vi.linearised import linearised_vi_posterior
 from bayesmicro.infer.map import per_pair_loss
-from bayesmicro.infer.refine import RefineSchedule, refined_vi_posterior
+from bayesmicro.infer.vi.refine import RefineSchedule, refined_vi_posterior
 from bayesmicro.methods import Guide, RouterPosterior
 from bayesmicro.models.mixture import BTMixture
 
@@ -67,7 +71,7 @@ class VISchedule:
     # built-in population (Laplace, seed 0) 1 000 draws gave 10 pairs with k > 0.7, 2 000 gave 5, 4 000 none (max
     # 0.67). Seeds 1 and 2 still have 4 pairs each in (0.7, 0.76] at 4 000; 8 000 cleared seed 1 (max 0.67) but not
     # seed 2 (2 pairs, max 0.77), at twice the cost of every prediction (router draws are evaluated one by one): the
-    # default stays 4 000, and ``evaluate.arviz.reloo`` redoes PSIS on 4× the draws for the few pairs above 0.7.
+    # default stays 4 000, and ``evaluate.loo.reloo`` redoes PSIS on 4× the draws for the few pairs above 0.7.
     laplace_draws: int = 4000
 
 

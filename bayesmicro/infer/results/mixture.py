@@ -340,7 +340,7 @@ class Fit:
         raw = read_json(path / CONFIG_FILE)
         found = raw.pop("format", None) if isinstance(raw, dict) else None
         if found != RUN_FORMAT:
-            from bayesmicro.infer.latent_class_result import LATENT_CLASS_FORMAT
+            from bayesmicro.infer.results.latent_class import LATENT_CLASS_FORMAT
 
             if found == LATENT_CLASS_FORMAT:
                 raise BadInput("a per-user latent-class run (`fit --format comparisons`), not reward heads on "
