@@ -7,6 +7,7 @@ from bayesmicro.embed import Embedder
 from bayesmicro.errors import BadInput
 from bayesmicro.evaluate.metrics import score as evaluate
 from bayesmicro.infer import Fit, FitConfig, fit
+from bayesmicro.infer.results.base import Posterior
 from bayesmicro.infer.results.latent_class import LatentClassResult
 from bayesmicro.infer.results.load import load
 from bayesmicro.infer.stream import StreamSchedule, fit_stream
@@ -15,5 +16,5 @@ __all__ = ["BadInput", "EmbeddedPairs", "Fit", "FitConfig", "PopulationSpec", "P
            "evaluate", "fit", "load", "load_pairs", "make_population"]
 __all__ += ["StreamSchedule", "fit_stream", "load_shards", "write_shards"]
 __all__ += ["Embedder", "load_protocol"]
-__all__ += ["LatentClassResult"]
+__all__ += ["LatentClassResult", "Posterior"]
 __version__ = "0.1.0"

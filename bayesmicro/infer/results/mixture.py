@@ -14,6 +14,7 @@ import torch
 from bayesmicro._io import atomic_dir, read_json, read_tensors, write_json, write_tensors
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.errors import BadInput
+from bayesmicro.infer.results.base import Posterior
 from bayesmicro.methods import Router as RouterKind
 from bayesmicro.models.bt import mixture_log_prob, reward_margins
 from bayesmicro.models.mixture import LABEL_ROUTERS, ROUTERS, BTMixture
@@ -100,7 +101,7 @@ class PreferenceProba:
 
 
 @dataclass
-class Fit:
+class Fit(Posterior):
     """A fitted mixture. ``heads`` holds S draws (S = 1 for a point estimate) of shape (S, K, d).
 
     ``router_draws`` (vi/nuts on a routed mixture): S draws of router parameters {state key: (S, ...)} — the output
@@ -140,6 +141,10 @@ class Fit:
                 f"router_dim={c.router_dim}, alpha={c.alpha}{trained})")
 
     # -- predictions --------------------------------------------------------------------------------------------
+    def draws(self) -> dict[str, torch.Tensor]:
+        """{"heads": (S, K, d), "router.<state key>": (S, ...) for each drawn router parameter}."""
+        return {"heads": self.heads, **{f"router.{key}": value for key, value in self.router_draws.items()}}
+
     @property
     def n_draws(self) -> int:
         return self.heads.shape[0]
