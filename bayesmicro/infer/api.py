@@ -63,7 +63,7 @@ def fit(
     every user's weights at uniform). ``k=1`` is the single BT model. Restarts differ in their seed; the best
     training log-likelihood is kept; ``select="evidence"``: the largest Laplace evidence (the mode with the most
     posterior mass, which penalises a router that memorises pairs: on hh with 8 restarts it lowered the held-out NLL
-    0.719 → 0.703; ``benchmarks/hh_stage1_optima.py``), recorded per restart as ``log_evidence``.
+    0.719 → 0.703; ``bayesmicro bench hh_optima``), recorded per restart as ``log_evidence``.
     ``keep_restarts``: keep every restart's MAP in ``Fit.restart_modes`` (saved as ``restarts/<r>/``), for stage 2
     to choose among with its labelled pairs (``routing.choose_restart``).
 

@@ -15,7 +15,7 @@ concatenated chain by chain and split-R̂ across them is reported (``Fit`` expor
 
 Mass matrix (``mass``): for routed mixtures the default is a fixed dense inverse mass matrix, the linearised
 Laplace covariance (``infer.vi.laplace``) of the sampled sites at the MAP, so warm-up only tunes the step size.
-``benchmarks/nuts_mass.py`` on the built-in population (seed 0, one thread, 200 draws, both in one run): 100 warm-up
+``bayesmicro bench nuts_mass`` on the built-in population (seed 0, one thread, 200 draws, both in one run): 100 warm-up
 steps and 387 s gave a smallest head ESS of 186 and a smallest ESS of a held-out P(chosen ≻ rejected) of 81, against
 33 and 50 in 355 s with Pyro's diagonal adaptation over 300 warm-up steps (coverage 0.894 vs 0.901, NLL 0.2861 vs
 0.2862) — 5.1× / 1.5× the ESS per second. An adapted dense mass matrix (Pyro's ``full_mass``) was far slower: 644 s

@@ -1,7 +1,7 @@
 """Stage 2 chooses the stage-1 restart: the one whose router tells the labelled pairs' contexts apart.
 
 Stage 1's MAP is multimodal and its restarts end in different modes; which one stage 2 can route well is not what
-the training likelihood ranks (hh, ``benchmarks/hh_stage1_optima.py``). Stage 2 holds what stage 1 lacks: each
+the training likelihood ranks (hh, ``bayesmicro bench hh_optima``). Stage 2 holds what stage 1 lacks: each
 labelled pair's context (group or user). A mode whose heads specialise along the contexts has a router that
 already separates them, so the rule keeps the restart with the largest plug-in mutual information between a
 labelled pair's context c and the head z its router picks,
