@@ -18,7 +18,7 @@ from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.data.run_split import SPLIT_FILE, write_run_split
 from bayesmicro.errors import BadInput
 from bayesmicro.evaluate.calibration import ece
-from bayesmicro.evaluate.compare import compare_on_population
+from bayesmicro.evaluate.population import compare_on_population
 from bayesmicro.evaluate.metrics import score
 from bayesmicro.infer.api import INFERENCE_METHODS, RESTART_SELECT, fit
 from bayesmicro.infer.capacity import VALIDATE_BY, CapacityGrid

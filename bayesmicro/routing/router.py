@@ -39,6 +39,7 @@ class Router(ABC):
 
     method: ClassVar[RouteMethod]
     reweights_heads: ClassVar[bool] = True  # re-weights the stage-1 heads: needs K ≥ 2
+    reads_context: ClassVar[bool] = False  # learns one router on [prompt; context]: the pairs need a context
 
     def __init__(self, *, tau: float = 1e-3, seed: int = 0, by: str = "group", concentration: float = 1.0,
                  mode: str = "static", restart: str = "kept", scales: UnitScales | None = None):
@@ -63,6 +64,7 @@ class HedgeRouting(Router):
     """Paper Algorithm 1: one context-aware router on [prompt; context] from all labelled pairs (``routing.hedge``)."""
 
     method = RouteMethod.HEDGE
+    reads_context = True
 
     def _adapt(self, fit, labelled):
         return hedge_route(fit, labelled, tau=self.tau, seed=self.seed)
@@ -72,6 +74,7 @@ class AmortizedRouting(Router):
     """q(π | x, c) trained by the ELBO on the labelled pairs (``routing.amortized``)."""
 
     method = RouteMethod.AMORTIZED
+    reads_context = True
 
     def _adapt(self, fit, labelled):
         return amortized_route(fit, labelled, seed=self.seed)
