@@ -129,3 +129,20 @@ class MassMatrix(StrEnum):
 
     LAPLACE = "laplace"
     ADAPT = "adapt"
+
+
+class Batching(StrEnum):
+    """How the embedder batches texts: ``auto`` picks the first of varlen, packed, padded the model and device give
+    the same features with."""
+
+    AUTO = "auto"
+    VARLEN = "varlen"
+    PACKED = "packed"
+    PADDED = "padded"
+
+
+class RefineTarget(StrEnum):
+    """What a refined VI's HMC chains sample: the posterior, or the mixture of leave-one-out posteriors."""
+
+    POSTERIOR = "posterior"
+    LOO_MIXTURE = "loo_mixture"

@@ -24,6 +24,7 @@ import torch
 from bayesmicro.bench.report import log, write_suite
 from bayesmicro.data.synthetic import PopulationSpec, make_population
 from bayesmicro.infer.api import fit
+from bayesmicro.methods import Acquisition
 from bayesmicro.routing.active import active_curve
 
 BUDGETS = [1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16]
@@ -44,7 +45,7 @@ def user_curves(stage1, data, truth, user: str, strategies: list[str], random_or
     both = lambda prob: (label_acc(prob), expected_acc(prob))
     out = {"oracle": dict(zip(("accuracy", "expected"), both(true_p)))}
     for strategy in strategies:
-        seeds = range(random_orders) if strategy == "random" else [0]
+        seeds = range(random_orders) if strategy == Acquisition.RANDOM else [0]
         runs = [active_curve(stage1, pool, held, BUDGETS, strategy=strategy, seed=1000 * s + int(user[1:]),
                              metric=both) for s in seeds]
         out[strategy] = {name: [float(np.mean([r[b][i] for r in runs])) for b in BUDGETS]

@@ -7,7 +7,7 @@ import torch
 from bayesmicro.errors import BadInput
 from bayesmicro.methods import Pooling
 
-POOLINGS = tuple(Pooling)
+POOLINGS = tuple(member.value for member in Pooling)
 
 
 def check_pooling(pooling: str) -> str:

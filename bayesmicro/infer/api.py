@@ -23,8 +23,8 @@ from bayesmicro.infer.vi import GUIDES, ROUTER_POSTERIORS, VISchedule
 from bayesmicro.methods import RestartSelect, Router
 from bayesmicro.models.mixture import LABEL_ROUTERS, ROUTERS, BTMixture
 
-INFERENCE_METHODS = tuple(FITTERS)
-RESTART_SELECT = tuple(RestartSelect)
+INFERENCE_METHODS = tuple(member.value for member in FITTERS)
+RESTART_SELECT = tuple(member.value for member in RestartSelect)
 SELECTION_TOL = 1e-5  # the candidates k="auto" compares stop earlier than the final fit (Schedule.tol)
 # Beyond this |chosen − rejected| the Fisher (∝ n·Δ²) can outgrow the unit prior precision past float64's ~1e16
 # condition limit, so a failed Cholesky or solve there is the features' scale, not a bug.

@@ -41,7 +41,7 @@ from bayesmicro.infer.vi.laplace import laplace_curvature, supports_laplace
 from bayesmicro.models.mixture import BTMixture
 
 NUTS_MAX_PAIRS = 20_000
-MASS_MATRICES = tuple(MassMatrix)
+MASS_MATRICES = tuple(member.value for member in MassMatrix)
 
 
 @dataclass

@@ -40,7 +40,7 @@ from bayesmicro.infer.results.mixture import Fit
 from bayesmicro.models.bt import mixture_log_prob
 from bayesmicro.routing.posterior import WeightPosterior, pair_log_weights, predict_with_posterior, weight_posterior
 
-STRATEGIES = tuple(Acquisition)
+STRATEGIES = tuple(member.value for member in Acquisition)
 
 
 def _binary_entropy(p: torch.Tensor) -> torch.Tensor:

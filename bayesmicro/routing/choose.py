@@ -24,7 +24,7 @@ from bayesmicro.methods import RestartRule
 from bayesmicro.methods import Router as RouterKind
 from bayesmicro.infer.results.mixture import Fit
 
-RESTART_RULES = tuple(RestartRule)
+RESTART_RULES = tuple(member.value for member in RestartRule)
 
 
 def context_information(fit: Fit, labelled: EmbeddedPairs, by: str = "group") -> float:

@@ -31,7 +31,7 @@ from bayesmicro.methods import WeightMode
 from bayesmicro.infer.results.mixture import Fit
 from bayesmicro.models.bt import bt_log_prob, mixture_log_prob, reward_margins
 
-MODES = tuple(WeightMode)
+MODES = tuple(member.value for member in WeightMode)
 LOGIT_RANGE = 25.0  # quadrature nodes span π_2 ∈ [σ(−25), σ(25)]
 
 

@@ -13,9 +13,9 @@ from bayesmicro.routing.common import budget_subset, check_routable
 from bayesmicro.routing.hierarchical import UnitScales
 from bayesmicro.routing.registry import ROUTE_METHODS, router_for
 
-METHODS = tuple(ROUTE_METHODS)
+METHODS = tuple(member.value for member in ROUTE_METHODS)
 # methods that re-weight the heads: they need K ≥ 2 (and a context, for hedge/amortized)
-WEIGHT_METHODS = tuple(m for m, cls in ROUTE_METHODS.items() if cls.reweights_heads)
+WEIGHT_METHODS = tuple(m.value for m, cls in ROUTE_METHODS.items() if cls.reweights_heads)
 
 
 def route_predict(fit: Fit, labelled: EmbeddedPairs, test: EmbeddedPairs, method: str, *, tau: float = 1e-3,

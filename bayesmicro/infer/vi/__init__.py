@@ -41,8 +41,8 @@ from bayesmicro.infer.vi.refine import RefineSchedule, refined_vi_posterior
 from bayesmicro.methods import Guide, RouterPosterior
 from bayesmicro.models.mixture import BTMixture
 
-GUIDES = tuple(Guide)
-ROUTER_POSTERIORS = tuple(RouterPosterior)
+GUIDES = tuple(member.value for member in Guide)
+ROUTER_POSTERIORS = tuple(member.value for member in RouterPosterior)
 GUIDE_CLASSES = {Guide.NORMAL: AutoNormal, Guide.LOWRANK: AutoLowRankMultivariateNormal}  # Guide → autoguide
 FULL_BATCH_PAIRS = 50_000  # above this, SVI steps use minibatches scaled to the full data
 

@@ -52,6 +52,7 @@ import torch
 from pyro.ops.stats import effective_sample_size, split_gelman_rubin
 
 from bayesmicro.errors import BadInput
+from bayesmicro.methods import RefineTarget
 from bayesmicro.infer.vi.laplace import LaplaceParams, flat_gaussian_draws, split_draws
 from bayesmicro.infer.vi.linearised import linearised_vi
 from bayesmicro.infer.results.mixture import drawn_logits
@@ -59,7 +60,7 @@ from bayesmicro.models.bt import entropy, mixture_log_prob, reward_margins
 from bayesmicro.models.mixture import BTMixture
 
 _CHUNK_FLOATS = 4_000_000  # (chains, pairs, hidden) activations held at once
-REFINE_TARGETS = ("posterior", "loo_mixture")
+REFINE_TARGETS = tuple(member.value for member in RefineTarget)
 
 
 @dataclass(frozen=True)
@@ -203,7 +204,7 @@ def refined_vi_posterior(model: BTMixture, heads: torch.Tensor, diff: torch.Tens
     curv, chol, mean, info = linearised_vi(model, heads, diff, router_x, seed, mc_draws)
     start = flat_gaussian_draws(chol, mean, schedule.chains, seed + 1)
     joint = ExactLogJoint(model, curv.layout, curv.prior_precision, diff, model.router.standardize(router_x),
-                          loo_mixture=schedule.target == "loo_mixture")
+                          loo_mixture=schedule.target == RefineTarget.LOO_MIXTURE)
     draws, refine_info = hmc_refine(joint, chol, start, schedule, seed + 2)
     refine_info["target"] = schedule.target
     head_draws, router_draws = split_draws(model, curv.layout, draws)
