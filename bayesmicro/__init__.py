@@ -29,8 +29,9 @@ _LAZY: dict[str, tuple[str, str]] = {
     "Fit": ("bayesmicro.infer", "Fit"),
     "FitConfig": ("bayesmicro.infer", "FitConfig"),
     "fit": ("bayesmicro.infer", "fit"),
-    "LatentClassResult": ("bayesmicro.infer.latent_class_result", "LatentClassResult"),
-    "load": ("bayesmicro.infer.load", "load"),
+    "LatentClassResult": ("bayesmicro.infer.results.latent_class", "LatentClassResult"),
+    "load": ("bayesmicro.infer.results.load", "load"),
+    "Posterior": ("bayesmicro.infer.results.base", "Posterior"),
     "StreamSchedule": ("bayesmicro.infer.stream", "StreamSchedule"),
     "fit_stream": ("bayesmicro.infer.stream", "fit_stream"),
     "FitJobConfig": ("bayesmicro.config", "FitJobConfig"),
@@ -65,6 +66,7 @@ if TYPE_CHECKING:  # type checkers and IDEs see the names eagerly
     from bayesmicro.errors import BadInput
     from bayesmicro.evaluate.metrics import score as score_predictions
     from bayesmicro.infer import Fit, FitConfig, fit
-    from bayesmicro.infer.latent_class_result import LatentClassResult
-    from bayesmicro.infer.load import load
+    from bayesmicro.infer.results.latent_class import LatentClassResult
+    from bayesmicro.infer.results.base import Posterior
+    from bayesmicro.infer.results.load import load
     from bayesmicro.infer.stream import StreamSchedule, fit_stream

@@ -3,7 +3,7 @@ callers from keyword arguments; a run folder saves it as ``job.json``.
 
 Validation happens once, in ``__post_init__``, with one-line ``BadInput`` errors whose ``argument`` is the Python
 field name (the CLI names the option instead: ``--test-fraction``). This module imports nothing heavy (the CLI's
-``--help`` reads it). The model's own config (what rebuilds a fitted model) stays ``bayesmicro.infer.result.FitConfig``
+``--help`` reads it). The model's own config (what rebuilds a fitted model) stays ``bayesmicro.infer.results.mixture.FitConfig``
 in ``config.json``; the job config records how the run was asked for.
 """
 

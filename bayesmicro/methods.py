@@ -31,6 +31,11 @@ class Router(StrEnum):
         """Whether the router reads the one-hot of each pair's ``user`` or ``group`` label."""
         return self in (Router.USER, Router.GROUP)
 
+    @property
+    def reads_embedding(self) -> bool:
+        """Whether the router reads the prompt's embedding (and, for ``context``, the context's)."""
+        return self in (Router.PROMPT, Router.CONTEXT)
+
 
 class RouteMethod(StrEnum):
     """How stage 2 personalizes the mixture to a unit (user, group or context) from its labelled pairs."""
@@ -95,3 +100,49 @@ class Pooling(StrEnum):
 
     LAST = "last"
     MEAN = "mean"
+
+
+class RestartRule(StrEnum):
+    """Which stage-1 restart stage 2 routes: the one stage 1 kept, or the one whose router best separates the
+    labelled pairs' contexts."""
+
+    KEPT = "kept"
+    CONTEXT = "context"
+
+
+class WeightMode(StrEnum):
+    """How the exact weight posterior's π enters each pair: as the static weights, or tilting the stage-1 router."""
+
+    STATIC = "static"
+    TILT = "tilt"
+
+
+class KCriterion(StrEnum):
+    """How ``evaluate.comparison.auto_k`` compares K: held-out elpd of MAP fits, or PSIS-LOO of VI fits."""
+
+    HOLDOUT = "holdout"
+    LOO = "loo"
+
+
+class MassMatrix(StrEnum):
+    """NUTS's inverse mass matrix: the Laplace covariance (fixed), or Pyro's diagonal adaptation."""
+
+    LAPLACE = "laplace"
+    ADAPT = "adapt"
+
+
+class Batching(StrEnum):
+    """How the embedder batches texts: ``auto`` picks the first of varlen, packed, padded the model and device give
+    the same features with."""
+
+    AUTO = "auto"
+    VARLEN = "varlen"
+    PACKED = "packed"
+    PADDED = "padded"
+
+
+class RefineTarget(StrEnum):
+    """What a refined VI's HMC chains sample: the posterior, or the mixture of leave-one-out posteriors."""
+
+    POSTERIOR = "posterior"
+    LOO_MIXTURE = "loo_mixture"

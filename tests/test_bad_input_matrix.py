@@ -37,7 +37,7 @@ from bayesmicro.cli.common import cli_message
 from bayesmicro.errors import BadInput, BayesmicroWarning
 from bayesmicro.evaluate.metrics import score
 from bayesmicro.infer.map import Schedule
-from bayesmicro.infer.result import Fit
+from bayesmicro.infer.results.mixture import Fit
 from tests.cli.helpers import Result, assert_bad_input, run_cli
 
 

@@ -19,7 +19,7 @@ import pytest
 from safetensors.torch import load_file
 
 from bayesmicro.data.synthetic import PopulationSpec, make_population
-from bayesmicro.infer.result import Fit
+from bayesmicro.infer.results.mixture import Fit
 from tests.cli.helpers import ROOT, run_cli
 from tests.common import child_env
 

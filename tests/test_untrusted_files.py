@@ -20,7 +20,7 @@ import torch
 import bayesmicro as bm
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.errors import BadInput
-from bayesmicro.infer.result import Fit
+from bayesmicro.infer.results.mixture import Fit
 from tests.cli.helpers import ROOT, assert_bad_input, run_cli
 from tests.common import small_pairs
 

@@ -26,6 +26,14 @@ SUITES: dict[str, str] = {
     "helpsteer2": "bayesmicro.bench.helpsteer2",
     "rpr": "bayesmicro.bench.rpr",
     "ukp": "bayesmicro.bench.ukp",
+    # studies behind single claims of the docs (long runs; their committed raw results predate the suites)
+    "vi_posteriors": "bayesmicro.bench.vi_posteriors",
+    "nuts_mass": "bayesmicro.bench.nuts_mass",
+    "routing_synthetic": "bayesmicro.bench.routing_synthetic",
+    "routing_active": "bayesmicro.bench.routing_active",
+    "hh_optima": "bayesmicro.bench.hh_optima",
+    "hh_restarts": "bayesmicro.bench.hh_restarts",
+    "gpu_agreement": "bayesmicro.bench.gpu_agreement",
 }
 
 

@@ -43,7 +43,7 @@ from bayesmicro.data.protocols import load_protocol
 from bayesmicro.evaluate.calibration import ece
 from bayesmicro.evaluate.metrics import accuracy, nll
 from bayesmicro.infer.api import fit
-from bayesmicro.infer.result import Fit
+from bayesmicro.infer.results.mixture import Fit
 from bayesmicro.routing import budget_subset, choose_restart, route_predict, weight_posterior
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "hh_rlhf_helpful_harmless.jsonl.gz"

@@ -32,7 +32,7 @@ from bayesmicro.data.protocols import load_protocol
 from bayesmicro.errors import BadInput
 from bayesmicro.evaluate.metrics import accuracy, nll
 from bayesmicro.infer.api import fit
-from bayesmicro.infer.result import Fit
+from bayesmicro.infer.results.mixture import Fit
 from bayesmicro.routing import budget_subset, route_predict
 
 PAPER_BACKBONE = "Ray2333/GRM-Llama3.2-3B-rewardmodel-ft"  # the paper's 3B feature extractor (GRM-Llama3.2-3B)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import datetime as _dt
+import json
 import os
 import platform
 import re
@@ -74,6 +75,12 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], digit
     lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
     lines += ["| " + " | ".join(fmt(row.get(c), digits) for c in columns) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def json_block(value: Any, limit: int = 6000) -> str:
+    """A fenced JSON block of ``value`` (a study's nested results), cut at ``limit`` characters."""
+    text = json.dumps(value, indent=1, sort_keys=True, default=str)
+    return "```json\n" + (text if len(text) <= limit else text[:limit] + "\n…") + "\n```"
 
 
 def budget_curve_figure(budgets: Sequence[int], curves: dict[str, tuple[np.ndarray, np.ndarray]],

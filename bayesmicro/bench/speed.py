@@ -35,6 +35,7 @@ from bayesmicro.data.synthetic import PopulationSpec, make_population
 from bayesmicro.evaluate.metrics import score
 from bayesmicro.infer.api import fit
 from bayesmicro.infer.map import Schedule
+from bayesmicro.methods import Optimizer
 
 
 @dataclass(frozen=True)
@@ -294,7 +295,7 @@ def run(seeds: int = 1, out_dir: Path | str = "benchmarks/results/speed", spec: 
     table = markdown_table(rows, ["method", "fit seconds", "held-out NLL", "accuracy"])
     used = schedule or Schedule()
     n_train = int((data.split == "train").sum())
-    epochs = used.adam_epochs(n_train, 2 * spec.dim) if used.resolve(n_train, 2 * spec.dim) == "adam" else None
+    epochs = used.adam_epochs(n_train, 2 * spec.dim) if used.resolve(n_train, 2 * spec.dim) == Optimizer.ADAM else None
     how = (f"bayesmicro: `bayesmicro.fit(k={spec.k}, router='prompt')` with its default schedule (AdamW, batch "
            f"{used.batch_size}, lr {used.lr:g}, {epochs} epochs by the work budget), {restarts} restart(s); paper: "
            f"AdamW lr 2e-3, batch 32, one epoch, 5 % warm-up, α = 0.5. Both timings include taking the training "

@@ -37,7 +37,7 @@ from bayesmicro.evaluate.alignment import cosine_matrix, match_heads
 from bayesmicro.evaluate.baselines import BASELINE_FITS, fit_shared_base_ensemble, hyre_log_weights
 from bayesmicro.evaluate.metrics import score
 from bayesmicro.infer.api import fit
-from bayesmicro.infer.result import Fit
+from bayesmicro.infer.results.mixture import Fit
 from bayesmicro.models.bt import mixture_prob
 from bayesmicro.routing import budget_subset, route_predict
 

@@ -22,7 +22,7 @@ from rich.table import Table
 from bayesmicro.errors import BadInput, BayesmicroWarning
 
 if TYPE_CHECKING:  # the CLI starts without importing torch
-    from bayesmicro.infer.result import Fit
+    from bayesmicro.infer.results.mixture import Fit
 
 # plain text: paths such as runs/[exp1] print as written (no rich markup), and long lines are not wrapped
 stderr = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)

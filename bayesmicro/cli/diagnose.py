@@ -122,9 +122,11 @@ def diagnose_command(
 def run_diagnose(run_dir: Path, data: Path | None, max_refits: int | None, redraw_factor: int) -> dict:
     """LOO on the training pairs, calibration on the held-out ones, the plot; written into RUN_DIR and returned."""
     from bayesmicro._io import add_to_marker, write_json
-    from bayesmicro.evaluate.arviz import head_correlation, reloo, to_inference_data
+    from bayesmicro.evaluate.arviz import to_inference_data
+    from bayesmicro.evaluate.loo import reloo
+    from bayesmicro.evaluate.selection import head_correlation
     from bayesmicro.evaluate.calibration import calibration_report, reliability_plot
-    from bayesmicro.infer.result import Fit
+    from bayesmicro.infer.results.mixture import Fit
 
     fitted = Fit.load(run_dir)
     _check_writable(run_dir)

@@ -26,7 +26,7 @@ def eval_command(
         raise BadInput(f"--split must be test, train or all, got {split!r}")
     from bayesmicro.evaluate.calibration import ece
     from bayesmicro.evaluate.metrics import score
-    from bayesmicro.infer.result import Fit
+    from bayesmicro.infer.results.mixture import Fit
 
     fitted = Fit.load(run_dir)
     pairs, note = pairs_for_run(run_dir, data, fitted)

@@ -56,7 +56,7 @@ def fit_comparisons(job: ComparisonsFitConfig) -> dict:
     from bayesmicro._io import atomic_dir, check_output, write_json
     from bayesmicro.data.protocols.comparisons import load_comparisons
     from bayesmicro.infer.latent_class import fit_latent_class
-    from bayesmicro.infer.latent_class_result import LatentClassResult
+    from bayesmicro.infer.results.latent_class import LatentClassResult
 
     data, out = Path(job.data), None if job.out is None else Path(job.out)
     if out is not None:  # before any work

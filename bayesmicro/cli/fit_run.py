@@ -15,14 +15,14 @@ from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.data.run_split import SPLIT_FILE, write_run_split
 from bayesmicro.errors import BadInput
 from bayesmicro.evaluate.calibration import ece
-from bayesmicro.evaluate.compare import compare_on_population
+from bayesmicro.evaluate.population import compare_on_population
 from bayesmicro.evaluate.metrics import score
 from bayesmicro.infer.api import fit
 from bayesmicro.infer.capacity import CapacityGrid
 from bayesmicro.infer.map import Schedule
-from bayesmicro.infer.result import Fit
+from bayesmicro.infer.results.mixture import Fit
 from bayesmicro.infer.nuts import NUTSSchedule
-from bayesmicro.infer.refine import RefineSchedule
+from bayesmicro.infer.vi.refine import RefineSchedule
 from bayesmicro.infer.vi import VISchedule
 from bayesmicro.models.mixture import LABEL_ROUTERS
 
@@ -107,7 +107,7 @@ def _auto_scale(job: FitJobConfig, pairs, k, router: str, options: dict) -> dict
     """``--router-prior-scale auto`` with a given K: choose the sd (into ``options``); what was chosen, or None."""
     if job.router_prior_scale != AUTO or router == "none" or job.auto_k or k <= 1:
         return None
-    from bayesmicro.evaluate.arviz import auto_router_prior_scale
+    from bayesmicro.evaluate.selection import auto_router_prior_scale
 
     options["router_prior_scale"], choice = auto_router_prior_scale(
         _selection_pairs(pairs, job.seed), k=k, router=router, seed=job.seed, prior_scale=options["prior_scale"],

@@ -66,7 +66,7 @@ def route_command(
 
 def run_route(job: RouteConfig) -> dict:
     """Route ``job.run`` on B labelled pairs per unit of ``job.data``; scores before and after (``--json``'s)."""
-    from bayesmicro.infer.result import Fit
+    from bayesmicro.infer.results.mixture import Fit
 
     fit = Fit.load(Path(job.run))
     _check_run(fit, job)
@@ -174,7 +174,7 @@ def _selector(fit, train, largest: int, by: str, job: RouteConfig) -> Callable:
     """select(train, B): B pairs per ``by`` label, at random or by active queries (asked once for the largest
     budget; a smaller budget takes the first B asked)."""
     from bayesmicro.routing.active import active_orders, prefix_subset
-    from bayesmicro.routing.hedge import budget_subset
+    from bayesmicro.routing.common import budget_subset
 
     if not job.active:
         return lambda part, b: budget_subset(part, b, seed=job.seed, by=by)

@@ -84,7 +84,7 @@ def score_command(
         raise BadInput(f"quantiles must be numbers in [0, 1], got {quantiles!r}", argument="quantiles")
     check.number(level, "level", 0, 1, low_open=True, high_open=True)
     from bayesmicro._io import check_output
-    from bayesmicro.infer.result import Fit
+    from bayesmicro.infer.results.mixture import Fit
 
     if out is not None:  # before any work
         if out.suffix not in (".parquet", ".jsonl", ".json"):

@@ -43,8 +43,9 @@ from bayesmicro.embed.cache import EmbeddingCache
 from bayesmicro.embed.pooling import check_pooling
 from bayesmicro.embed.template import Text
 from bayesmicro.errors import BadInput
+from bayesmicro.methods import Batching, Pooling
 
-MODES = ("auto", "varlen", "packed", "padded")
+MODES = tuple(member.value for member in Batching)
 MAX_PADDING = 0.2  # padded mode: at most this share of a batch's padded tokens is padding
 CPU_BATCH_TOKENS = 1024  # tokens per CPU batch: larger activations fall out of cache (measured: 16 × 256 tokens ran
 #                          slower batched than one text at a time on a 1-thread CPU; 16 × 64 ran 1.5× faster)
@@ -218,8 +219,8 @@ def collate(ids: list[list[int]], rows: list[list[int]], dest: list[int], mode: 
     width = max(sum(lengths[i] for i in row) for row in rows)
     flat_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     segment = torch.full((len(rows), width), n, dtype=torch.long)
-    positions = torch.zeros(len(rows), width, dtype=torch.long) if mode != "padded" else None
-    mask = torch.zeros(len(rows), width, dtype=torch.long) if mode == "padded" else None
+    positions = torch.zeros(len(rows), width, dtype=torch.long) if mode != Batching.PADDED else None
+    mask = torch.zeros(len(rows), width, dtype=torch.long) if mode == Batching.PADDED else None
     last = torch.empty(n, dtype=torch.long)
     for r, row in enumerate(rows):
         start = 0
@@ -236,7 +237,7 @@ def collate(ids: list[list[int]], rows: list[list[int]], dest: list[int], mode: 
         if positions is not None and start < width:  # row-end padding: a sequence of its own, never read
             positions[r, start:] = torch.arange(width - start)
     cu = None
-    if mode == "varlen":
+    if mode == Batching.VARLEN:
         cu = torch.zeros(n + 1, dtype=torch.int32)
         cu[1:] = torch.cumsum(torch.tensor([lengths[i] for i in rows[0]]), 0)
     return Batch(dest=torch.tensor(dest, dtype=torch.long), ids=ids, input_ids=flat_ids, attention_mask=mask,
@@ -321,24 +322,24 @@ class Extractor:
 
     # modes
     def _choose(self, requested: str) -> str:
-        candidates = [requested] if requested != "auto" else ["varlen", "packed", "padded"]
+        candidates = [requested] if requested != Batching.AUTO else [Batching.VARLEN.value, Batching.PACKED.value, Batching.PADDED.value]
         for mode in candidates:
-            if mode == "padded" or self._supports(mode):
+            if mode == Batching.PADDED or self._supports(mode):
                 self._set_attention(mode)
                 return mode
-        if requested != "auto":
+        if requested != Batching.AUTO:
             raise BadInput(f"--batching {requested}: this model/device does not give the same features packed "
                            "as one text at a time (use auto or padded)")
         return "padded"  # pragma: no cover - the loop returns
 
     def _set_attention(self, mode: str) -> None:
-        wanted = VARLEN_ATTENTION if mode == "varlen" else self.base_attention
+        wanted = VARLEN_ATTENTION if mode == Batching.VARLEN else self.base_attention
         if self.model.config._attn_implementation != wanted:
             self.model.set_attn_implementation(wanted)
 
     def _supports(self, mode: str) -> bool:
         """Probe: three sequences laid out in ``mode`` vs each run alone (no padding, no mask), all tokens."""
-        if mode == "varlen":
+        if mode == Batching.VARLEN:
             if varlen_kernel(self.device) is None:
                 return False
             try:
@@ -353,7 +354,7 @@ class Extractor:
             alone = [self._hidden(collate([x], [[0]], [0], "padded", self.pad_id).to(self.device))[0]
                      for x in ids]
             self._set_attention(mode)
-            rows = [[0, 1, 2]] if mode == "varlen" else [[0, 1], [2]]
+            rows = [[0, 1, 2]] if mode == Batching.VARLEN else [[0, 1], [2]]
             batch = collate(ids, rows, [0, 1, 2], mode, self.pad_id).to(self.device)
             hidden, _ = self._hidden(batch)
         except Exception:
@@ -391,7 +392,7 @@ class Extractor:
         hidden, _ = self._hidden(batch)
         with torch.inference_mode():
             flat = hidden.reshape(-1, hidden.shape[-1])
-            if self.pooling == "last":
+            if self.pooling == Pooling.LAST:
                 return flat.index_select(0, batch.last).float()
             n = batch.lengths.shape[0]
             sums = torch.zeros(n + 1, flat.shape[1], dtype=torch.float32, device=flat.device)
@@ -402,9 +403,9 @@ class Extractor:
         """(rows, sequence numbers) per batch, in the current mode and token budget."""
         lengths = [len(x) for x in ids]
         budget = max(self.max_batch_tokens, max(lengths, default=1))
-        if self.mode == "varlen":
+        if self.mode == Batching.VARLEN:
             return [([batch], batch) for batch in plan_varlen(lengths, keys, budget, self.batch_size)]
-        if self.mode == "packed":
+        if self.mode == Batching.PACKED:
             row = min(PACK_ROW_TOKENS or max(128, min(1024, self.dim // 2)), budget)
             return [(rows, [i for r in rows for i in r]) for rows in plan_packed(lengths, keys, budget, row,
                                                                                   self.batch_size)]

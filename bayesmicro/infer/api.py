@@ -13,17 +13,18 @@ from bayesmicro import _check as check
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.errors import BadInput
 from bayesmicro.infer.capacity import CapacityGrid, choose_capacity
-from bayesmicro.infer.em import EMSchedule, fit_em_once
-from bayesmicro.infer.laplace import mode_log_evidence
-from bayesmicro.infer.map import Schedule, fit_map_once, initial_heads
-from bayesmicro.infer.nuts import NUTS_MAX_PAIRS, NUTSSchedule, fit_nuts
-from bayesmicro.infer.refine import RefineSchedule
-from bayesmicro.infer.result import LINEARISED_POSTERIORS, Fit, FitConfig
-from bayesmicro.infer.vi import GUIDES, ROUTER_POSTERIORS, VISchedule, fit_vi
+from bayesmicro.infer.em import EMSchedule
+from bayesmicro.infer.vi.laplace import mode_log_evidence
+from bayesmicro.infer.map import Schedule, fit_map_once
+from bayesmicro.infer.nuts import NUTSSchedule
+from bayesmicro.infer.registry import FITTERS, fitter_for
+from bayesmicro.infer.results.mixture import LINEARISED_POSTERIORS, Fit, FitConfig
+from bayesmicro.infer.vi import GUIDES, ROUTER_POSTERIORS, VISchedule
+from bayesmicro.methods import RestartSelect, Router
 from bayesmicro.models.mixture import LABEL_ROUTERS, ROUTERS, BTMixture
 
-INFERENCE_METHODS = ("map", "vi", "nuts", "em")
-RESTART_SELECT = ("loglik", "evidence")
+INFERENCE_METHODS = tuple(member.value for member in FITTERS)
+RESTART_SELECT = tuple(member.value for member in RestartSelect)
 SELECTION_TOL = 1e-5  # the candidates k="auto" compares stop earlier than the final fit (Schedule.tol)
 # Beyond this |chosen − rejected| the Fisher (∝ n·Δ²) can outgrow the unit prior precision past float64's ~1e16
 # condition limit, so a failed Cholesky or solve there is the features' scale, not a bug.
@@ -62,7 +63,7 @@ def fit(
     every user's weights at uniform). ``k=1`` is the single BT model. Restarts differ in their seed; the best
     training log-likelihood is kept; ``select="evidence"``: the largest Laplace evidence (the mode with the most
     posterior mass, which penalises a router that memorises pairs: on hh with 8 restarts it lowered the held-out NLL
-    0.719 → 0.703; ``benchmarks/hh_stage1_optima.py``), recorded per restart as ``log_evidence``.
+    0.719 → 0.703; ``bayesmicro bench hh_optima``), recorded per restart as ``log_evidence``.
     ``keep_restarts``: keep every restart's MAP in ``Fit.restart_modes`` (saved as ``restarts/<r>/``), for stage 2
     to choose among with its labelled pairs (``routing.choose_restart``).
 
@@ -100,15 +101,13 @@ def fit(
                                                       router_prior_scale)
     restarts, vi = _checked_options(restarts, schedule, vi, nuts, em, on_step)
     keep_restarts = bool(keep_restarts)
-    if inference == "nuts" and n_train > NUTS_MAX_PAIRS:
-        raise BadInput(f"NUTS is for small problems (≤ {NUTS_MAX_PAIRS} training pairs, got {n_train}); "
-                       "use --inference vi")
+    fitter_for(inference).check_size(n_train)
     _check_select(select, config)
     start = time.perf_counter()
     kept, result, history, modes, single = _best_mode(config, diff, router_x, restarts, inference, seed,
                                                       schedule or Schedule(), em, on_step, select)
     extra = {}
-    if inference in ("vi", "nuts") or (inference == "em" and (em or EMSchedule()).posterior):
+    if fitter_for(inference).draws_posterior(em):
         result, extra = _posterior_around(result, diff, router_x, inference, seed, vi, nuts, on_step)
     result.summary = {
         "train_loglik": kept["train_loglik"],
@@ -162,7 +161,7 @@ def _fit_auto(data: EmbeddedPairs, k: str, router: str, inference: str, *, alpha
                                              ("alpha", alpha)) if value is not None}
     if router in LABEL_ROUTERS:
         fixed.setdefault("alpha", 0.0)  # α > 0 holds every label's weights at uniform
-    if router == "none":
+    if router == Router.NONE:
         fixed.setdefault("router_prior_scale", 0.3)
 
     def fit_on(pairs: EmbeddedPairs, **settings) -> Fit:
@@ -180,7 +179,7 @@ def _fit_auto(data: EmbeddedPairs, k: str, router: str, inference: str, *, alpha
 def _check_select(select: str, config: FitConfig) -> None:
     if select not in RESTART_SELECT:
         raise BadInput(f"select must be one of {RESTART_SELECT}, got {select!r}")
-    if select == "evidence" and (config.k < 2 or config.router == "none"):
+    if select == RestartSelect.EVIDENCE and (config.k < 2 or config.router == Router.NONE):
         raise BadInput("select='evidence' compares the Laplace evidence of a routed mixture's restarts (k ≥ 2 and a "
                        f"router that reads its input); got k={config.k}, router={config.router!r}")
 
@@ -197,31 +196,24 @@ def _best_mode(config: FitConfig, diff: torch.Tensor, router_x: torch.Tensor | N
     single BT's likelihood whatever the router, so the optimisation starts where K = 1 ends."""
     best, history, modes = None, [], []
     single, start = None, None
-    if config.k > 1 and inference != "em":
+    fitter = fitter_for(inference)
+    if config.k > 1 and fitter.starts_from_single_bt:
         start, info = fit_map_once(replace(config, k=1, router="none", router_dim=0).build_model(), diff, None,
                                    seed * 1000, schedule, on_step)
         single = {"train_loglik": float(torch.nn.functional.logsigmoid(diff @ start[0]).sum()), **info.record}
     for restart in range(1 if config.k == 1 else restarts):
-        if inference == "em":  # EM keeps the router's initial weights, drawn from the global RNG: seed it first
-            torch.manual_seed(seed * 1000 + restart)
-        model = config.build_model()
-        if inference == "em":
-            gen = torch.Generator().manual_seed(seed * 1000 + restart)
-            with _feature_scale_blamed(inference, diff):
-                heads, info = fit_em_once(model, diff, router_x, initial_heads(config.k, diff, gen), em, on_step)
-            optimisation = {"loss_per_pair": -info["objective_per_pair"]}
-        else:
-            heads, info = fit_map_once(model, diff, router_x, seed * 1000 + restart, schedule, on_step, start)
-            optimisation = {"loss_per_pair": info.objective, **info.record}
+        model = fitter.build_model(config, seed, restart)
+        heads, optimisation = fitter.find_mode(model, diff, router_x, seed=seed, restart=restart, schedule=schedule,
+                                               em=em, on_step=on_step, start=start)
         router_state = {k_: v.detach().clone() for k_, v in model.router.state_dict().items()}
         candidate = Fit(config, heads.unsqueeze(0), router_state)
         loglik = float(candidate.log_lik_from(diff, router_x).sum())
         record = {"restart": restart, "train_loglik": loglik, **optimisation}
-        if select == "evidence":
+        if select == RestartSelect.EVIDENCE:
             record["log_evidence"] = _log_evidence(model, heads, diff, router_x)
         history.append(record)
         modes.append(candidate)
-        key = record["log_evidence" if select == "evidence" else "train_loglik"]
+        key = record["log_evidence" if select == RestartSelect.EVIDENCE else "train_loglik"]
         if best is None or key > best[0]:
             best = (key, record, candidate)
     return best[1], best[2], history, modes, single
@@ -240,10 +232,8 @@ def _posterior_around(mode: Fit, diff: torch.Tensor, router_x: torch.Tensor | No
     """Posterior draws started from the one-draw ``mode`` (NUTS, else the VI ``vi`` selects), and the method's info."""
     model = mode.mode_model()
     with _feature_scale_blamed(inference, diff):
-        if inference == "nuts":
-            draws, router_draws, extra = fit_nuts(model, diff, router_x, mode.heads[0], seed, nuts)
-        else:
-            draws, router_draws, extra = fit_vi(model, diff, router_x, mode.heads[0], seed, vi, on_step)
+        draws, router_draws, extra = fitter_for(inference).draw_posterior(model, diff, router_x, mode.heads[0], seed,
+                                                                          vi, nuts, on_step)
     router_state = {k_: v.detach().clone() for k_, v in model.router.state_dict().items()}
     if extra.get("router_posterior") not in LINEARISED_POSTERIORS:  # those keep the MAP: their linearisation point
         router_state.update({k_: v.mean(0) for k_, v in router_draws.items()})  # the point router: posterior mean
@@ -267,29 +257,13 @@ def _feature_scale_blamed(inference: str, diff: torch.Tensor) -> Iterator[None]:
 def refit_like(original: Fit, data: EmbeddedPairs, draws: int | None = None, refine_target: str = "posterior") -> Fit:
     """``fit`` on ``data`` with ``original``'s recorded settings: its config (K, router, inference, priors, α,
     seed), restart count and posterior (VI kind and draw count; NUTS draws, warm-up, chains, router layers and mass
-    matrix) — the refits of exact leave-one-out (``evaluate.arviz.reloo``). Settings a run does not record (SVI steps,
+    matrix) — the refits of exact leave-one-out (``evaluate.loo.reloo``). Settings a run does not record (SVI steps,
     learning rates, NUTS tree depth) take their defaults. ``draws``: keep that many VI / Laplace draws instead;
     ``refine_target``: what a refined VI's chains sample (``RefineSchedule.target``)."""
     cfg = original.config
     info = original.summary.get(cfg.inference) if isinstance(original.summary, dict) else None
     info = info if isinstance(info, dict) else {}
-    schedules: dict = {}
-    if cfg.inference in ("vi", "em"):  # em's posterior around its optimum is the vi one
-        recorded, defaults = info.get("refine") or {}, RefineSchedule()
-        refine = RefineSchedule(chains=recorded.get("chains", defaults.chains), draws=draws or original.n_draws,
-                                warmup=recorded.get("warmup", defaults.warmup),
-                                leapfrog=recorded.get("leapfrog", defaults.leapfrog), target=refine_target)
-        schedules["vi"] = VISchedule(guide=info.get("guide", "lowrank"), draws=draws or original.n_draws,
-                                     laplace_draws=draws or original.n_draws,
-                                     router_posterior=info.get("router_posterior", "laplace"),
-                                     mc_draws=info.get("mc_draws", VISchedule.mc_draws), refine=refine)
-    elif cfg.inference == "nuts":
-        defaults = NUTSSchedule()
-        schedules["nuts"] = NUTSSchedule(draws=info.get("draws", defaults.draws),
-                                         warmup=info.get("warmup", defaults.warmup),
-                                         chains=info.get("chains", defaults.chains),
-                                         router_layers=tuple(info.get("router_layers", defaults.router_layers)),
-                                         mass=info.get("mass", "adapt"))  # runs from before "mass" adapted it
+    schedules = fitter_for(cfg.inference).recorded_schedules(original, info, draws, refine_target)
     summary = original.summary if isinstance(original.summary, dict) else {}
     restarts = len(summary.get("restarts") or [])
     return fit(data, k=cfg.k, router=cfg.router, inference=cfg.inference, alpha=cfg.alpha,
@@ -317,16 +291,16 @@ def _checked_config(data, k, router, inference, alpha, prior_scale, hidden, seed
     if not int(torch.count_nonzero(diff)):  # one pass, ~3x faster than Tensor.any on a float matrix
         raise BadInput("every training pair has chosen == rejected features (expected at least one pair whose "
                        "responses differ; ties carry no preference)", source=data.source)
-    if router == "context" and data.context is None:
+    if router == Router.CONTEXT and data.context is None:
         raise BadInput("router 'context' needs a 'context' feature matrix, and these pairs have none",
                        source=data.source)
     if router in LABEL_ROUTERS and getattr(data, router) is None:
         raise BadInput(f"router '{router}' reads each pair's '{router}' label, and these pairs have none",
                        source=data.source)
-    router = router if k > 1 else "none"  # a single head has nothing to route
+    router = router if k > 1 else Router.NONE.value  # a single head has nothing to route
     levels = tuple(data.label_levels(router, rows)) if router in LABEL_ROUTERS else None
-    router_dim = (0 if router == "none" else len(levels) if levels is not None
-                  else data.prompt_dim + (data.context_dim if router == "context" else 0))
+    router_dim = (0 if router == Router.NONE else len(levels) if levels is not None
+                  else data.prompt_dim + (data.context_dim if router == Router.CONTEXT else 0))
     config = FitConfig(k=k, router=router, dim=data.dim, router_dim=router_dim, hidden=hidden,
                        prior_scale=prior_scale, alpha=alpha, inference=inference, seed=seed,
                        router_prior_scale=router_prior_scale, router_levels=levels)

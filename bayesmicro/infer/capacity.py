@@ -7,7 +7,7 @@ fitting part, one coordinate at a time:
 
 1. the head prior scale, at K = 1 (the single BT model);
 2. K, at that prior scale, router prior sd 0.3 and α = 0 — the smallest K whose elpd is within max(4, dse) of the
-   best (``evaluate.arviz.smallest_adequate_k``), so K = 1 is kept unless heads earn their keep on held-out pairs;
+   best (``evaluate.selection.smallest_adequate_k``), so K = 1 is kept unless heads earn their keep on held-out pairs;
 3. for K > 1, the router prior scale, then α (the largest elpd).
 
 No test pair is read. ``fit(k="auto")`` runs this, then fits the chosen setting on every training pair.
@@ -24,8 +24,9 @@ import torch
 
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.errors import BadInput
+from bayesmicro.methods import ValidateBy
 
-SMALL_ELPD_DIFF = 4.0  # the LOO FAQ's "small difference" in elpd (Vehtari et al.); evaluate.arviz's K rule uses it too
+SMALL_ELPD_DIFF = 4.0  # the LOO FAQ's "small difference" in elpd (Vehtari et al.); evaluate.selection's K rule uses it too
 VALIDATE_BY = ("pair", "group", "user")
 
 
@@ -68,7 +69,7 @@ def comparison_keys(diff: torch.Tensor) -> np.ndarray:
 def validation_rows(data: EmbeddedPairs, fraction: float, seed: int, validate_by: str = "pair") -> np.ndarray:
     """Row numbers (into ``data``) of a validation part of about ``fraction`` of the pairs, drawn by whole units:
     distinct comparisons (``pair``) or the pairs' ``group`` / ``user`` labels. At least one unit stays on each side."""
-    if validate_by == "pair":
+    if validate_by == ValidateBy.PAIR:
         keys = comparison_keys(data.diff())
     else:
         labels = getattr(data, validate_by)

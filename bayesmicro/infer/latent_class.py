@@ -23,6 +23,7 @@ from pyro.infer.autoguide.initialization import init_to_value
 
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.errors import BadInput
+from bayesmicro.methods import Inference
 from bayesmicro.models.latent_class import (LinearRouter, UserLatentClassBT, UserPairs, component_log_lik, make_router,
                                             user_log_lik, user_responsibilities)
 
@@ -107,7 +108,7 @@ def fit_latent_class(
         gen = torch.Generator().manual_seed(seed * 1000 + restart)
         router = make_router(k, up.covariates.shape[1], hidden).double()
         router.standardize_from(up.covariates)
-        if method == "em":
+        if method == Inference.EM:
             heads = _em(up, k, router, gen, em_iterations)
             heads = _polish(up, heads, router)
         else:

@@ -23,6 +23,7 @@ from pyro.infer.autoguide import AutoDelta
 from pyro.infer.autoguide.initialization import init_to_value
 
 from bayesmicro.errors import BadInput
+from bayesmicro.methods import Optimizer
 from bayesmicro.models.mixture import BTMixture
 
 FULL_BATCH_LIMIT = 20_000_000  # n·(d + d_router) below which one full-batch L-BFGS step is cheap
@@ -50,7 +51,7 @@ class Schedule:
         return max(1, min(self.epochs, max(2, int(self.work_budget // max(1, n * width)))))
 
     def __post_init__(self) -> None:
-        if self.optimizer not in ("auto", "lbfgs", "adam"):
+        if self.optimizer not in tuple(Optimizer):
             raise BadInput(f"optimizer must be auto, lbfgs or adam, got {self.optimizer!r}")
         for name in ("max_iter", "epochs", "batch_size"):
             if getattr(self, name) < 1:
@@ -63,11 +64,11 @@ class Schedule:
             raise BadInput(f"tol must be a finite number > 0, got {self.tol}")
 
     def resolve(self, n: int, width: int) -> str:
-        if self.optimizer not in ("auto", "lbfgs", "adam"):
+        if self.optimizer not in tuple(Optimizer):
             raise ValueError(f"optimizer must be auto, lbfgs or adam, got {self.optimizer!r}")
-        if self.optimizer != "auto":
+        if self.optimizer != Optimizer.AUTO:
             return self.optimizer
-        return "lbfgs" if n * width <= FULL_BATCH_LIMIT else "adam"
+        return Optimizer.LBFGS.value if n * width <= FULL_BATCH_LIMIT else Optimizer.ADAM.value
 
 
 def rms_norm(diff: torch.Tensor) -> float:
@@ -160,7 +161,7 @@ def fit_map_once(model: BTMixture, diff: torch.Tensor, router_x: torch.Tensor | 
     # L-BFGS's first step and stopping tolerances are absolute, so it stalls when margins are far from O(1) (features
     # ×1e4, or near-duplicate responses 1e-7 apart). Fit w' = s·w on Δ/s (s = rms‖Δ‖) with the prior scaled to
     # Normal(0, σ·s): the same optimum, in units where margins are O(1).
-    scale = max(rms_norm(diff), 1e-30) if method == "lbfgs" else 1.0
+    scale = max(rms_norm(diff), 1e-30) if method == Optimizer.LBFGS else 1.0
     diff = diff / scale if scale != 1.0 else diff
     start = None if start is None else start * scale
     prior_scale, model.prior_scale = model.prior_scale, model.prior_scale * scale
@@ -195,15 +196,15 @@ def _fit_map_scaled(model: BTMixture, diff: torch.Tensor, router_x: torch.Tensor
     if router_x is not None:
         model.router.standardize_from(router_x)
     heads0 = start_heads(model.k, diff, gen, start)
-    if method == "lbfgs" and diff.shape[1] <= PRECONDITION_MAX_DIM:
+    if method == Optimizer.LBFGS and diff.shape[1] <= PRECONDITION_MAX_DIM:
         guide = PreconditionedDelta(heads0, curvature_transform(diff, model.prior_scale))
     else:
         guide = AutoDelta(model, init_loc_fn=init_to_value(values={"heads": heads0}))
     elbo = Trace_ELBO()(model, guide)
     # full batch: the router runs once per distinct input; minibatches index the pairs' own rows
-    loss_on = per_pair_loss(elbo, diff, *(distinct_rows(router_x) if method == "lbfgs" else (router_x,)))
+    loss_on = per_pair_loss(elbo, diff, *(distinct_rows(router_x) if method == Optimizer.LBFGS else (router_x,)))
     params = [p for p in elbo.parameters() if p.requires_grad]
-    if method == "lbfgs":
+    if method == Optimizer.LBFGS:
         info = run_lbfgs(params, lambda: loss_on(None), schedule, on_step)
     else:
         width = diff.shape[1] + (0 if router_x is None else router_x.shape[1])

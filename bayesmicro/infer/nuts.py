@@ -14,8 +14,8 @@ own seed (chain 0 keeps the single-chain seed) and started at the MAP values, so
 concatenated chain by chain and split-R̂ across them is reported (``Fit`` exports the chain layout to ArviZ).
 
 Mass matrix (``mass``): for routed mixtures the default is a fixed dense inverse mass matrix, the linearised
-Laplace covariance (``infer.laplace``) of the sampled sites at the MAP, so warm-up only tunes the step size.
-``benchmarks/nuts_mass.py`` on the built-in population (seed 0, one thread, 200 draws, both in one run): 100 warm-up
+Laplace covariance (``infer.vi.laplace``) of the sampled sites at the MAP, so warm-up only tunes the step size.
+``bayesmicro bench nuts_mass`` on the built-in population (seed 0, one thread, 200 draws, both in one run): 100 warm-up
 steps and 387 s gave a smallest head ESS of 186 and a smallest ESS of a held-out P(chosen ≻ rejected) of 81, against
 33 and 50 in 355 s with Pyro's diagonal adaptation over 300 warm-up steps (coverage 0.894 vs 0.901, NLL 0.2861 vs
 0.2862) — 5.1× / 1.5× the ESS per second. An adapted dense mass matrix (Pyro's ``full_mass``) was far slower: 644 s
@@ -34,13 +34,14 @@ from pyro.infer.autoguide.initialization import init_to_value
 from pyro.ops.stats import split_gelman_rubin
 
 from bayesmicro.errors import BadInput
+from bayesmicro.methods import MassMatrix
 
-from bayesmicro.infer.bayes_router import HEADS_SITE, LatentRouterMixture, router_draw_tensors
-from bayesmicro.infer.laplace import laplace_curvature, supports_laplace
+from bayesmicro.models.router import HEADS_SITE, LatentRouterMixture, router_draw_tensors
+from bayesmicro.infer.vi.laplace import laplace_curvature, supports_laplace
 from bayesmicro.models.mixture import BTMixture
 
 NUTS_MAX_PAIRS = 20_000
-MASS_MATRICES = ("laplace", "adapt")
+MASS_MATRICES = tuple(member.value for member in MassMatrix)
 
 
 @dataclass
@@ -67,7 +68,7 @@ class NUTSSchedule:
                            f"draws={self.draws}, warmup={self.warmup}")
 
     def warmup_steps(self, mass: str) -> int:
-        return self.warmup if self.warmup is not None else (100 if mass == "laplace" else 300)
+        return self.warmup if self.warmup is not None else (100 if mass == MassMatrix.LAPLACE else 300)
 
 
 def fit_nuts(model: BTMixture, diff: torch.Tensor, router_x: torch.Tensor | None, init_heads: torch.Tensor,
@@ -80,7 +81,7 @@ def fit_nuts(model: BTMixture, diff: torch.Tensor, router_x: torch.Tensor | None
     n = diff.shape[0]
     for p in model.router.parameters():
         p.requires_grad_(False)
-    use_laplace = schedule.mass == "laplace" and schedule.latent_router and supports_laplace(model)
+    use_laplace = schedule.mass == MassMatrix.LAPLACE and schedule.latent_router and supports_laplace(model)
     mass = "laplace" if use_laplace else "adapt"
     inverse_mass = laplace_inverse_mass(model, init_heads, diff, router_x) if use_laplace else None
     wrapped = LatentRouterMixture(model, schedule.latent_router, schedule.router_layers)

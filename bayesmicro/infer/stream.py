@@ -35,7 +35,8 @@ from torch.utils.data import DataLoader, Dataset
 from bayesmicro._io import MARKER, atomic_dir, read_json, read_tensors, write_json, write_tensors
 from bayesmicro.data.shards import Block, ShardStore
 from bayesmicro.errors import BadInput
-from bayesmicro.infer.result import Fit, FitConfig
+from bayesmicro.infer.results.mixture import Fit, FitConfig
+from bayesmicro.methods import Router as RouterKind
 from bayesmicro.models.mixture import LABEL_ROUTERS, MIN_INPUT_SCALE, ROUTERS
 
 LATEST_FILE, STATE_TENSORS, STATE_JSON = "latest.json", "state.safetensors", "state.json"
@@ -235,7 +236,7 @@ def fit_stream(
     if device.type == "cuda" and not torch.cuda.is_available():
         raise BadInput("--device cuda: CUDA is not available on this machine")
     config = _config(store, k, router, alpha, prior_scale, router_prior_scale, hidden, seed)
-    use_router = config.router != "none"
+    use_router = config.router != RouterKind.NONE
     keys = ("chosen", "rejected") + (("prompt",) + (("context",) if config.uses_context else ()) if use_router else ())
     blocks = store.blocks(schedule.batch_size)
     steps_per_epoch, n = len(blocks), len(store)
@@ -307,11 +308,11 @@ def _config(store: ShardStore, k, router, alpha, prior_scale, router_prior_scale
             raise BadInput(f"{name} must be a finite number > 0, got {value}")
     if not (math.isfinite(alpha) and alpha >= 0):
         raise BadInput(f"alpha must be a finite number ≥ 0, got {alpha}")
-    if router == "context" and not store.has_context:
+    if router == RouterKind.CONTEXT and not store.has_context:
         raise BadInput("router 'context' needs a 'context' feature matrix, and this store has none",
                        source=str(store.path))
     router = router if k > 1 else "none"
-    router_dim = 0 if router == "none" else store.prompt_dim + (store.context_dim if router == "context" else 0)
+    router_dim = 0 if router == RouterKind.NONE else store.prompt_dim + (store.context_dim if router == RouterKind.CONTEXT else 0)
     return FitConfig(k=k, router=router, dim=store.dim, router_dim=router_dim, hidden=hidden,
                      prior_scale=prior_scale, alpha=alpha, router_prior_scale=router_prior_scale, inference="map",
                      seed=seed)

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from transformers import AutoModel, AutoTokenizer
 
+from bayesmicro.embed.pooling import pool as pool_by
 from bayesmicro.errors import BadInput
 
 POOLINGS = ("last", "mean")
@@ -99,9 +100,4 @@ class BackboneEmbedder:
 
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
     """(b, L, d) hidden states, (b, L) mask → (b, d) float32: the last non-pad token or the mean over tokens."""
-    if pooling == "last":
-        positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
-        last = (attention_mask.long() * positions).argmax(dim=1)
-        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last].float()
-    mask = attention_mask.to(torch.float32).unsqueeze(-1)
-    return (hidden.float() * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
+    return pool_by(hidden, attention_mask, pooling)

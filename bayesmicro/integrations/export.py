@@ -18,7 +18,9 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from bayesmicro._io import atomic_dir, check_output, write_json
 from bayesmicro.embed.backbone import check_hub_id
 from bayesmicro.errors import BadInput
-from bayesmicro.infer.result import Fit
+from bayesmicro.infer.results.mixture import Fit
+from bayesmicro.methods import Pooling, WeightMode
+from bayesmicro.methods import Router as RouterKind
 
 EXPORT_FILE = "bayesmicro_export.json"
 PAD_TOKEN = "<|bayesmicro_pad|>"
@@ -76,13 +78,13 @@ def export_reward_model(run_dir: str | os.PathLike, backbone: str | None, out: s
     check_output(out, "export", overwrite=overwrite, inputs=(run_dir, backbone))
     if (context is None) == (weights is None):
         raise BadInput("give exactly one of --context TEXT and --weights static")
-    if weights is not None and weights != "static":
+    if weights is not None and weights != WeightMode.STATIC:
         raise BadInput(f"--weights must be 'static', got {weights!r}")
     fit = Fit.load(run_dir)
     if backbone is None:
         backbone, revision = recorded_backbone(fit, run_dir, revision)
     pooling = (fit.summary.get("embedding") or {}).get("pooling", "last")
-    if pooling != "last":
+    if pooling != Pooling.LAST:
         raise BadInput(f"the run's features use '{pooling}' pooling; a sequence-classification head scores the "
                        "last token, so only 'last' pooling exports exactly", source=str(run_dir))
     check_hub_id(backbone)
@@ -103,7 +105,7 @@ def export_reward_model(run_dir: str | os.PathLike, backbone: str | None, out: s
                        f"{fit.config.dim} columns (a different backbone?)", source=backbone)
 
     embedder = None
-    if context is not None and fit.config.router in ("prompt", "context"):
+    if context is not None and RouterKind(fit.config.router).reads_embedding:
         from bayesmicro.integrations.trl import make_embedder
 
         embedder = make_embedder({"model": backbone, "revision": revision, "pooling": "last",

@@ -22,7 +22,8 @@ import torch
 
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.errors import BadInput
-from bayesmicro.infer.result import Fit
+from bayesmicro.infer.results.mixture import Fit
+from bayesmicro.methods import Router as RouterKind
 
 
 def make_embedder(settings: Mapping[str, Any], device: str = "cpu", local_files_only: bool = False):
@@ -80,7 +81,7 @@ class MixtureReward:
         n = len(prompts)
         features = self.embedder.embed_responses(prompts, completions).float()
         config = self.fit.config
-        router_reads = config.router in ("prompt", "context")
+        router_reads = RouterKind(config.router).reads_embedding
         prompt_x = self.embedder.embed_prompts(prompts).float() if router_reads else torch.zeros(n, 1)
         context_x = None
         if config.uses_context:
@@ -89,7 +90,7 @@ class MixtureReward:
             context_x = _embed_texts(self.embedder, [str(c) for c in context]).float()
         labels = {}
         if config.label_router:
-            given = user if config.router == "user" else group
+            given = user if config.router == RouterKind.USER else group
             if given is None:
                 raise BadInput(f"this run routes on each prompt's {config.router}: pass a '{config.router}' column")
             labels[config.router] = np.asarray([str(v) for v in given])

@@ -6,19 +6,17 @@ the heads carry a Gaussian prior and are the latent variables inference targets.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import pyro
 import pyro.distributions as dist
 import torch
 from pyro.nn import PyroModule, PyroSample
 from torch import nn
 
+from bayesmicro.methods import Router as RouterKind
 from bayesmicro.models.bt import entropy, mixture_log_prob, reward_margins
 
-RouterKind = Literal["none", "prompt", "context", "user", "group"]
-ROUTERS: tuple[str, ...] = ("none", "prompt", "context", "user", "group")
-LABEL_ROUTERS: tuple[str, ...] = ("user", "group")  # the router reads the one-hot of each pair's label
+ROUTERS: tuple[str, ...] = tuple(kind.value for kind in RouterKind)
+LABEL_ROUTERS: tuple[str, ...] = tuple(kind.value for kind in RouterKind if kind.reads_label)  # one-hot of a label
 MIN_INPUT_SCALE = 1e-6  # floor of the router's input sd: columns at it are constant on the training data
 _STANDARDIZE_ROWS = 512  # rows per block of the standardisation's second pass
 
@@ -32,8 +30,8 @@ class Router(PyroModule):
         super().__init__()
         if kind not in ROUTERS:
             raise ValueError(f"router must be one of {ROUTERS}, got {kind!r}")
-        self.kind, self.k = (kind if k > 1 else "none"), k  # one head needs no router
-        if self.kind == "none":
+        self.kind, self.k = (str(kind) if k > 1 else RouterKind.NONE.value), k  # one head needs no router
+        if self.kind == RouterKind.NONE:
             self.logits = nn.Parameter(torch.zeros(k))
         else:
             self.register_buffer("input_mean", torch.zeros(input_dim))
@@ -42,7 +40,7 @@ class Router(PyroModule):
 
     @property
     def reads_input(self) -> bool:
-        return self.kind != "none"
+        return self.kind != RouterKind.NONE
 
     def standardize_from(self, router_input: torch.Tensor) -> None:
         """Set the input standardisation from training features (n, input_dim)."""

@@ -35,11 +35,12 @@ import torch
 
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.errors import BadInput
-from bayesmicro.infer.result import Fit
+from bayesmicro.methods import Acquisition
+from bayesmicro.infer.results.mixture import Fit
 from bayesmicro.models.bt import mixture_log_prob
 from bayesmicro.routing.posterior import WeightPosterior, pair_log_weights, predict_with_posterior, weight_posterior
 
-STRATEGIES = ("eer", "epig", "eig", "random")
+STRATEGIES = tuple(member.value for member in Acquisition)
 
 
 def _binary_entropy(p: torch.Tensor) -> torch.Tensor:
@@ -117,16 +118,33 @@ def _check(strategy: str, budget: int, pool: EmbeddedPairs) -> None:
 def _next_pick(fit: Fit, post: WeightPosterior, pool: EmbeddedPairs, remaining: list[int], strategy: str,
                targets: EmbeddedPairs, rng: np.random.Generator) -> int:
     """The pool index of the next query."""
-    if strategy == "random":
-        return remaining[int(rng.integers(len(remaining)))]
+    return ACQUISITIONS[Acquisition(strategy)](fit, post, pool, remaining, targets, rng)
+
+
+def _pick_random(fit, post, pool, remaining, targets, rng) -> int:
+    return remaining[int(rng.integers(len(remaining)))]
+
+
+def _pick_eig(fit, post, pool, remaining, targets, rng) -> int:
+    return remaining[int(expected_information_gain(fit, post, pool.subset(remaining)).argmax())]
+
+
+def _pick_epig(fit, post, pool, remaining, targets, rng) -> int:
+    return remaining[int(expected_predictive_information_gain(fit, post, pool.subset(remaining), targets).argmax())]
+
+
+def _pick_eer(fit, post, pool, remaining, targets, rng) -> int:
+    """Expected accuracy first; EPIG breaks its (frequent) exact ties."""
     candidates = pool.subset(remaining)
-    if strategy == "eig":
-        return remaining[int(expected_information_gain(fit, post, candidates).argmax())]
     gain = expected_predictive_information_gain(fit, post, candidates, targets)
-    if strategy == "eer":  # expected accuracy first; EPIG breaks its (frequent) exact ties
-        accuracy = expected_accuracy(fit, post, candidates, targets)
-        gain = torch.where(accuracy >= accuracy.max() - 1e-9, gain, gain.new_tensor(-1.0))
+    accuracy = expected_accuracy(fit, post, candidates, targets)
+    gain = torch.where(accuracy >= accuracy.max() - 1e-9, gain, gain.new_tensor(-1.0))
     return remaining[int(gain.argmax())]
+
+
+# the registry: Acquisition → the rule that picks the next query
+ACQUISITIONS = {Acquisition.EER: _pick_eer, Acquisition.EPIG: _pick_epig, Acquisition.EIG: _pick_eig,
+                Acquisition.RANDOM: _pick_random}
 
 
 def select_queries(fit: Fit, pool: EmbeddedPairs, budget: int, *, strategy: str = "epig",
@@ -202,7 +220,7 @@ def active_subset(fit: Fit, data: EmbeddedPairs, budget: int, *, by: str = "grou
                   pool_size: int = 200, concentration: float = 1.0, mode: str = "static",
                   seed: int = 0) -> EmbeddedPairs:
     """At most ``budget`` pairs of every ``by`` label of ``data``, asked actively (see ``active_orders``): the
-    counterpart of ``hedge.budget_subset`` for ``bayesmicro route --active``."""
+    counterpart of ``common.budget_subset`` for ``bayesmicro route --active``."""
     orders = active_orders(fit, data, budget, by=by, strategy=strategy, pool_size=pool_size,
                            concentration=concentration, mode=mode, seed=seed)
     return prefix_subset(data, orders, budget)

@@ -25,9 +25,9 @@ from torch import nn
 
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.errors import BadInput
-from bayesmicro.infer.result import Fit
+from bayesmicro.infer.results.mixture import Fit
 from bayesmicro.models.bt import mixture_log_prob, reward_margins
-from bayesmicro.routing.hedge import context_router_from
+from bayesmicro.routing.common import context_router_from
 from bayesmicro.routing.posterior import weighted_quantiles
 
 

@@ -1,7 +1,7 @@
 """Stage 2 chooses the stage-1 restart: the one whose router tells the labelled pairs' contexts apart.
 
 Stage 1's MAP is multimodal and its restarts end in different modes; which one stage 2 can route well is not what
-the training likelihood ranks (hh, ``benchmarks/hh_stage1_optima.py``). Stage 2 holds what stage 1 lacks: each
+the training likelihood ranks (hh, ``bayesmicro bench hh_optima``). Stage 2 holds what stage 1 lacks: each
 labelled pair's context (group or user). A mode whose heads specialise along the contexts has a router that
 already separates them, so the rule keeps the restart with the largest plug-in mutual information between a
 labelled pair's context c and the head z its router picks,
@@ -20,9 +20,11 @@ import torch
 
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.errors import BadInput
-from bayesmicro.infer.result import Fit
+from bayesmicro.methods import RestartRule
+from bayesmicro.methods import Router as RouterKind
+from bayesmicro.infer.results.mixture import Fit
 
-RESTART_RULES = ("kept", "context")
+RESTART_RULES = tuple(member.value for member in RestartRule)
 
 
 def context_information(fit: Fit, labelled: EmbeddedPairs, by: str = "group") -> float:
@@ -47,12 +49,12 @@ def choose_restart(fit: Fit, labelled: EmbeddedPairs, by: str = "group", rule: s
     ``fit.restart_modes`` with the largest ``context_information`` on ``labelled`` (first on ties)."""
     if rule not in RESTART_RULES:
         raise BadInput(f"restart rule must be one of {RESTART_RULES}, got {rule!r}")
-    if rule == "kept":
+    if rule == RestartRule.KEPT:
         return fit, {"rule": "kept"}
     if not fit.restart_modes:
         raise BadInput("choosing a restart by context needs the run's restarts: fit with keep_restarts=True "
                        "(`bayesmicro fit … --keep-restarts`)")
-    if fit.config.k < 2 or fit.config.router == "none":
+    if fit.config.k < 2 or fit.config.router == RouterKind.NONE:
         raise BadInput("choosing a restart by context needs a routed mixture (k ≥ 2 and a router that reads its "
                        f"input); got k={fit.config.k}, router={fit.config.router!r}")
     scores = [context_information(mode, labelled, by) for mode in fit.restart_modes]

@@ -29,7 +29,7 @@ import torch
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.errors import BadInput
 from bayesmicro.infer.map import Schedule, curvature_transform, distinct_rows, run_lbfgs
-from bayesmicro.infer.result import Fit
+from bayesmicro.infer.results.mixture import Fit
 from bayesmicro.models.bt import entropy, mixture_log_prob, reward_margins
 
 UNIT_KEYS = ("user", "group")

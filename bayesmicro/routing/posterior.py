@@ -27,10 +27,11 @@ import torch.nn.functional as F
 
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.errors import BadInput
-from bayesmicro.infer.result import Fit
+from bayesmicro.methods import WeightMode
+from bayesmicro.infer.results.mixture import Fit
 from bayesmicro.models.bt import bt_log_prob, mixture_log_prob, reward_margins
 
-MODES = ("static", "tilt")
+MODES = tuple(member.value for member in WeightMode)
 LOGIT_RANGE = 25.0  # quadrature nodes span π_2 ∈ [σ(−25), σ(25)]
 
 
@@ -82,7 +83,7 @@ def weighted_quantiles(values: torch.Tensor, weight: torch.Tensor, level: float)
 def pair_log_weights(pi: torch.Tensor, router_log_w: torch.Tensor, mode: str) -> torch.Tensor:
     """(M, n, K) log w_ik(π_m): π (M, K), router_log_w (n, K) the stage-1 log f(x_i)."""
     log_pi = pi.clamp_min(1e-300).log()
-    if mode == "static":
+    if mode == WeightMode.STATIC:
         return log_pi[:, None, :].expand(-1, router_log_w.shape[0], -1)
     return torch.log_softmax(log_pi[:, None, :] + router_log_w[None], -1)
 
@@ -90,7 +91,7 @@ def pair_log_weights(pi: torch.Tensor, router_log_w: torch.Tensor, mode: str) ->
 def prior_centre(fit: Fit, pairs: EmbeddedPairs, mode: str) -> torch.Tensor:
     """(K,) the Dirichlet prior's mean m."""
     k = fit.config.k
-    if mode == "tilt":
+    if mode == WeightMode.TILT:
         return torch.full((k,), 1.0 / k, dtype=torch.float64)
     return fit.log_weights(pairs).double().exp().mean(0)
 
@@ -218,7 +219,7 @@ def laplace_heads(fit: Fit, train: EmbeddedPairs, n_draws: int = 200, seed: int 
     """A ``Fit`` whose heads are ``n_draws`` draws from a Laplace approximation of the heads' posterior around a
     MAP run (router held fixed): N(ŵ, H⁻¹), H the Hessian of −log p(heads | train pairs) at ŵ. For MAP runs, so
     that the weight posterior can integrate over head uncertainty."""
-    from bayesmicro.infer.result import Fit as _Fit
+    from bayesmicro.infer.results.mixture import Fit as _Fit
 
     heads = fit.heads.mean(0).double()
     diff = train.diff().double()

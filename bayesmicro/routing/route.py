@@ -4,21 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
 import torch
 
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.errors import BadInput
-from bayesmicro.infer.result import Fit
-from bayesmicro.models.bt import mixture_log_prob
-from bayesmicro.routing.amortized import amortized_route
-from bayesmicro.routing.choose import choose_restart
-from bayesmicro.routing.hierarchical import UnitScales, adapt
-from bayesmicro.routing.hedge import budget_subset, check_routable, hedge_route
-from bayesmicro.routing.posterior import hyre_weights, predict_with_posterior, weight_posterior
+from bayesmicro.infer.results.mixture import Fit
+from bayesmicro.routing.common import budget_subset, check_routable
+from bayesmicro.routing.hierarchical import UnitScales
+from bayesmicro.routing.registry import ROUTE_METHODS, router_for
 
-METHODS = ("hierarchical", "hedge", "posterior", "amortized", "hyre")
-WEIGHT_METHODS = METHODS[1:]  # methods that re-weight the heads: they need K ≥ 2 (and a context, for hedge/amortized)
+METHODS = tuple(member.value for member in ROUTE_METHODS)
+# methods that re-weight the heads: they need K ≥ 2 (and a context, for hedge/amortized)
+WEIGHT_METHODS = tuple(m.value for m, cls in ROUTE_METHODS.items() if cls.reweights_heads)
 
 
 def route_predict(fit: Fit, labelled: EmbeddedPairs, test: EmbeddedPairs, method: str, *, tau: float = 1e-3,
@@ -38,36 +35,8 @@ def route_predict(fit: Fit, labelled: EmbeddedPairs, test: EmbeddedPairs, method
     """
     if method not in METHODS:
         raise BadInput(f"method must be one of {METHODS}, got {method!r}")
-    if method == "hierarchical":
-        if scales is None:
-            raise BadInput("method 'hierarchical' needs the units' prior sds: scales=estimate_scales(fit, "
-                           "training pairs, by)", argument="scales")
-        return adapt(fit, labelled, scales, by).predict_proba(test)
-    check_routable(fit)
-    fit, _ = choose_restart(fit, labelled, by, restart)
-    if method == "hedge":
-        return hedge_route(fit, labelled, tau=tau, seed=seed).predict_proba(test)
-    if method == "amortized":
-        return amortized_route(fit, labelled, seed=seed).predict_proba(test)
-    test_labels, labelled_labels = getattr(test, by), getattr(labelled, by)
-    if test_labels is None or labelled_labels is None:
-        raise BadInput(f"method {method!r} routes per {by}: every pair needs a '{by}' label", source=test.source)
-    prob = torch.zeros(len(test), dtype=torch.float64)
-    for label in sorted(set(test_labels.tolist())):
-        rows = np.flatnonzero(test_labels == label)
-        part = test.subset(rows)
-        mine = np.flatnonzero(labelled_labels == label)
-        own = labelled.subset(mine) if mine.size else None
-        if method == "posterior":
-            post = weight_posterior(fit, own, reference=part, concentration=concentration, mode=mode, seed=seed)
-            prob[torch.from_numpy(rows)] = predict_with_posterior(fit, post, part)["mean"]
-        else:
-            prior = fit.log_weights(part if own is None else own).double().exp().mean(0)
-            weights = prior if own is None else hyre_weights(fit, own, prior)
-            margins = fit.margins(part).double()
-            log_w = weights.log().expand(margins.shape[1], -1)
-            prob[torch.from_numpy(rows)] = mixture_log_prob(log_w, margins).exp().mean(0)
-    return prob.float()
+    return router_for(method, tau=tau, seed=seed, by=by, concentration=concentration, mode=mode, restart=restart,
+                      scales=scales).predict(fit, labelled, test)
 
 
 def budget_curve(fit: Fit, data: EmbeddedPairs, methods: list[str], budgets: list[int], *, tau: float = 1e-3,
@@ -87,3 +56,6 @@ def budget_curve(fit: Fit, data: EmbeddedPairs, methods: list[str], budgets: lis
                                  scales=scales)
             curves[method][str(budget)] = score_fn(prob, getattr(test, by))
     return curves
+
+
+__all__ = ["METHODS", "WEIGHT_METHODS", "budget_curve", "check_routable", "route_predict"]

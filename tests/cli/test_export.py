@@ -10,7 +10,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from typer.testing import CliRunner
 
 from bayesmicro.cli.app import app
-from bayesmicro.infer.result import Fit
+from bayesmicro.infer.results.mixture import Fit
 from tests.common import assert_close
 from tests.tiny_llama import build_tiny_llama, embedded, embedder, run_dirs, sentences, tiny_llama  # noqa: F401
 

@@ -35,7 +35,7 @@ def test_bad_outcome_exits_2_with_the_row(tmp_path):
 
 
 def _two_class_table(one_class: bool):
-    from tests.infer.test_latent_class_result import _table
+    from tests.infer.results.test_latent_class import _table
 
     cols = _table(n_users=40, per_user=15)
     if one_class:  # the reversed users' comparisons written the other way round: everyone shares one order

@@ -12,7 +12,7 @@ from bayesmicro.cli.app import app
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.data.shards import write_shards
 from bayesmicro.data.synthetic import PopulationSpec, make_population
-from bayesmicro.infer.result import Fit
+from bayesmicro.infer.results.mixture import Fit
 from bayesmicro.infer.stream import StreamSchedule, fit_stream
 
 runner = CliRunner()

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from bayesmicro.data.synthetic import PopulationSpec, make_population
-from bayesmicro.evaluate.arviz import (ROUTER_PRIOR_SCALES, auto_k, auto_router_prior_scale, compare,
-                                       head_correlation, holdout_compare, loo, merge_correlated_heads,
-                                       mixture_is_loo, reloo, to_inference_data)
+from bayesmicro.evaluate.arviz import to_inference_data
+from bayesmicro.evaluate.loo import loo, mixture_is_loo, reloo
+from bayesmicro.evaluate.selection import (ROUTER_PRIOR_SCALES, auto_k, auto_router_prior_scale, compare,
+                                           head_correlation, holdout_compare, merge_correlated_heads)
 from bayesmicro.infer import Fit, fit
 from bayesmicro.infer.vi import VISchedule
 from tests.common import assert_close
@@ -84,7 +85,7 @@ def test_reloo_scores_the_worst_pairs_by_refitting_without_them():
 
 
 def test_flagged_pairs_of_a_gaussian_posterior_get_psis_on_more_draws_of_it():
-    from bayesmicro.evaluate.arviz import _loo_result
+    from bayesmicro.evaluate.loo import _loo_result
     from bayesmicro.infer.api import refit_like
 
     data, _ = make_population(PopulationSpec(n_pairs=150, dim=4, prompt_dim=2, context_dim=2, k=2), seed=6)
@@ -139,9 +140,9 @@ def test_mixture_is_loo_recovers_the_exact_loo_predictive_of_a_conjugate_normal_
 
 
 def test_flagged_pairs_of_a_refined_run_get_mixture_importance_sampling():
-    from bayesmicro.evaluate.arviz import _loo_result
+    from bayesmicro.evaluate.loo import _loo_result
     from bayesmicro.infer.api import refit_like
-    from bayesmicro.infer.refine import RefineSchedule
+    from bayesmicro.infer.vi.refine import RefineSchedule
 
     data, _ = make_population(PopulationSpec(n_pairs=150, dim=4, prompt_dim=2, context_dim=2, k=2), seed=6)
     data = data.part("train")
@@ -191,7 +192,7 @@ def test_refit_like_repeats_a_run_from_its_recorded_settings(inference, router):
 
 
 def _pareto_k(fitted, data):
-    from bayesmicro.evaluate.arviz import _loo_result
+    from bayesmicro.evaluate.loo import _loo_result
 
     return _loo_result(to_inference_data(fitted, data))[2].tolist()
 
@@ -239,7 +240,7 @@ def test_auto_k_picks_the_true_number_of_heads(true_k, n_pairs, k_max):
 
 
 def test_smallest_adequate_k_rule():
-    from bayesmicro.evaluate.arviz import smallest_adequate_k
+    from bayesmicro.evaluate.selection import smallest_adequate_k
 
     table = {"k=1": {"elpd_diff": 30.0, "dse": 6.0}, "k=2": {"elpd_diff": 3.5, "dse": 0.5},
              "k=3": {"elpd_diff": 0.0, "dse": 0.0}}
@@ -281,15 +282,17 @@ class _ArviZ1:
 
 def test_arviz_1_tables_are_read_in_the_0x_convention(monkeypatch):
     from bayesmicro.evaluate import arviz as adapter
+    from bayesmicro.evaluate import loo as psis
+    from bayesmicro.evaluate import selection
 
     fake = _ArviZ1({"k=1": -120.4, "k=2": -100.3, "k=3": -101.2})
     monkeypatch.setattr(adapter, "_az", lambda: fake)
-    table = adapter.compare_table({"k=1": None, "k=2": None, "k=3": None})
+    table = selection.compare_table({"k=1": None, "k=2": None, "k=3": None})
     assert fake.calls == [{"round_to": "none"}]
     assert table["k=2"]["elpd_diff"] == 0.0 and table["k=1"]["elpd_diff"] == pytest.approx(20.1)
     assert table["k=3"]["elpd_loo"] == pytest.approx(-101.2)  # unrounded
-    assert adapter.smallest_adequate_k(table, [1, 2, 3]) == 2
-    summary = adapter.loo_summary(None)
+    assert selection.smallest_adequate_k(table, [1, 2, 3]) == 2
+    summary = psis.loo_summary(None)
     assert (summary["elpd_loo"], summary["p_loo"]) == (-12.25, 1.5)
     assert summary["pareto_k"] == {"good": 1, "ok": 1, "bad": 1, "max": 0.8}
 

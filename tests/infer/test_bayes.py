@@ -123,9 +123,9 @@ def test_em_reaches_the_map_objective(router):
 
 
 def test_nuts_refuses_large_problems(monkeypatch):
-    import bayesmicro.infer.api as api
+    import bayesmicro.infer.nuts as nuts
 
-    monkeypatch.setattr(api, "NUTS_MAX_PAIRS", 10)
+    monkeypatch.setattr(nuts, "NUTS_MAX_PAIRS", 10)
     with pytest.raises(BadInput, match="NUTS is for small problems"):
         fit(small_pairs(n=30), k=1, router="none", inference="nuts")
 

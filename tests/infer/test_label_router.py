@@ -13,9 +13,9 @@ import torch
 from bayesmicro.errors import BadInput
 from bayesmicro.evaluate.alignment import cosine_matrix, match_heads
 from bayesmicro.infer.api import fit
-from bayesmicro.infer.result import Fit
+from bayesmicro.infer.results.mixture import Fit
 from bayesmicro.integrations.export import mixture_weights
-from bayesmicro.routing.hedge import context_router_from
+from bayesmicro.routing.common import context_router_from
 from tests.common import assert_close
 from tests.routing.test_routing import _reversed_population
 

@@ -11,7 +11,7 @@ import torch
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.errors import BadInput
 from bayesmicro.infer.api import fit
-from bayesmicro.infer.result import Fit
+from bayesmicro.infer.results.mixture import Fit
 from bayesmicro.integrations.trl import MixtureReward, reward_function
 from tests.common import assert_close
 from tests.tiny_llama import sentences

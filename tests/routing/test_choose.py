@@ -12,7 +12,7 @@ import torch
 
 from bayesmicro.errors import BadInput
 from bayesmicro.infer.api import fit
-from bayesmicro.infer.result import Fit, FitConfig
+from bayesmicro.infer.results.mixture import Fit, FitConfig
 from bayesmicro.routing import choose_restart, context_information, route_predict
 from tests.common import assert_close
 from tests.routing.test_routing import _reversed_population

@@ -11,7 +11,7 @@ import torch
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.errors import BadInput
 from bayesmicro.infer.api import fit
-from bayesmicro.infer.result import Fit, FitConfig
+from bayesmicro.infer.results.mixture import Fit, FitConfig
 from bayesmicro.models.bt import mixture_log_prob
 from bayesmicro.routing import hierarchical as H
 from tests.common import assert_close

@@ -11,11 +11,12 @@ import torch
 
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.errors import BadInput
-from bayesmicro.infer.result import Fit, FitConfig
+from bayesmicro.infer.results.mixture import Fit, FitConfig
 from bayesmicro.models.bt import bt_log_prob
 from bayesmicro.routing.active import active_curve, expected_information_gain
 from bayesmicro.routing.amortized import amortized_route
-from bayesmicro.routing.hedge import OnlineHedge, budget_subset, context_router_from, hedge_route
+from bayesmicro.routing.common import budget_subset, context_router_from
+from bayesmicro.routing.hedge import OnlineHedge, hedge_route
 from bayesmicro.routing.posterior import (hyre_weights, laplace_heads, predict_with_posterior, weight_posterior)
 from bayesmicro.routing.route import route_predict
 from tests.common import assert_close

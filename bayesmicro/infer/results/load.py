@@ -7,11 +7,12 @@ from pathlib import Path
 
 from bayesmicro._io import read_json
 from bayesmicro.errors import BadInput
-from bayesmicro.infer.latent_class_result import LATENT_CLASS_FORMAT, LatentClassResult
-from bayesmicro.infer.result import CONFIG_FILE, Fit
+from bayesmicro.infer.results.base import Posterior
+from bayesmicro.infer.results.latent_class import LATENT_CLASS_FORMAT, LatentClassResult
+from bayesmicro.infer.results.mixture import CONFIG_FILE, Fit
 
 
-def load(path: str | os.PathLike) -> Fit | LatentClassResult:
+def load(path: str | os.PathLike) -> Posterior:
     """A ``Fit`` (``bayesmicro fit --out``) or a ``LatentClassResult`` (``bayesmicro fit --format comparisons
     --out``); a missing or damaged folder is a one-line BadInput."""
     path = Path(path)

@@ -1,6 +1,7 @@
-"""Stage-2 benchmark on synthetic populations with reversed subgroups (issue 5's done-when numbers), one JSON.
+"""``bayesmicro bench routing_synthetic``: stage 2 on synthetic populations with reversed subgroups (issue 5's
+done-when numbers).
 
-    PYTHONPATH=. python benchmarks/routing_synthetic.py --out routing_synthetic.json
+    bayesmicro bench routing_synthetic --json
 
 1. Routing: stage 1 (prompt router, no context) is fitted on population A (prompt_weight 1: the prompt reveals the
    subgroup often enough for the heads w, −w to be identifiable); routing is evaluated on population B with the same
@@ -15,21 +16,20 @@
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 
 import numpy as np
 import torch
 
+from bayesmicro.bench.report import json_block, log, write_suite
 from bayesmicro.data.synthetic import PopulationSpec, make_population
 from bayesmicro.evaluate.metrics import score
 from bayesmicro.infer.api import fit
-from bayesmicro.infer.result import Fit, FitConfig
+from bayesmicro.infer.results.mixture import Fit, FitConfig
 from bayesmicro.routing.active import active_curve
 from bayesmicro.routing.posterior import laplace_heads, predict_with_posterior, weight_posterior
 from bayesmicro.routing.amortized import amortized_route
-from bayesmicro.routing.hedge import budget_subset
+from bayesmicro.routing.common import budget_subset
 from bayesmicro.routing.route import budget_curve
 
 
@@ -104,20 +104,18 @@ def active(seed: int, n_users: int = 20) -> dict:
     return {"budgets": budgets, **{s: np.mean(v, 0).tolist() for s, v in curves.items()}, "users": n_users}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--out", default="routing_synthetic.json")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--parts", default="routing,coverage,active")
-    args = parser.parse_args()
+PARTS = {"routing": routing, "coverage": coverage, "active": active}
+
+
+def run(seeds: int = 1, out_dir=None, parts: tuple[str, ...] = tuple(PARTS)) -> dict:
+    """The ``parts`` (routing, coverage, active) on seeds 0 … seeds−1, one torch thread."""
     torch.set_num_threads(1)
-    result = {"seed": args.seed}
-    for part in args.parts.split(","):
-        result[part] = {"routing": routing, "coverage": coverage, "active": active}[part](args.seed)
-        with open(args.out, "w") as fh:
-            json.dump(result, fh, indent=1, sort_keys=True)
-    print(json.dumps(result, sort_keys=True)[:4000])
-
-
-if __name__ == "__main__":
-    main()
+    by_seed = {}
+    for seed in range(seeds):
+        by_seed[str(seed)] = {"seed": seed}
+        for part in parts:
+            start = time.perf_counter()
+            by_seed[str(seed)][part] = PARTS[part](seed)
+            log(f"routing_synthetic: seed {seed} {part} in {time.perf_counter() - start:.0f} s")
+    return write_suite(out_dir, "routing_synthetic", {"seeds": seeds, "by_seed": by_seed},
+                       [(f"Seed {seed}", json_block(result)) for seed, result in by_seed.items()])

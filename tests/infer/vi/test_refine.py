@@ -1,4 +1,4 @@
-"""The linearised VI refined by HMC on the exact network (``infer.refine``)."""
+"""The linearised VI refined by HMC on the exact network (``infer.vi.refine``)."""
 
 from dataclasses import dataclass
 
@@ -11,8 +11,8 @@ from bayesmicro.errors import BadInput
 from bayesmicro.evaluate.arviz import n_chains
 from bayesmicro.infer import Fit, fit
 from bayesmicro.infer.api import refit_like
-from bayesmicro.infer.laplace import LaplaceParams, laplace_curvature
-from bayesmicro.infer.refine import ExactLogJoint, RefineSchedule, hmc_refine
+from bayesmicro.infer.vi.laplace import LaplaceParams, laplace_curvature
+from bayesmicro.infer.vi.refine import ExactLogJoint, RefineSchedule, hmc_refine
 from bayesmicro.infer.vi import VISchedule
 from tests.common import assert_close
 

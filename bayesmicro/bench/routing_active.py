@@ -8,21 +8,23 @@ budget: accuracy on the held-out labels, and the expected accuracy against the t
 noise). The done-when of issue #5 compares active at B/2 with random at B, paired per user: mean ± standard error of
 the difference over all users of all seeds.
 
-    PYTHONPATH=. python benchmarks/routing_active.py --population sharp   (then --population soft)
+    bayesmicro bench routing_active --seeds 3 --json   (both populations; ~25 min on 2 CPU cores)
+
+The committed ``benchmarks/results/routing/active.{json,md}`` came from the script this suite replaced, one population
+per run, merged (the same computation per population).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from bayesmicro.bench.report import log, write_suite
 from bayesmicro.data.synthetic import PopulationSpec, make_population
 from bayesmicro.infer.api import fit
+from bayesmicro.methods import Acquisition
 from bayesmicro.routing.active import active_curve
 
 BUDGETS = [1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16]
@@ -43,7 +45,7 @@ def user_curves(stage1, data, truth, user: str, strategies: list[str], random_or
     both = lambda prob: (label_acc(prob), expected_acc(prob))
     out = {"oracle": dict(zip(("accuracy", "expected"), both(true_p)))}
     for strategy in strategies:
-        seeds = range(random_orders) if strategy == "random" else [0]
+        seeds = range(random_orders) if strategy == Acquisition.RANDOM else [0]
         runs = [active_curve(stage1, pool, held, BUDGETS, strategy=strategy, seed=1000 * s + int(user[1:]),
                              metric=both) for s in seeds]
         out[strategy] = {name: [float(np.mean([r[b][i] for r in runs])) for b in BUDGETS]
@@ -137,47 +139,25 @@ def markdown(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def report(parts: list[Path], out: Path) -> None:
-    """Merge per-population results into one JSON and its Markdown."""
-    results = {json.loads(p.read_text())["population"]: json.loads(p.read_text()) for p in parts}
-    out.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
-    out.with_suffix(".md").write_text(markdown(results) + "\n")
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--report", nargs="*", help="merge these per-population JSONs into --merged and stop")
-    parser.add_argument("--merged", default="benchmarks/results/routing/active.json")
-    parser.add_argument("--population", choices=sorted(POPULATIONS), default="sharp")
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--users", type=int, default=150, help="new users per seed")
-    parser.add_argument("--strategies", default="epig,eer,eig,random")
-    parser.add_argument("--random-orders", type=int, default=2)
-    parser.add_argument("--stage1-restarts", type=int, default=3, help="restarts of the stage-1 fit (1 left seed "
-                        "2 of the sharp population at a bad optimum: 0.53 accuracy against an oracle's 0.88)")
-    parser.add_argument("--out", default="benchmarks/results/routing/active_{population}.json")
-    args = parser.parse_args()
-    if args.report:
-        report([Path(p) for p in args.report], Path(args.merged))
-        return
+def run(seeds: int = 3, out_dir=None, populations: tuple[str, ...] = ("sharp", "soft"), users: int = 150,
+        strategies: tuple[str, ...] = ("epig", "eer", "eig", "random"), random_orders: int = 2,
+        stage1_restarts: int = 3) -> dict:
+    """Each population on seeds 0 … seeds−1, ``users`` new users per seed, one torch thread. ``stage1_restarts``: 1
+    left seed 2 of the sharp population at a bad optimum (0.53 accuracy against an oracle's 0.88)."""
     torch.set_num_threads(1)
-    strategies = args.strategies.split(",")
-    start = time.perf_counter()
-    curves = []
-    seeds = [int(s) for s in args.seeds.split(",")]
-    for seed in seeds:
-        curves += run_seed(args.population, seed, args.users, strategies, args.random_orders, args.stage1_restarts)
-    result = {"population": args.population, "settings": POPULATIONS[args.population], "seeds": seeds,
-              "users_per_seed": args.users, "stage1_restarts": args.stage1_restarts, "pool": POOL, "held_out": HELD, "random_orders": args.random_orders,
-              "seconds": time.perf_counter() - start, **summarise(curves, strategies),
-              "command": f"PYTHONPATH=. python benchmarks/routing_active.py --population {args.population} "
-                         f"--seeds {args.seeds} --users {args.users} --strategies {args.strategies} "
-                         f"--random-orders {args.random_orders} --stage1-restarts {args.stage1_restarts}"}
-    out = Path(args.out.format(population=args.population))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
-    print(json.dumps(result["half_budget"], sort_keys=True))
-
-
-if __name__ == "__main__":
-    main()
+    results = {}
+    for population in populations:
+        start = time.perf_counter()
+        curves = []
+        for seed in range(seeds):
+            curves += run_seed(population, seed, users, list(strategies), random_orders, stage1_restarts)
+            log(f"routing_active: {population} seed {seed} done at {time.perf_counter() - start:.0f} s")
+        results[population] = {
+            "population": population, "settings": POPULATIONS[population], "seeds": list(range(seeds)),
+            "users_per_seed": users, "stage1_restarts": stage1_restarts, "pool": POOL, "held_out": HELD,
+            "random_orders": random_orders, "seconds": time.perf_counter() - start,
+            **summarise(curves, list(strategies)),
+            "command": f"bayesmicro bench routing_active --seeds {seeds}"}
+    text = markdown(results).split("\n", 2)[2]  # without its page title: write_suite heads the page
+    return write_suite(out_dir, "routing_active", {"seeds": seeds, "populations": results},
+                       [("Active queries vs random choice (issue #5)", text)])

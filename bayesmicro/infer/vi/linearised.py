@@ -1,6 +1,6 @@
 """Gaussian VI of the mixture with its router linearised at the MAP: the Laplace covariance, the ELBO-optimal mean.
 
-The linearised Laplace (``infer.laplace``) is a Gaussian centred on the mode. The linearised model's posterior is
+The linearised Laplace (``infer.vi.laplace``) is a Gaussian centred on the mode. The linearised model's posterior is
 not centred there: its mass lies at sharper routers (the likelihood flattens as router logits grow, so mass spreads
 outward), and a mode-centred Gaussian pulls held-out probabilities toward 0.5. This posterior keeps the Laplace
 covariance Σ = (F + Λ)⁻¹ and moves the mean to the maximiser of the ELBO of the linearised model,
@@ -32,7 +32,7 @@ import copy
 import torch
 from torch.func import functional_call, jvp, vjp, vmap
 
-from bayesmicro.infer.laplace import (LaplaceCurvature, antithetic_normal, gaussian_draws, laplace_curvature,
+from bayesmicro.infer.vi.laplace import (LaplaceCurvature, antithetic_normal, gaussian_draws, laplace_curvature,
                                       laplace_log_evidence)
 from bayesmicro.models.bt import mixture_log_prob, reward_margins
 from bayesmicro.models.mixture import BTMixture

@@ -1,28 +1,25 @@
-"""How far a streamed CUDA fit lands from the CPU fit and from itself (cuBLAS reductions are not bit-reproducible).
+"""``bayesmicro bench gpu_agreement``: how far a streamed CUDA fit lands from the CPU fit and from itself (cuBLAS
+reductions are not bit-reproducible).
 
 Writes the built-in synthetic population (scaled up) to an fp16 shard store, fits it with ``fit_stream`` once on the
 CPU and twice on the GPU (same seed, same schedule), and compares the held-out P(chosen ≻ rejected):
 
-    python benchmarks/gpu_agreement.py [--pairs N] [--epochs E] [--json]
+    bayesmicro bench gpu_agreement --json   (needs a CUDA device)
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from bayesmicro.data.shards import write_shards  # noqa: E402
-from bayesmicro.data.synthetic import PopulationSpec, make_population  # noqa: E402
-from bayesmicro.infer.stream import StreamSchedule, fit_stream  # noqa: E402
+from bayesmicro.bench.report import json_block, write_suite
+from bayesmicro.data.shards import write_shards
+from bayesmicro.data.synthetic import PopulationSpec, make_population
+from bayesmicro.errors import BadInput
+from bayesmicro.infer.stream import StreamSchedule, fit_stream
 
 
 def gaps(p: torch.Tensor, q: torch.Tensor) -> dict[str, float]:
@@ -36,19 +33,15 @@ def metrics(p: torch.Tensor) -> dict[str, float]:
     return {"accuracy": float((p > 0.5).double().mean()), "nll": float(-p.clamp_min(1e-12).log().mean())}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=200_000)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=4096)
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
+def run(seeds: int = 1, out_dir=None, pairs: int = 200_000, epochs: int = 3, batch_size: int = 4096) -> dict:
+    """The built-in population scaled to ``pairs`` (a quarter held out), fitted once on the CPU and twice on the GPU
+    (seed 0; ``seeds`` is accepted for the suite interface and unused)."""
     if not torch.cuda.is_available():
-        sys.exit("gpu_agreement: needs a CUDA device")
-    data, _ = make_population(PopulationSpec(n_pairs=args.pairs), seed=0)
-    n_test = args.pairs // 4
-    train, test = data.subset(torch.arange(n_test, args.pairs)), data.subset(torch.arange(n_test))
-    schedule = StreamSchedule(epochs=args.epochs, batch_size=args.batch_size)
+        raise BadInput("gpu_agreement needs a CUDA device")
+    data, _ = make_population(PopulationSpec(n_pairs=pairs), seed=0)
+    n_test = pairs // 4
+    train, test = data.subset(torch.arange(n_test, pairs)), data.subset(torch.arange(n_test))
+    schedule = StreamSchedule(epochs=epochs, batch_size=batch_size)
     runs, probs = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         store = write_shards(train, Path(tmp) / "store")
@@ -57,13 +50,9 @@ def main() -> None:
             fit = fit_stream(store, k=3, router="context", seed=0, schedule=schedule, device=device)
             probs[name] = fit.predict_proba(test).double()
             runs[name] = {"seconds": time.perf_counter() - start, **metrics(probs[name])}
-    result = {"pairs": args.pairs, "held_out": n_test, "epochs": args.epochs, "batch_size": args.batch_size,
+    result = {"pairs": pairs, "held_out": n_test, "epochs": epochs, "batch_size": batch_size,
               "device_name": torch.cuda.get_device_name(0), "torch": torch.__version__, "runs": runs,
               "cuda_vs_cuda": gaps(probs["cuda_a"], probs["cuda_b"]),
               "cuda_vs_cpu": gaps(probs["cuda_a"], probs["cpu"]),
               "cuda_bitwise_repeat": bool(torch.equal(probs["cuda_a"], probs["cuda_b"]))}
-    print(json.dumps(result) if args.json else json.dumps(result, indent=1))
-
-
-if __name__ == "__main__":
-    main()
+    return write_suite(out_dir, "gpu_agreement", result, [("CUDA vs CPU and CUDA vs CUDA", json_block(result))])

@@ -25,6 +25,7 @@ from bayesmicro._io import atomic_dir, read_json, read_tensors, write_json, writ
 from bayesmicro.data.pairs import read_table
 from bayesmicro.data.protocols.comparisons import ComparisonRows, encode_rows
 from bayesmicro.errors import BadInput
+from bayesmicro.infer.results.base import Posterior
 from bayesmicro.infer.latent_class import LatentClassFit
 from bayesmicro.models.bt import bt_log_prob
 from bayesmicro.models.latent_class import LinearRouter, component_log_lik, make_router, user_log_lik
@@ -35,7 +36,7 @@ DEFAULT_COLUMNS = {"item1": "item1", "item2": "item2", "outcome": "outcome", "us
 
 
 @dataclass
-class LatentClassResult:
+class LatentClassResult(Posterior):
     """A per-user latent class BT mixture with the coding of the table it was fitted on.
 
     heads (K, d) item worths of each class (d = n_items − 1, the reference item's worth is 0); responsibilities
@@ -70,6 +71,20 @@ class LatentClassResult:
     @property
     def k(self) -> int:
         return self.heads.shape[0]
+
+    def draws(self) -> dict[str, torch.Tensor]:
+        """The point estimate as one draw: {"heads": (1, K, d), "router.<state key>": (1, ...)}."""
+        return {"heads": self.heads[None],
+                **{f"router.{key}": value[None] for key, value in self.router.state_dict().items()}}
+
+    @torch.no_grad()
+    def reward(self, features: torch.Tensor, router_input: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-class rewards w_kᵀx of coded item rows ``features`` (n, d): (n, K); with covariate rows
+        ``router_input`` (n, p), the mixture Σ_k π_k(c) w_kᵀx: (n,)."""
+        rewards = features.double() @ self.heads.T
+        if router_input is None:
+            return rewards
+        return (self.prior_weights(router_input) * rewards).sum(-1)
 
     def worths(self) -> torch.Tensor:
         """(K, n_items) log-worth of every item per class, the reference (last) item at 0."""

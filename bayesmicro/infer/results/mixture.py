@@ -14,6 +14,8 @@ import torch
 from bayesmicro._io import atomic_dir, read_json, read_tensors, write_json, write_tensors
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.errors import BadInput
+from bayesmicro.infer.results.base import Posterior
+from bayesmicro.methods import Router as RouterKind
 from bayesmicro.models.bt import mixture_log_prob, reward_margins
 from bayesmicro.models.mixture import LABEL_ROUTERS, ROUTERS, BTMixture
 
@@ -42,7 +44,7 @@ class FitConfig:
 
     @property
     def uses_context(self) -> bool:
-        return self.router == "context"
+        return self.router == RouterKind.CONTEXT
 
     @property
     def label_router(self) -> bool:
@@ -52,7 +54,7 @@ class FitConfig:
         """(n, router_dim) what this model's router reads from ``data`` (of the pairs at ``rows``; None: all): the
         prompt embedding, [prompt; context], or the one-hot of the pair's label in ``router_levels`` (a label outside
         them: zeros); None for none."""
-        if self.router == "none" or self.k == 1:
+        if self.router == RouterKind.NONE or self.k == 1:
             return None
         if self.label_router:
             return data.label_onehot(self.router, self.router_levels, rows)  # no copy of the pairs, no re-validation
@@ -99,7 +101,7 @@ class PreferenceProba:
 
 
 @dataclass
-class Fit:
+class Fit(Posterior):
     """A fitted mixture. ``heads`` holds S draws (S = 1 for a point estimate) of shape (S, K, d).
 
     ``router_draws`` (vi/nuts on a routed mixture): S draws of router parameters {state key: (S, ...)} — the output
@@ -139,6 +141,10 @@ class Fit:
                 f"router_dim={c.router_dim}, alpha={c.alpha}{trained})")
 
     # -- predictions --------------------------------------------------------------------------------------------
+    def draws(self) -> dict[str, torch.Tensor]:
+        """{"heads": (S, K, d), "router.<state key>": (S, ...) for each drawn router parameter}."""
+        return {"heads": self.heads, **{f"router.{key}": value for key, value in self.router_draws.items()}}
+
     @property
     def n_draws(self) -> int:
         return self.heads.shape[0]
@@ -339,7 +345,7 @@ class Fit:
         raw = read_json(path / CONFIG_FILE)
         found = raw.pop("format", None) if isinstance(raw, dict) else None
         if found != RUN_FORMAT:
-            from bayesmicro.infer.latent_class_result import LATENT_CLASS_FORMAT
+            from bayesmicro.infer.results.latent_class import LATENT_CLASS_FORMAT
 
             if found == LATENT_CLASS_FORMAT:
                 raise BadInput("a per-user latent-class run (`fit --format comparisons`), not reward heads on "

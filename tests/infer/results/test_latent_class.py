@@ -14,7 +14,7 @@ from bayesmicro.cli.app import app
 from bayesmicro.data.protocols.comparisons import comparisons_from_columns
 from bayesmicro.errors import BadInput
 from bayesmicro.infer.latent_class import fit_latent_class
-from bayesmicro.infer.latent_class_result import LatentClassResult
+from bayesmicro.infer.results.latent_class import LatentClassResult
 from tests.common import SHARED_DATA, assert_close
 
 ITEMS = ["a", "b", "c", "d"]
@@ -145,7 +145,7 @@ def test_old_latent_class_folder_and_missing_folder(tmp_path):
 
 
 def test_load_still_returns_a_fit_for_mixture_runs(tmp_path):
-    from bayesmicro.infer.result import Fit, FitConfig
+    from bayesmicro.infer.results.mixture import Fit, FitConfig
 
     config = FitConfig(k=2, router="none", dim=3)
     fit = Fit(config, torch.randn(1, 2, 3), config.build_model().router.state_dict())

@@ -6,8 +6,8 @@ from pyro.infer import MCMC, NUTS
 
 from bayesmicro.data.synthetic import PopulationSpec, make_population
 from bayesmicro.infer import Fit, fit
-from bayesmicro.infer.laplace import laplace_curvature
-from bayesmicro.infer.linearised import LinearisedLogJoint, expected_log_joint, linearised_vi_posterior
+from bayesmicro.infer.vi.laplace import laplace_curvature
+from bayesmicro.infer.vi.linearised import LinearisedLogJoint, expected_log_joint, linearised_vi_posterior
 from bayesmicro.infer.vi import VISchedule
 from bayesmicro.models.bt import mixture_log_prob, reward_margins
 from tests.common import assert_close

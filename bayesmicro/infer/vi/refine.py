@@ -1,7 +1,7 @@
 """Hamiltonian refinement of the linearised VI (``router_posterior="refined"``): its draws moved by HMC on the
 exact network.
 
-The linearised VI (``infer.linearised``) is exact for the model whose router logits are linearised at the MAP, and
+The linearised VI (``infer.vi.linearised``) is exact for the model whose router logits are linearised at the MAP, and
 that model is the limit of its calibration (on the built-in population NUTS on it covers 0.849, the VI 0.848). This
 family follows Salimans, Kingma & Welling (2015, "Markov chain Monte Carlo and variational inference: bridging the
 gap"): q_T = q_0 K^T, with q_0 the linearised VI and K a Metropolis-adjusted HMC transition that leaves the *exact*
@@ -28,7 +28,7 @@ with the chains' relative efficiency: 117 of 4 500 pairs with Pareto k > 0.7 at 
 size 118, and 44 on 2 560 draws of the same chains; the smallest bulk ESS of a head weight 77 of 640), as are those
 of NUTS's exact draws (92 at 400). ``diagnose`` scores
 those pairs by mixture importance sampling instead (``RefineSchedule(target="loo_mixture")``: the same chains on
-q_mix(θ) ∝ p(θ | D) Σ_i 1 / p(y_i | θ), Silva & Zanella 2023; ``evaluate.arviz.mixture_is_loo``), whose weights are
+q_mix(θ) ∝ p(θ | D) Σ_i 1 / p(y_i | θ), Silva & Zanella 2023; ``evaluate.loo.mixture_is_loo``), whose weights are
 bounded. PSIS moment matching (Paananen et al. 2021) does not rescue it: on the morning's run it brought 114
 such pairs down to 2, but its elpd_i of three pairs scored by exact refits (−0.059 / −0.072 /
 −0.063; PSIS −0.061 / −0.068 / −0.055) came out −0.030 / −0.046 / −0.033 — its density ratios between moved draws
@@ -52,14 +52,15 @@ import torch
 from pyro.ops.stats import effective_sample_size, split_gelman_rubin
 
 from bayesmicro.errors import BadInput
-from bayesmicro.infer.laplace import LaplaceParams, flat_gaussian_draws, split_draws
-from bayesmicro.infer.linearised import linearised_vi
-from bayesmicro.infer.result import drawn_logits
+from bayesmicro.methods import RefineTarget
+from bayesmicro.infer.vi.laplace import LaplaceParams, flat_gaussian_draws, split_draws
+from bayesmicro.infer.vi.linearised import linearised_vi
+from bayesmicro.infer.results.mixture import drawn_logits
 from bayesmicro.models.bt import entropy, mixture_log_prob, reward_margins
 from bayesmicro.models.mixture import BTMixture
 
 _CHUNK_FLOATS = 4_000_000  # (chains, pairs, hidden) activations held at once
-REFINE_TARGETS = ("posterior", "loo_mixture")
+REFINE_TARGETS = tuple(member.value for member in RefineTarget)
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ class ExactLogJoint:
 
     diff: (n, d); z: (n, d_r) standardised router input; prior_precision: (P,) the Gaussian prior's diagonal.
     ``loo_mixture``: add log Σ_i 1 / p(y_i | θ), the log density of Silva & Zanella's (2023) mixture of the n
-    leave-one-out posteriors, q_mix(θ) ∝ p(θ | D) Σ_i 1 / p(y_i | θ) (``evaluate.arviz.mixture_is_loo``)."""
+    leave-one-out posteriors, q_mix(θ) ∝ p(θ | D) Σ_i 1 / p(y_i | θ) (``evaluate.loo.mixture_is_loo``)."""
 
     def __init__(self, model: BTMixture, layout: LaplaceParams, prior_precision: torch.Tensor, diff: torch.Tensor,
                  z: torch.Tensor, dtype: torch.dtype = torch.float32, loo_mixture: bool = False):
@@ -203,7 +204,7 @@ def refined_vi_posterior(model: BTMixture, heads: torch.Tensor, diff: torch.Tens
     curv, chol, mean, info = linearised_vi(model, heads, diff, router_x, seed, mc_draws)
     start = flat_gaussian_draws(chol, mean, schedule.chains, seed + 1)
     joint = ExactLogJoint(model, curv.layout, curv.prior_precision, diff, model.router.standardize(router_x),
-                          loo_mixture=schedule.target == "loo_mixture")
+                          loo_mixture=schedule.target == RefineTarget.LOO_MIXTURE)
     draws, refine_info = hmc_refine(joint, chol, start, schedule, seed + 2)
     refine_info["target"] = schedule.target
     head_draws, router_draws = split_draws(model, curv.layout, draws)

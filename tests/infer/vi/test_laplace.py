@@ -7,9 +7,10 @@ from torch.func import functional_call, jacrev
 
 from bayesmicro.data.synthetic import PopulationSpec, make_population
 from bayesmicro.errors import BadInput
-from bayesmicro.infer import fit, laplace
+from bayesmicro.infer import fit
+from bayesmicro.infer.vi import laplace
 from bayesmicro.infer.api import refit_like
-from bayesmicro.infer.laplace import LaplaceParams, mode_log_evidence
+from bayesmicro.infer.vi.laplace import LaplaceParams, mode_log_evidence
 from tests.common import assert_close
 
 HIDDEN = 4

@@ -1,6 +1,6 @@
 """hh: which stage-1 optimum stage 2 needs to reach the per-subset oracle, and why the restarts do not find it.
 
-    PYTHONPATH=. python benchmarks/hh_stage1_optima.py [--seeds 0 1 2 3 4] [--restarts 8] [--out FILE]
+    bayesmicro bench hh_optima --seeds 5 --json   (8 restarts; ~40 min on 2 CPU cores)
 
 Same embedded HH-RLHF pairs, 80/20 splits, stage-1 recipe (``micro_stage1_smooth``: K = 2, prompt router, α = 0,
 router prior sd 0.1) and B = 50 labelled training pairs per subset as ``bayesmicro bench hh``. Per seed, stage-1
@@ -22,10 +22,6 @@ seeds per choice of optimum. One torch thread; ~8 minutes per seed with 8 restar
 
 from __future__ import annotations
 
-import argparse
-import json
-import time
-
 import numpy as np
 import pyro
 import torch
@@ -33,16 +29,15 @@ from pyro.infer import Trace_ELBO
 from pyro.infer.autoguide import AutoDelta
 from pyro.infer.autoguide.initialization import init_to_value
 
-from bayesmicro._io import write_json
 from bayesmicro.bench.hh import HEADLINE_BUDGET, STAGE1_RECIPES, STAGE2_BASE, subset_scores
+from bayesmicro.bench.hh_seeds import run_seeds
+from bayesmicro.bench.report import json_block, write_suite
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.infer.api import fit
-from bayesmicro.infer.laplace import mode_log_evidence
+from bayesmicro.infer.vi.laplace import mode_log_evidence
 from bayesmicro.infer.map import Schedule, _run_lbfgs, fit_map_once, per_pair_loss
-from bayesmicro.infer.result import Fit
+from bayesmicro.infer.results.mixture import Fit
 from bayesmicro.routing import budget_subset, route_predict
-
-from hh_seeds import run_seeds  # benchmarks/, on the path when this runs as a script
 
 RECIPE = STAGE1_RECIPES[STAGE2_BASE]
 PRETRAIN_STEPS = 300  # Adam steps of the router on its start targets
@@ -176,18 +171,8 @@ def summarise(by_seed: dict[str, dict], restarts: int) -> dict:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--restarts", type=int, default=8)
-    parser.add_argument("--out", default="hh_stage1_optima.json")
-    args = parser.parse_args()
-    by_seed = run_seeds(run_seed, args.seeds, args.restarts)
-    out = {"summary": summarise(by_seed, args.restarts), "by_seed": by_seed, "seeds": args.seeds,
-           "restarts": args.restarts, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-    write_json(args.out, out)  # temp file, then rename
-    print(json.dumps(out["summary"], indent=1))
-
-
-if __name__ == "__main__":
-    main()
+def run(seeds: int = 5, out_dir=None, restarts: int = 8) -> dict:
+    """Seeds 0 … seeds−1 with ``restarts`` stage-1 restarts each, one torch thread."""
+    by_seed = run_seeds(run_seed, list(range(seeds)), restarts)
+    results = {"summary": summarise(by_seed, restarts), "by_seed": by_seed, "seeds": list(range(seeds)), "restarts": restarts}
+    return write_suite(out_dir, "hh_optima", results, [("Summary over seeds", json_block(results["summary"]))])

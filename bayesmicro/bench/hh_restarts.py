@@ -1,6 +1,6 @@
 """hh: does choosing the stage-1 restart by the labelled pairs' subsets bring stage 2 to the per-subset oracle?
 
-    PYTHONPATH=. python benchmarks/hh_restart_choice.py [--seeds 0 1 2 3 4 5 6 7 8 9] [--restarts 8] [--out FILE]
+    bayesmicro bench hh_restarts --seeds 10 --json   (8 restarts)
 
 The protocol was written before seeds 5-9 were run (benchmarks/README, "hh: choosing the stage-1 restart"). Same
 embedded HH-RLHF pairs, 80/20 splits, stage-1 recipe (``micro_stage1_smooth``) and B = 50 labelled training pairs per
@@ -15,19 +15,14 @@ against the mean oracle − 0.02. One torch thread; ~65 s per seed on a 2-core C
 
 from __future__ import annotations
 
-import argparse
-import json
-import time
-
 import numpy as np
 
-from bayesmicro._io import write_json
 from bayesmicro.bench.hh import HEADLINE_BUDGET, STAGE1_RECIPES, STAGE2_BASE, TOLERANCE, subset_scores
+from bayesmicro.bench.hh_seeds import run_seeds
+from bayesmicro.bench.report import json_block, write_suite
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.infer.api import fit
 from bayesmicro.routing import budget_subset, context_information, route_predict
-
-from hh_seeds import run_seeds  # benchmarks/, on the path when this runs as a script
 
 RECIPE = STAGE1_RECIPES[STAGE2_BASE]
 SEED_GROUPS = {"dev": range(0, 5), "confirm": range(5, 10)}
@@ -86,18 +81,8 @@ def summarise(by_seed: dict[str, dict]) -> dict:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
-    parser.add_argument("--restarts", type=int, default=8)
-    parser.add_argument("--out", default="hh_restart_choice.json")
-    args = parser.parse_args()
-    by_seed = run_seeds(run_seed, args.seeds, args.restarts)
-    out = {"summary": summarise(by_seed), "by_seed": by_seed, "restarts": args.restarts,
-           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-    write_json(args.out, out)  # temp file, then rename
-    print(json.dumps(out["summary"], indent=1))
-
-
-if __name__ == "__main__":
-    main()
+def run(seeds: int = 10, out_dir=None, restarts: int = 8) -> dict:
+    """Seeds 0 … seeds−1 with ``restarts`` stage-1 restarts each, one torch thread."""
+    by_seed = run_seeds(run_seed, list(range(seeds)), restarts)
+    results = {"summary": summarise(by_seed), "by_seed": by_seed, "restarts": restarts}
+    return write_suite(out_dir, "hh_restarts", results, [("Summary over seeds", json_block(results["summary"]))])

@@ -9,9 +9,11 @@ from bayesmicro.data.synthetic import PopulationSpec, make_population
 from bayesmicro.evaluate.calibration import calibration_report
 from bayesmicro.evaluate.metrics import score
 from bayesmicro.infer.api import fit
-from bayesmicro.infer.result import Fit
+from bayesmicro.infer.results.mixture import Fit
+from bayesmicro.methods import RestartSelect
 
-BASELINES = {"single_bt": (1, "none"), "static_mixture": (None, "none"), "routed_mixture": (None, "context")}
+# name → (K or None for the comparison's K, router or None for the comparison's router: the routed mixture)
+BASELINES = {"single_bt": (1, "none"), "static_mixture": (None, "none"), "routed_mixture": (None, None)}
 
 
 def compare_on_population(spec: PopulationSpec = PopulationSpec(), seed: int = 0, k: int | None = None,
@@ -28,9 +30,9 @@ def compare_on_population(spec: PopulationSpec = PopulationSpec(), seed: int = 0
     results, fits = {}, {}
     start = time.perf_counter()
     for name, (k_model, router_model) in BASELINES.items():
-        if name == "routed_mixture":
-            router_model = router
-        select = routed_select if name == "routed_mixture" else "loglik"
+        routed = router_model is None
+        router_model = router if routed else router_model
+        select = routed_select if routed else RestartSelect.LOGLIK.value
         fits[name] = fit(data, k=k_model or k, router=router_model, seed=seed, on_step=on_step, select=select,
                          **fit_kwargs)
         results[name] = score(fits[name].predict_proba(test), test.group)

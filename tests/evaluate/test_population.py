@@ -2,8 +2,8 @@
 
 import pytest
 
-from bayesmicro.evaluate.arviz import reloo
-from bayesmicro.evaluate.compare import compare_on_population
+from bayesmicro.evaluate.loo import reloo
+from bayesmicro.evaluate.population import compare_on_population
 from bayesmicro.data.synthetic import make_population
 
 

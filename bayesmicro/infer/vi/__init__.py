@@ -1,14 +1,18 @@
-"""Variational inference over the heads and the router. For routed mixtures, by default, the refined VI: the
+"""Variational inference over the heads and the router: this package holds its variants — ``vi.laplace`` (the
+Gaussian at the MAP, and the Laplace evidence), ``vi.linearised`` (the linearised VI), ``vi.refine`` (its draws moved by
+HMC) — and here, the choice among them (``fit_vi``) and SVI.
+
+For routed mixtures, by default, the refined VI: the
 linearised VI — a Gaussian over the heads and every router layer with the router linearised at the MAP, the Laplace
-covariance and the ELBO-optimal mean (``router_posterior="linearised"``, ``infer.linearised``) — whose draws HMC
-transitions that leave the exact posterior invariant then move (``"refined"``, ``infer.refine``: NUTS's calibration at
+covariance and the ELBO-optimal mean (``router_posterior="linearised"``, ``infer.vi.linearised``) — whose draws HMC
+transitions that leave the exact posterior invariant then move (``"refined"``, ``infer.vi.refine``: NUTS's calibration at
 a few times the linearised VI's time, and heavier-tailed PSIS ratios); ``"laplace"`` keeps the Gaussian's mean at the
-MAP (``infer.laplace``); ``"svi"`` is SVI over the heads and the router's output layer.
+MAP (``infer.vi.laplace``); ``"svi"`` is SVI over the heads and the router's output layer.
 
 Why not SVI by default: with SVI the router's hidden layer stays a point estimate learned jointly (type-II MAP),
 and the 90 % credible intervals of P(chosen ≻ rejected) then ignore most of the router's error (coverage ~0.71 on
-the built-in population; the Laplace 0.79, the linearised VI 0.85, refined 0.90 as NUTS); see ``infer.laplace``,
-``infer.linearised`` and ``infer.refine``.
+the built-in population; the Laplace 0.79, the linearised VI 0.85, refined 0.90 as NUTS); see ``infer.vi.laplace``,
+``infer.vi.linearised`` and ``infer.vi.refine``.
 
 The model is the summed-out ``BTMixture``; its router is an ordinary module parameter, so one ``Trace_ELBO()(model,
 guide)`` loss trains the guide's variational parameters and the router together with a torch optimizer. The guide
@@ -29,15 +33,17 @@ from pyro.infer.autoguide import AutoLowRankMultivariateNormal, AutoNormal
 from pyro.infer.autoguide.initialization import init_to_value
 
 from bayesmicro.errors import BadInput, warn
-from bayesmicro.infer.bayes_router import HEADS_SITE, LatentRouterMixture, router_draw_tensors
-from bayesmicro.infer.laplace import laplace_posterior, supports_laplace
-from bayesmicro.infer.linearised import linearised_vi_posterior
+from bayesmicro.models.router import HEADS_SITE, LatentRouterMixture, router_draw_tensors
+from bayesmicro.infer.vi.laplace import laplace_posterior, supports_laplace
+from bayesmicro.infer.vi.linearised import linearised_vi_posterior
 from bayesmicro.infer.map import per_pair_loss
-from bayesmicro.infer.refine import RefineSchedule, refined_vi_posterior
+from bayesmicro.infer.vi.refine import RefineSchedule, refined_vi_posterior
+from bayesmicro.methods import Guide, RouterPosterior
 from bayesmicro.models.mixture import BTMixture
 
-GUIDES = ("normal", "lowrank")
-ROUTER_POSTERIORS = ("linearised", "refined", "laplace", "svi")
+GUIDES = tuple(member.value for member in Guide)
+ROUTER_POSTERIORS = tuple(member.value for member in RouterPosterior)
+GUIDE_CLASSES = {Guide.NORMAL: AutoNormal, Guide.LOWRANK: AutoLowRankMultivariateNormal}  # Guide → autoguide
 FULL_BATCH_PAIRS = 50_000  # above this, SVI steps use minibatches scaled to the full data
 
 
@@ -65,7 +71,7 @@ class VISchedule:
     # built-in population (Laplace, seed 0) 1 000 draws gave 10 pairs with k > 0.7, 2 000 gave 5, 4 000 none (max
     # 0.67). Seeds 1 and 2 still have 4 pairs each in (0.7, 0.76] at 4 000; 8 000 cleared seed 1 (max 0.67) but not
     # seed 2 (2 pairs, max 0.77), at twice the cost of every prediction (router draws are evaluated one by one): the
-    # default stays 4 000, and ``evaluate.arviz.reloo`` redoes PSIS on 4× the draws for the few pairs above 0.7.
+    # default stays 4 000, and ``evaluate.loo.reloo`` redoes PSIS on 4× the draws for the few pairs above 0.7.
     laplace_draws: int = 4000
 
 
@@ -73,12 +79,12 @@ def make_guide(model, kind: str, init_values: dict[str, torch.Tensor], rank: int
     """An autoguide over the model's latent sites started at ``init_values`` with a small initial scale."""
     init = init_to_value(values={k: v.detach().clone() for k, v in init_values.items()})
     scale = 0.01
-    if kind == "normal":
-        return AutoNormal(model, init_loc_fn=init, init_scale=scale)
-    if kind == "lowrank":
-        rank = rank or min(sum(v.numel() for v in init_values.values()), 10)
-        return AutoLowRankMultivariateNormal(model, init_loc_fn=init, init_scale=scale, rank=rank)
-    raise ValueError(f"guide must be one of {GUIDES}, got {kind!r}")
+    if kind not in GUIDE_CLASSES:
+        raise ValueError(f"guide must be one of {GUIDES}, got {kind!r}")
+    options = {}
+    if kind == Guide.LOWRANK:  # the one guide with a rank
+        options["rank"] = rank or min(sum(v.numel() for v in init_values.values()), 10)
+    return GUIDE_CLASSES[Guide(kind)](model, init_loc_fn=init, init_scale=scale, **options)
 
 
 def fit_vi(model: BTMixture, diff: torch.Tensor, router_x: torch.Tensor | None, init_heads: torch.Tensor,
@@ -93,18 +99,19 @@ def fit_vi(model: BTMixture, diff: torch.Tensor, router_x: torch.Tensor | None, 
     if schedule.router_posterior not in ROUTER_POSTERIORS:
         raise BadInput(f"router_posterior must be one of {ROUTER_POSTERIORS}, got {schedule.router_posterior!r}")
     n = diff.shape[0]
-    if schedule.router_posterior != "svi" and model.router.reads_input and model.k > 1 and not supports_laplace(model):
+    kind = RouterPosterior(schedule.router_posterior)
+    if kind != RouterPosterior.SVI and model.router.reads_input and model.k > 1 and not supports_laplace(model):
         warn(f"router_posterior '{schedule.router_posterior}' needs the Laplace curvature of the router, and this "
              f"one has too many parameters (router input of {diff.shape[1] if router_x is None else router_x.shape[1]}"
              " columns): using SVI over the heads and the router output layer instead (router_posterior 'svi')")
-    if schedule.router_posterior != "svi" and supports_laplace(model):
-        if schedule.router_posterior == "laplace":
+    if kind != RouterPosterior.SVI and supports_laplace(model):
+        if kind == RouterPosterior.LAPLACE:
             return laplace_posterior(model, init_heads, diff, router_x, schedule.laplace_draws, seed)
-        if schedule.router_posterior == "refined" and n <= schedule.refine.max_pairs:
+        if kind == RouterPosterior.REFINED and n <= schedule.refine.max_pairs:
             return refined_vi_posterior(model, init_heads, diff, router_x, seed, schedule.mc_draws, schedule.refine)
         heads, router_draws, info = linearised_vi_posterior(model, init_heads, diff, router_x,
                                                             schedule.laplace_draws, seed, schedule.mc_draws)
-        if schedule.router_posterior == "refined":
+        if kind == RouterPosterior.REFINED:
             info["refine_skipped"] = f"{n} training pairs > refine.max_pairs = {schedule.refine.max_pairs}"
             warn(f"router_posterior 'refined': {info['refine_skipped']}, using the linearised posterior instead")
         return heads, router_draws, info

@@ -1,4 +1,4 @@
-"""Shared by the hh study scripts (run as ``python benchmarks/<script>.py``, which puts this folder on the path)."""
+"""Shared by the hh study suites (``hh_optima``, ``hh_restarts``): run a study seed by seed on the embedded HH pairs."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Callable
 import torch
 
 from bayesmicro.bench.hh import embed_hh
+from bayesmicro.bench.report import log
 from bayesmicro.data.embedded import EmbeddedPairs
 
 
@@ -19,5 +20,5 @@ def run_seeds(run_seed: Callable[[EmbeddedPairs, int, int], dict], seeds: list[i
     for seed in seeds:
         start = time.perf_counter()
         by_seed[str(seed)] = run_seed(data, seed, restarts)
-        print(f"seed {seed}: {time.perf_counter() - start:.0f} s", flush=True)
+        log(f"seed {seed}: {time.perf_counter() - start:.0f} s")
     return by_seed
