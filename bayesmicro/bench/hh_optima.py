@@ -35,7 +35,7 @@ from bayesmicro.bench.report import json_block, write_suite
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.infer.api import fit
 from bayesmicro.infer.vi.laplace import mode_log_evidence
-from bayesmicro.infer.map import Schedule, _run_lbfgs, fit_map_once, per_pair_loss
+from bayesmicro.infer.map import Schedule, run_lbfgs, fit_map_once, per_pair_loss
 from bayesmicro.infer.results.mixture import Fit
 from bayesmicro.routing import budget_subset, route_predict
 
@@ -75,7 +75,7 @@ def fit_from(config, train: EmbeddedPairs, targets: torch.Tensor, heads: torch.T
     guide = AutoDelta(model, init_loc_fn=init_to_value(values={"heads": heads.clone()}))
     elbo = Trace_ELBO()(model, guide)
     loss_on = per_pair_loss(elbo, diff, router_x)
-    loss = _run_lbfgs([p for p in elbo.parameters() if p.requires_grad], lambda: loss_on(None), Schedule(), None).objective
+    loss = run_lbfgs([p for p in elbo.parameters() if p.requires_grad], lambda: loss_on(None), Schedule(), None).objective
     router_state = {k: v.detach().clone() for k, v in model.router.state_dict().items()}
     return Fit(config, guide.median()["heads"].detach().clone().unsqueeze(0), router_state), loss
 
