@@ -114,7 +114,7 @@ def fit_paper_stage1(train: EmbeddedPairs, k: int, seed: int, *, lr: float = 2e-
 class OptimumSpec:
     """The time-to-optimum study: a problem small enough for full-batch optimisation (the default backbone's width)."""
 
-    n_pairs: int = 23_500
+    n_pairs: int = 6_000
     dim: int = 384
     k: int = 4
     latent_dim: int = 64
@@ -122,7 +122,7 @@ class OptimumSpec:
     test_fraction: float = 0.2
     threads: int = 1
     within: float = 0.002  # "at the optimum": training objective per pair within this of the best any run reaches
-    long_iterations: int = 3000  # the long reference run that finds the best objective
+    long_iterations: int = 2000  # the long reference run that finds the best objective
     block: int = 20  # reference iterations between objective checkpoints
 
 
