@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from bayesmicro.errors import BadInput, BayesmicroWarning
+from bayesmicro.methods import Router
 
 if TYPE_CHECKING:  # the CLI starts without importing torch
     from bayesmicro.infer.results.mixture import Fit
@@ -30,7 +31,7 @@ stderr = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
 
 def model_key(k: int, router: str) -> str:
     """The JSON key of a run's results: single_bt, static_mixture or routed_mixture."""
-    return "single_bt" if k == 1 else ("static_mixture" if router == "none" else "routed_mixture")
+    return "single_bt" if k == 1 else ("static_mixture" if Router(router) is Router.NONE else "routed_mixture")
 
 # library argument → CLI option, where the option is not the argument's name with dashes
 ARGUMENT_FLAGS = {"select": "--select-restart", "data_format": "--format", "out_dir": "--out", "as_json": "--json"}

@@ -12,6 +12,7 @@ import typer
 from bayesmicro.cli import options as o
 from bayesmicro.cli.common import cli_errors, emit_json, pairs_for_run, stderr
 from bayesmicro.errors import BadInput
+from bayesmicro.methods import Inference
 
 PLOT_FILE, REPORT_FILE = "reliability.png", "diagnose.json"
 REDRAW_FACTOR = 4  # bayesmicro.evaluate.arviz.REDRAW_FACTOR (checked equal in tests/cli)
@@ -131,7 +132,7 @@ def run_diagnose(run_dir: Path, data: Path | None, max_refits: int | None, redra
     fitted = Fit.load(run_dir)
     _check_writable(run_dir)
     if max_refits is None:
-        max_refits = 0 if fitted.config.inference == "nuts" else 10
+        max_refits = 0 if Inference(fitted.config.inference) is Inference.NUTS else 10  # NUTS refits cost minutes
     pairs, truth = _pairs_for(run_dir, data, fitted)
     fitted.check_compatible(pairs)
     has_split = pairs.split is not None and "test" in set(pairs.split.tolist())

@@ -24,6 +24,7 @@ from bayesmicro.infer.results.mixture import Fit
 from bayesmicro.infer.nuts import NUTSSchedule
 from bayesmicro.infer.vi.refine import RefineSchedule
 from bayesmicro.infer.vi import VISchedule
+from bayesmicro.methods import Inference, Router
 from bayesmicro.models.mixture import LABEL_ROUTERS
 
 
@@ -105,7 +106,7 @@ def _fit_options(job: FitJobConfig, router: str) -> dict:
 
 def _auto_scale(job: FitJobConfig, pairs, k, router: str, options: dict) -> dict | None:
     """``--router-prior-scale auto`` with a given K: choose the sd (into ``options``); what was chosen, or None."""
-    if job.router_prior_scale != AUTO or router == "none" or job.auto_k or k <= 1:
+    if job.router_prior_scale != AUTO or Router(router) is Router.NONE or job.auto_k or k <= 1:
         return None
     from bayesmicro.evaluate.selection import auto_router_prior_scale
 
@@ -169,16 +170,25 @@ def _auto_choice_lines(scale_choice: dict | None) -> list[str]:
             f"{scale_choice['holdout_pairs']} of the training pairs)"]
 
 
+def _vi_schedule(job: FitJobConfig) -> dict:
+    draws = job.draws
+    kept = {} if draws is None else {"draws": draws, "laplace_draws": draws, "refine": RefineSchedule(draws=draws)}
+    return {"vi": VISchedule(guide=job.guide, router_posterior=job.router_posterior, **kept)}
+
+
+def _nuts_schedule(job: FitJobConfig) -> dict:
+    kept = {} if job.draws is None else {"draws": job.draws}
+    return {"nuts": NUTSSchedule(chains=job.chains, warmup=job.warmup, mass=job.nuts_mass, **kept)}
+
+
+# the posterior settings each method takes (EM's posterior around its optimum is the VI one)
+POSTERIOR_SCHEDULES = {Inference.MAP: lambda job: {}, Inference.VI: _vi_schedule, Inference.EM: _vi_schedule,
+                       Inference.NUTS: _nuts_schedule}
+
+
 def _posterior_schedules(job: FitJobConfig) -> dict:
     """The ``vi`` / ``nuts`` settings of ``fit()`` from the job's posterior settings."""
-    draws = job.draws
-    if job.inference in ("vi", "em"):  # em: the same posterior, around the EM optimum
-        kept = {} if draws is None else {"draws": draws, "laplace_draws": draws, "refine": RefineSchedule(draws=draws)}
-        return {"vi": VISchedule(guide=job.guide, router_posterior=job.router_posterior, **kept)}
-    if job.inference == "nuts":
-        kept = {} if draws is None else {"draws": draws}
-        return {"nuts": NUTSSchedule(chains=job.chains, warmup=job.warmup, mass=job.nuts_mass, **kept)}
-    return {}
+    return POSTERIOR_SCHEDULES[Inference(job.inference)](job)
 
 
 def _load_split(data: Path, test_fraction: float, seed: int) -> tuple[EmbeddedPairs, bool]:
@@ -216,7 +226,7 @@ def _fit_and_score(pairs: EmbeddedPairs, k: int, router: str, seed: int, step, o
         results["single_bt"]["train_nll"] = -single.summary["train_loglik"] / single.summary["train_pairs"]
     results[key]["ece"] = ece(proba)
     results[key]["train_nll"] = -main_fit.summary["train_loglik"] / main_fit.summary["train_pairs"]
-    if main_fit.config.router != "none" and k > 1 and len(held_out) > 1:
+    if Router(main_fit.config.router) is not Router.NONE and k > 1 and len(held_out) > 1:
         results[key]["router_weight_sd"] = float(main_fit.log_weights(held_out).exp().std(0).max())
     return results, main_fit
 
@@ -241,7 +251,7 @@ def _memorisation_hint(results: dict, router: str, k: int) -> str | None:
     label router: it has no per-pair input to memorise with, and held-out users it has not seen are expected to be
     predicted worse."""
     row = results.get(model_key(k, router), {})
-    if router in ("none", *LABEL_ROUTERS) or k == 1 or results.get("evaluated_on") != "test" or "train_nll" not in row:
+    if not Router(router).reads_embedding or k == 1 or results.get("evaluated_on") != "test" or "train_nll" not in row:
         return None
     gap = row["nll"] - row["train_nll"]
     if gap <= MEMORISATION_GAP:

@@ -13,7 +13,7 @@ from bayesmicro.cli import options as o
 from bayesmicro.cli.common import cli_errors, collapsed_heads, emit_json, pairs_for_run, print_table, set_threads, stderr, warning
 from bayesmicro.config import RouteConfig
 from bayesmicro.errors import BadInput
-from bayesmicro.methods import Acquisition, RouteMethod
+from bayesmicro.methods import Acquisition, RestartRule, RouteMethod
 
 # a routed prediction closer than this to stage 1's, on every held-out pair, is a no-op
 NO_OP_CHANGE = 1e-6
@@ -47,7 +47,7 @@ def route_command(
     active: bool = typer.Option(False, "--active", help="Ask each group's (user's) B pairs by active queries on "
                                 "the weight posterior instead of at random (DATA's orientation plays the answers).",
                                 rich_help_panel=STAGE2),
-    acquisition: str = o.choice(Acquisition.EPIG, "--acquisition", tuple(a for a in Acquisition if a != "random"),
+    acquisition: str = o.choice(Acquisition.EPIG, "--acquisition", tuple(a for a in Acquisition if a is not Acquisition.RANDOM),
                                 "With --active: epig (information about the predictions) | eer (expected "
                                 "accuracy) | eig (information about π).", STAGE2),
     pool_size: int = typer.Option(200, "--pool-size", help="With --active: candidate pairs per group (user).",
@@ -99,18 +99,20 @@ def _check_run(fit, job: RouteConfig) -> None:
         check_routable(fit, source=job.run)
     if reweighting and (collapsed := collapsed_heads(fit)) is not None:
         warning(f"{job.run}: {collapsed}: routing re-weights heads that predict alike and can change little")
-    if job.restart == "context" and not fit.restart_modes:
+    if RestartRule(job.restart) is RestartRule.CONTEXT and not fit.restart_modes:
         raise BadInput("--restart context chooses among the run's restarts, and this run kept none: fit it with "
                        "--keep-restarts", source=job.run)
 
 
 def _route_pairs(fit, job: RouteConfig):
     """(DATA with the run's split or a drawn one, the context stage 2 reads; the routing unit)."""
+    from bayesmicro.routing.registry import ROUTE_METHODS
+
     pairs, _ = pairs_for_run(Path(job.run), Path(job.data), fit)
     if job.context_from is not None:
         pairs = pairs.with_label_context(job.context_from)
     pairs = fit.with_label_context(pairs)  # a run routed on a label: stage 2 reads the same one-hot
-    if pairs.context is None and any(m in ("hedge", "amortized") for m in job.methods):
+    if pairs.context is None and any(ROUTE_METHODS[RouteMethod(m)].reads_context for m in job.methods):
         raise BadInput("routing needs a 'context' matrix in DATA (or --context-from group|user: the one-hot of "
                        "that label)", source=job.data)
     by = _routing_unit(pairs, job.by, Path(job.data))
