@@ -329,8 +329,9 @@ def test_reward_summary_matches_brute_force(routed_vi_fit):
     assert_close(summary.mixture_mean, mixture.mean(0), atol=1e-5)
     assert_close(summary.mixture_quantiles[0], torch.quantile(mixture, 0.1, dim=0), atol=1e-5)
     assert_close(result.risk_averse_reward(feats, rx, 0.1), summary.mixture_quantiles[0], atol=1e-9)
-    # The legacy point reward is unchanged: posterior-mean head rewards.
+    # one posterior-mean reward: reward() is reward_summary()'s mean, per head and for the mixture
     assert_close(result.reward(feats), summary.head_mean.float(), atol=1e-4)
+    assert_close(result.reward(feats, rx), summary.mixture_mean.float(), atol=1e-5)
     no_router = result.reward_summary(feats)
     assert no_router.mixture_mean is None and no_router.head_mean.shape == (50, 2)
     with pytest.raises(BadInput, match="features must have shape"):

@@ -254,12 +254,15 @@ class Fit(Posterior):
 
     @torch.no_grad()
     def reward(self, features: torch.Tensor, router_input: torch.Tensor | None = None) -> torch.Tensor:
-        """Per-head rewards r_k = w_kᵀh, posterior mean: (n, K); with ``router_input`` the mixture reward
-        Σ_k π_k r_k: (n,)."""
-        rewards = (features.float() @ self.heads.transpose(-1, -2)).mean(0)
+        """Posterior mean of the per-head rewards r_k = w_kᵀh: (n, K); with ``router_input`` the posterior mean of
+        the mixture reward Σ_k π_k r_k over the joint draws of heads and router: (n,) — ``reward_summary``'s
+        ``mixture_mean``, the definition ``score`` and the TRL adapter use."""
+        rewards = features.float() @ self.heads.transpose(-1, -2)  # (S, n, K)
         if router_input is None:
-            return rewards
-        return (self._router.log_weights(router_input.float(), rewards.shape[0]).exp() * rewards).sum(-1)
+            return rewards.mean(0)
+        reads = router_input.float() if self._router.reads_input else None
+        weights = self._log_weights_from(reads, rewards.shape[1]).exp()  # (S_r, n, K)
+        return (weights * rewards).sum(-1).mean(0)
 
     @torch.no_grad()
     def prefer_proba(self, data: EmbeddedPairs, level: float = 0.9) -> PreferenceProba:
