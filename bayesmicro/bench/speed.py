@@ -111,16 +111,13 @@ def fit_paper_stage1(train: EmbeddedPairs, k: int, seed: int, *, lr: float = 2e-
 
 
 @dataclass(frozen=True)
-class OptimumSpec:
-    """The time-to-optimum study: a problem small enough for full-batch optimisation (the default backbone's width)."""
+class OptimumSpec(SpeedSpec):
+    """The time-to-optimum study: features as ``SpeedSpec`` builds them, on a problem small enough for full-batch
+    optimisation (the default backbone's width)."""
 
     n_pairs: int = 6_000
     dim: int = 384
     k: int = 4
-    latent_dim: int = 64
-    noise: float = 0.1
-    test_fraction: float = 0.2
-    threads: int = 1
     within: float = 0.002  # "at the optimum": training objective per pair within this of the best any run reaches
     long_iterations: int = 2000  # the long reference run that finds the best objective
     block: int = 20  # reference iterations between objective checkpoints
@@ -195,8 +192,7 @@ def time_to_optimum(spec: OptimumSpec = OptimumSpec(), seed: int = 0) -> dict[st
     """Seconds for the plain-PyTorch reference and for bayesmicro's default fit to reach within ``spec.within`` of the
     best training objective either reaches (the reference's long run included), with the held-out NLL there."""
     torch.set_num_threads(spec.threads)
-    data, _ = make_features(SpeedSpec(n_pairs=spec.n_pairs, dim=spec.dim, k=spec.k, latent_dim=spec.latent_dim,
-                                      noise=spec.noise, test_fraction=spec.test_fraction), seed)
+    data, _ = make_features(spec, seed)
     train, test = data.part("train"), data.part("test")
     objective = MapObjective(train)
     checkpoints = reference_lbfgs(objective, spec.k, seed, spec.long_iterations, spec.block)
