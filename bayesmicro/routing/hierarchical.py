@@ -287,10 +287,10 @@ def fit_jointly(fit: Fit, data: EmbeddedPairs, scales: UnitScales, key: str = "u
     info = run_lbfgs(problem.parameters(), problem.objective, schedule or Schedule(), None)
     population, head, logit = problem.solution(info)
     _, _, _, variance = _dual_terms(StageOne.of(population, data), codes, head, logit, scales)
-    return UnitOffsets(population, key, start.units, head, logit, scales, start.n_labels,
-                       variance.clamp_min(0).sqrt(),
-                       history=[_joint_objective(start, data), _joint_objective(
-                           UnitOffsets(population, key, start.units, head, logit, scales, start.n_labels), data)])
+    joint = UnitOffsets(population, key, start.units, head, logit, scales, start.n_labels,
+                        variance.clamp_min(0).sqrt())
+    joint.history = [_joint_objective(start, data), _joint_objective(joint, data)]
+    return joint
 
 
 class _JointProblem:
