@@ -117,6 +117,10 @@ class PreconditionedDelta(PyroModule):
         """(K, d) the heads at the current point."""
         return self.white @ self.transform
 
+    def median(self, *args, **kwargs) -> dict[str, torch.Tensor]:
+        """The point, as ``AutoDelta.median`` gives it."""
+        return {"heads": self.heads()}
+
     def forward(self, *args, **kwargs) -> None:
         pyro.sample("heads", dist.Delta(self.heads()).to_event(2))
 
@@ -210,8 +214,7 @@ def _fit_map_scaled(model: BTMixture, diff: torch.Tensor, router_x: torch.Tensor
         width = diff.shape[1] + (0 if router_x is None else router_x.shape[1])
         epochs = schedule.adam_epochs(n, width)
         info = ModeInfo(_run_adam(params, loss_on, n, schedule, epochs, gen, on_step), "adam", epochs, False)
-    heads = guide.heads() if isinstance(guide, PreconditionedDelta) else guide.median()["heads"]
-    return heads.detach().clone(), info
+    return guide.median()["heads"].detach().clone(), info
 
 
 def per_pair_loss(elbo: torch.nn.Module, diff: torch.Tensor, router_x: torch.Tensor | None,
