@@ -65,7 +65,8 @@ class Fitter:
                        heads: torch.Tensor, seed: int, vi: "VISchedule", nuts: "NUTSSchedule | None",
                        on_step: Callable[[], None] | None) -> tuple[torch.Tensor, dict, dict]:
         """(head draws (S, K, d), router draws, info) around the mode ``heads``."""
-        raise NotImplementedError(f"inference '{self.inference}' keeps the mode alone")
+        raise TypeError(f"inference '{self.inference}' keeps the mode alone: it draws no posterior "
+                        "(draws_posterior is False)")
 
     def recorded_schedules(self, original: "Fit", info: dict, draws: int | None, refine_target: str) -> dict:
         """The posterior settings ``original`` recorded, as ``fit`` keyword arguments (for refits)."""

@@ -280,17 +280,17 @@ def fit_jointly(fit: Fit, data: EmbeddedPairs, scales: UnitScales, key: str = "u
     offsets on ``data`` (the units' training pairs), at the prior sds ``scales``. Starts at stage 1 with each unit's
     offsets given it (``adapt``) and runs full-batch L-BFGS over all of them together, with ``infer.map``'s stopping
     rule. The returned offsets' ``fit`` is the refitted population (a MAP) and ``history`` the joint objective per
-    pair at the start and at the end (``_joint_objective``)."""
+    pair at the start and at the end (``_JointProblem.objective``)."""
     start = adapt(fit, data, scales, key)
     _, codes = _unit_codes(data, key)
     problem = _JointProblem(fit, data, start, torch.from_numpy(codes))
+    with torch.no_grad():
+        before = float(problem.objective())
     info = run_lbfgs(problem.parameters(), problem.objective, schedule or Schedule(), None)
     population, head, logit = problem.solution(info)
     _, _, _, variance = _dual_terms(StageOne.of(population, data), codes, head, logit, scales)
-    joint = UnitOffsets(population, key, start.units, head, logit, scales, start.n_labels,
-                        variance.clamp_min(0).sqrt())
-    joint.history = [_joint_objective(start, data), _joint_objective(joint, data)]
-    return joint
+    return UnitOffsets(population, key, start.units, head, logit, scales, start.n_labels,
+                       variance.clamp_min(0).sqrt(), history=[before, info.objective])
 
 
 class _JointProblem:
@@ -342,28 +342,6 @@ class _JointProblem:
         logit = self.scales.logit * self.unit_logit.detach().double() if self.fit_logit else \
             torch.zeros_like(self.unit_logit, dtype=torch.float64)
         return population, self.scales.head * self.unit_head.detach().double(), logit
-
-
-def _joint_objective(offsets: UnitOffsets, data: EmbeddedPairs) -> float:
-    """−(log-likelihood + α · router entropy + the population's log prior + the offsets' log prior) / n at
-    ``offsets`` (float64): the objective ``fit_jointly`` lowers."""
-    population, scales = offsets.fit, offsets.scales
-    base = StageOne.of(population, data)
-    index = offsets.index(data)
-    log_lik = float(base.log_lik(offsets.head[index], offsets.logit[index]).sum())
-    config = population.config
-    heads = population.heads.double().mean(0)
-    log_prior = -float(heads.pow(2).sum()) / (2 * config.prior_scale ** 2)
-    if config.alpha and config.k > 1:
-        log_lik += config.alpha * float(entropy(torch.log_softmax(base.log_weights + offsets.logit[index], -1)).sum())
-    if config.k > 1 and config.router != "none":
-        log_prior -= sum(float(v.double().pow(2).sum()) for name, v in population.router_state.items()
-                         if name.startswith("net.")) / (2 * config.router_prior_scale ** 2)
-    if scales.head > 0:
-        log_prior -= float(offsets.head.pow(2).sum()) / (2 * scales.head ** 2)
-    if scales.logit > 0 and config.k > 1:
-        log_prior -= float(offsets.logit.pow(2).sum()) / (2 * scales.logit ** 2)
-    return -(log_lik + log_prior) / len(data)
 
 
 __all__ = ["StageOne", "UnitOffsets", "UnitScales", "adapt", "estimate_scales", "fit_jointly"]
