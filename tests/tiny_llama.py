@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from transformers import BertConfig, BertModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.infer.api import fit
@@ -38,6 +38,25 @@ def build_tiny_llama(folder: Path, hidden: int = 32, seed: int = 0) -> Path:
     model = LlamaForCausalLM(config)
     model.generation_config.pad_token_id = 0
     model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def build_tiny_bert(folder: Path, hidden: int = 32, seed: int = 0) -> Path:
+    """A tiny random BERT encoder (no chat template: pairs read as ``prompt\\n\\nresponse``) with the word-level
+    tokenizer, whose post-processor adds [CLS] … [SEP] as BERT's does."""
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
+    vocab = {tok: i for i, tok in enumerate(specials + sorted(set(WORDS)))}
+    raw = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    raw.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    raw.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2),
+                                                                                                ("[SEP]", 3)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw, pad_token="[PAD]", unk_token="[UNK]",
+                                        cls_token="[CLS]", sep_token="[SEP]")
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+                        num_attention_heads=4, max_position_embeddings=256, pad_token_id=0)
+    BertModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 

@@ -1,9 +1,15 @@
 """Export a personalized reward as a standard scalar reward model: backbone + one linear score head.
 
 The head is w = Σ_k π_k w̄_k (w̄_k the posterior-mean heads) for one fixed mixture: the router applied to a given
-context, or the static weights. The result is a ``transformers`` ``*ForSequenceClassification`` folder whose score of
-a chat-templated (prompt, response) is wᵀh(x, a), h the last non-pad token's last-layer state — the same features
-the run was fitted on — so any RLHF stack can use it without bayesmicro installed.
+context, or the static weights. The result is a ``transformers`` folder that ``AutoModelForSequenceClassification``
+loads and whose score of a (prompt, response), formatted as the run's features were (chat template, or
+``prompt\n\nresponse`` without one), is wᵀh(x, a) — the same features the run was fitted on — so any RLHF stack
+can use it without bayesmicro installed:
+
+- features pooled on the last token (decoders): the backbone's own ``*ForSequenceClassification``, whose score
+  head reads the last non-pad token;
+- mean-pooled features (encoders such as the default all-MiniLM-L6-v2): ``MeanPooledRewardModel``, whose code the
+  folder carries (``modeling`` file + ``auto_map``), loaded with ``trust_remote_code=True``.
 """
 
 from __future__ import annotations
@@ -13,12 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
 from bayesmicro._io import atomic_dir, check_output, write_json
 from bayesmicro.embed.backbone import check_hub_id
 from bayesmicro.errors import BadInput
 from bayesmicro.infer.results.mixture import Fit
+from bayesmicro.integrations.mean_pooled_reward import MeanPooledRewardConfig, MeanPooledRewardModel
 from bayesmicro.methods import Pooling, WeightMode
 from bayesmicro.methods import Router as RouterKind
 
@@ -71,10 +78,12 @@ def export_reward_model(run_dir: str | os.PathLike, backbone: str | None, out: s
                         context: str | None = None, weights: str | None = None, prompt: str = "",
                         revision: str | None = None, local_files_only: bool = False,
                         overwrite: bool = False) -> dict[str, Any]:
-    """Write ``out``: a sequence-classification model (``num_labels=1``) = ``backbone`` + score head Σ_k π_k w̄_k.
-    Exactly one of ``context`` (text) and ``weights='static'``; ``backbone`` None: the one the run's features
-    record (``bayesmicro embed`` writes it). Returns a JSON-able description. ``out`` must not exist, be empty, or
-    (``overwrite``) be an earlier export holding only what bayesmicro wrote."""
+    """Write ``out``: a sequence-classification model (``num_labels=1``) = ``backbone`` + score head Σ_k π_k w̄_k,
+    pooled as the run's features were (``last``: the backbone's own ``*ForSequenceClassification``; ``mean``:
+    ``MeanPooledRewardModel``, loaded with ``trust_remote_code=True``). Exactly one of ``context`` (text) and
+    ``weights='static'``; ``backbone`` None: the one the run's features record (``bayesmicro embed`` writes it).
+    Returns a JSON-able description. ``out`` must not exist, be empty, or (``overwrite``) be an earlier export
+    holding only what bayesmicro wrote."""
     check_output(out, "export", overwrite=overwrite, inputs=(run_dir, backbone))
     if (context is None) == (weights is None):
         raise BadInput("give exactly one of --context TEXT and --weights static")
@@ -83,23 +92,11 @@ def export_reward_model(run_dir: str | os.PathLike, backbone: str | None, out: s
     fit = Fit.load(run_dir)
     if backbone is None:
         backbone, revision = recorded_backbone(fit, run_dir, revision)
-    pooling = (fit.summary.get("embedding") or {}).get("pooling", "last")
-    if pooling != Pooling.LAST:
-        raise BadInput(f"the run's features use '{pooling}' pooling; a sequence-classification head scores the "
-                       "last token, so only 'last' pooling exports exactly", source=str(run_dir))
+    settings = {"pooling": Pooling.LAST, "max_length": 512, **(fit.summary.get("embedding") or {}),
+                "model": backbone, "revision": revision}
     check_hub_id(backbone)
     kwargs = {"revision": revision, "local_files_only": local_files_only}
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(backbone, **kwargs)
-        model = AutoModelForSequenceClassification.from_pretrained(backbone, num_labels=1, dtype=torch.float32,
-                                                                   **kwargs)
-    except (OSError, ValueError) as exc:
-        raise BadInput(f"cannot load the backbone as a sequence classifier ({str(exc).splitlines()[0]})",
-                       source=backbone) from None
-    score = getattr(model, "score", None)
-    if not isinstance(score, torch.nn.Linear) or score.bias is not None:
-        raise BadInput(f"{type(model).__name__} has no bias-free linear 'score' head on the last token; export "
-                       "needs a decoder backbone such as Llama, Mistral, Qwen2 or Gemma", source=backbone)
+    tokenizer, model, score = SCORE_MODELS[Pooling(settings["pooling"])](backbone, kwargs)
     if score.in_features != fit.config.dim:
         raise BadInput(f"the backbone's hidden size is {score.in_features}, the run's features have "
                        f"{fit.config.dim} columns (a different backbone?)", source=backbone)
@@ -108,23 +105,68 @@ def export_reward_model(run_dir: str | os.PathLike, backbone: str | None, out: s
     if context is not None and RouterKind(fit.config.router).reads_embedding:
         from bayesmicro.integrations.trl import make_embedder
 
-        embedder = make_embedder({"model": backbone, "revision": revision, "pooling": "last",
-                                  "max_length": (fit.summary.get("embedding") or {}).get("max_length", 512)},
-                                 local_files_only=local_files_only)
+        embedder = make_embedder(settings, local_files_only=local_files_only)
     pi = mixture_weights(fit, embedder, context, prompt)
     head = pi @ fit.heads.mean(0)  # (d,) = Σ_k π_k w̄_k
     with torch.no_grad():
         score.weight.copy_(head[None].to(score.weight.dtype))
-    if tokenizer.pad_token is None:  # the head scores the last non-pad token: padding must be its own token
-        tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
-        model.resize_token_embeddings(len(tokenizer))
-    model.config.pad_token_id = tokenizer.pad_token_id
+    _tokenize_as_the_run(tokenizer, model, settings)
     description = {"run": str(Path(run_dir)), "backbone": backbone, "context": context, "prompt": prompt,
                    "weights": weights or "context", "router": fit.config.router, "k": fit.config.k,
                    "mixture_weights": pi.tolist(), "architecture": type(model).__name__,
+                   "pooling": str(settings["pooling"]), "trust_remote_code": isinstance(model, MeanPooledRewardModel),
                    "head_norm": float(head.norm())}
     with atomic_dir(out, "export", overwrite=overwrite, inputs=(run_dir, backbone)) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         write_json(tmp / EXPORT_FILE, description)
     return {**description, "out": str(Path(out))}
+
+
+def _load_failed(exc: Exception, backbone: str, what: str) -> BadInput:
+    return BadInput(f"cannot load the backbone as {what} ({str(exc).splitlines()[0]})", source=backbone)
+
+
+def last_token_model(backbone: str, kwargs: dict[str, Any]):
+    """(tokenizer, the backbone's ``*ForSequenceClassification``, its score layer): scores the last non-pad token."""
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(backbone, **kwargs)
+        model = AutoModelForSequenceClassification.from_pretrained(backbone, num_labels=1, dtype=torch.float32,
+                                                                   **kwargs)
+    except (OSError, ValueError) as exc:
+        raise _load_failed(exc, backbone, "a sequence classifier") from None
+    score = getattr(model, "score", None)
+    if not isinstance(score, torch.nn.Linear) or score.bias is not None:
+        raise BadInput(f"{type(model).__name__} has no bias-free linear 'score' head on the last token; a run with "
+                       "'last' pooling exports with a decoder backbone such as Llama, Mistral, Qwen2 or Gemma",
+                       source=backbone)
+    return tokenizer, model, score
+
+
+def mean_pooled_model(backbone: str, kwargs: dict[str, Any]):
+    """(tokenizer, ``MeanPooledRewardModel`` holding the backbone's weights, its score layer): scores the mean of
+    the last hidden states over the non-pad tokens."""
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(backbone, **kwargs)
+        encoder = AutoModel.from_pretrained(backbone, dtype=torch.float32, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise _load_failed(exc, backbone, "an encoder") from None
+    MeanPooledRewardConfig.register_for_auto_class()
+    MeanPooledRewardModel.register_for_auto_class("AutoModelForSequenceClassification")
+    model = MeanPooledRewardModel(MeanPooledRewardConfig(backbone=encoder.config.to_dict()))
+    model.backbone.load_state_dict(encoder.state_dict())
+    return tokenizer, model.eval(), model.score
+
+
+SCORE_MODELS = {Pooling.LAST: last_token_model, Pooling.MEAN: mean_pooled_model}  # the run's pooling → its head
+
+
+def _tokenize_as_the_run(tokenizer, model, settings: dict[str, Any]) -> None:
+    """The saved tokenizer cuts long texts as the embedding did (the start, at ``max_length``) and pads with a
+    token of its own, so the exported score of a text equals the run's reward."""
+    tokenizer.truncation_side = "left"
+    tokenizer.model_max_length = int(settings["max_length"])
+    if tokenizer.pad_token is None:  # the last-token head scores the last non-pad token: padding needs its own id
+        tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
+        model.resize_token_embeddings(len(tokenizer))
+    model.config.pad_token_id = tokenizer.pad_token_id

@@ -10,9 +10,12 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from typer.testing import CliRunner
 
 from bayesmicro.cli.app import app
+from bayesmicro.data.embedded import EmbeddedPairs
+from bayesmicro.infer.api import fit
 from bayesmicro.infer.results.mixture import Fit
+from bayesmicro.integrations.backbone import BackboneEmbedder
 from tests.common import assert_close
-from tests.tiny_llama import build_tiny_llama, embedded, embedder, run_dirs, sentences, tiny_llama  # noqa: F401
+from tests.tiny_llama import build_tiny_bert, build_tiny_llama, embedded, embedder, run_dirs, sentences, tiny_llama  # noqa: F401
 
 PROMPTS = sentences(5, 30, length=3)
 RESPONSES = [sentences(1, 31 + i, length=2 + 3 * i)[0] for i in range(5)]  # lengths differ: padding is exercised
@@ -108,3 +111,72 @@ def test_the_backbone_defaults_to_the_one_the_run_records(run_dirs, tiny_llama, 
     result = CliRunner().invoke(app, ["export", str(tmp_path / "bare"), "--weights", "static", "--out",
                                       str(tmp_path / "rm3")])
     assert result.exit_code == 2 and "give --backbone" in result.stderr and not (tmp_path / "rm3").exists()
+
+
+# -- mean-pooled encoders: the exported folder carries MeanPooledRewardModel (trust_remote_code) -----------------
+def _mean_pooled_run(embedder, folder) -> Fit:
+    """A prompt-routed K = 2 run on 40 pairs embedded by ``embedder`` (mean pooling), saved to ``folder``."""
+    prompts, chosen, rejected = sentences(40, 1), sentences(40, 2), sentences(40, 3)
+    pairs = EmbeddedPairs(chosen=embedder.embed_responses(prompts, chosen),
+                          rejected=embedder.embed_responses(prompts, rejected),
+                          prompt=embedder.embed_prompts(prompts), meta={"embedding": embedder.settings()})
+    run = fit(pairs, k=2, router="prompt", restarts=1)
+    run.save(folder)
+    return run
+
+
+def remote_code_scores(folder, prompts, responses) -> torch.Tensor:
+    """Score as a user of the folder would, without bayesmicro: default special tokens, right-padded, truncated."""
+    model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
+    batch = tokenizer([f"{p}\n\n{r}" for p, r in zip(prompts, responses)], padding=True, truncation=True,
+                      return_tensors="pt")
+    assert batch["attention_mask"].sum(1).unique().numel() > 1
+    with torch.no_grad():
+        return model(**batch).logits[:, 0]
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny") / "bert")
+
+
+def test_a_mean_pooled_encoder_exports_with_its_own_head(tiny_bert, tmp_path):
+    bert = BackboneEmbedder(str(tiny_bert), pooling="mean", local_files_only=True)
+    run = _mean_pooled_run(bert, tmp_path / "run")
+    report = run_export(tmp_path / "run", "--context", "be concise", "--out", tmp_path / "rm")
+    e = bert.embed_prompts(["be concise"]).expand(len(PROMPTS), -1)
+    expected = run.reward(bert.embed_responses(PROMPTS, RESPONSES), router_input=e)
+    assert_close(remote_code_scores(tmp_path / "rm", PROMPTS, RESPONSES), expected, atol=1e-4)
+    assert report["architecture"] == "MeanPooledRewardModel" and report["pooling"] == "mean"
+    assert report["trust_remote_code"] is True
+    saved = json.loads((tmp_path / "rm" / "config.json").read_text())
+    assert saved["auto_map"]["AutoModelForSequenceClassification"] == \
+        "mean_pooled_reward.MeanPooledRewardModel"
+    module = (tmp_path / "rm" / "mean_pooled_reward.py").read_text()
+    assert "import bayesmicro" not in module and "from bayesmicro" not in module  # loads without bayesmicro
+    with pytest.raises(ValueError, match="custom code"):  # never a silent BERT with a fresh classifier instead
+        AutoModelForSequenceClassification.from_pretrained(tmp_path / "rm")
+
+
+def test_a_mean_pooled_run_refuses_a_decoder_of_another_width(tiny_bert, tmp_path):
+    bert = BackboneEmbedder(str(tiny_bert), pooling="mean", local_files_only=True)
+    _mean_pooled_run(bert, tmp_path / "run")
+    other = build_tiny_llama(tmp_path / "wide", hidden=48)
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "run"), "--backbone", str(other), "--weights",
+                                      "static", "--out", str(tmp_path / "rm")])
+    assert result.exit_code == 2 and "hidden size is 48, the run's features have 32 columns" in result.output
+    assert not (tmp_path / "rm").exists()
+
+
+def test_the_default_minilm_backbone_exports(tmp_path):
+    """A run on features of the default backbone (all-MiniLM-L6-v2, mean pooling) exports without --backbone."""
+    from bayesmicro.embed import Embedder
+
+    minilm = Embedder(device="cpu", storage_dtype="float32", cache_dir=tmp_path / "cache")  # exact features
+    run = _mean_pooled_run(minilm, tmp_path / "run")
+    report = run_export(tmp_path / "run", "--weights", "static", "--out", tmp_path / "rm")
+    pi = torch.tensor(report["mixture_weights"])
+    expected = minilm.embed_responses(PROMPTS, RESPONSES) @ (pi @ run.heads.mean(0))
+    assert_close(remote_code_scores(tmp_path / "rm", PROMPTS, RESPONSES), expected, atol=1e-4)
+    assert report["architecture"] == "MeanPooledRewardModel" and report["head_norm"] > 0
