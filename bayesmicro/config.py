@@ -1,5 +1,6 @@
-"""One validated config object per job (fit, route, embed, bench), built by the CLI from its options and by Python
-callers from keyword arguments; a run folder saves it as ``job.json``.
+"""One validated config object per job (every command: fit, fit-store, fit-comparisons, eval, score, diagnose, route,
+embed, export, bench), built by the CLI from its options and by Python callers from keyword arguments;
+``bayesmicro.run(config)`` runs it (``bayesmicro.jobs``) and a run folder saves it as ``job.json``.
 
 Validation happens once, in ``__post_init__``, with one-line ``BadInput`` errors whose ``argument`` is the Python
 field name (the CLI names the option instead: ``--test-fraction``). This module imports nothing heavy (the CLI's
@@ -25,6 +26,7 @@ AUTO = "auto"
 # shared defaults: every command and the API use these
 TEST_FRACTION = 0.2
 SEED = 0
+K_MAX = 5  # the largest K that k='auto' tries (`--k-max`; bayesmicro.infer.capacity.CapacityGrid)
 
 
 def _auto(value: Any) -> bool:
@@ -93,7 +95,7 @@ class FitJobConfig(JobConfig):
     prior_scale: float | None = None
     router_prior_scale: float | str | None = None
     validate_by: str = ValidateBy.PAIR
-    k_max: int = 5
+    k_max: int = K_MAX
     inference: str = Inference.MAP
     restarts: int | None = None
     select: str = RestartSelect.LOGLIK
@@ -316,5 +318,85 @@ class BenchConfig(JobConfig):
                            argument="options")  # the suite and the seeds: checked by bench.run_suite
 
 
-__all__ = ["AUTO", "BenchConfig", "ComparisonsFitConfig", "EmbedConfig", "FitJobConfig", "JOB_FILE", "RouteConfig",
-           "StoreFitConfig", "TEST_FRACTION", "parse_k"]
+EVAL_SPLITS = ("test", "train", "all")
+
+
+@dataclass(frozen=True)
+class EvalConfig(JobConfig):
+    """A ``bayesmicro eval`` job: score a saved run on embedded pairs (``split``: test, train or all)."""
+
+    run: str = ""
+    data: str = ""
+    split: str = "test"
+
+    def __post_init__(self) -> None:
+        if self.split not in EVAL_SPLITS:
+            raise BadInput(f"--split must be test, train or all, got {self.split!r}")
+
+
+@dataclass(frozen=True)
+class ScoreConfig(JobConfig):
+    """A ``bayesmicro score`` job: posterior preference probabilities and reward quantiles of a saved run, one row
+    per pair (``out`` None: the rows are in the report)."""
+
+    run: str = ""
+    data: str = ""
+    quantiles: tuple[float, ...] = (0.05, 0.5, 0.95)
+    level: float = 0.9
+    out: str | None = None
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        given = self.quantiles
+        levels = check.numbers_list(given, "quantiles") if isinstance(given, str) else given
+        try:
+            levels = tuple(float(q) for q in levels)
+        except (TypeError, ValueError):
+            levels = ()
+        if not levels or any(not 0.0 <= q <= 1.0 for q in levels):
+            raise BadInput(f"quantiles must be numbers in [0, 1], got {given!r}", argument="quantiles")
+        object.__setattr__(self, "quantiles", levels)
+        object.__setattr__(self, "level", check.number(self.level, "level", 0, 1, low_open=True, high_open=True))
+
+
+REDRAW_FACTOR = 4  # bayesmicro.evaluate.loo.REDRAW_FACTOR (checked equal in tests/cli)
+
+
+@dataclass(frozen=True)
+class DiagnoseConfig(JobConfig):
+    """A ``bayesmicro diagnose`` job: PSIS-LOO, calibration and a reliability plot written into the run folder
+    (``data`` None: the built-in population the run was fitted on; ``max_refits`` None: 10, and 0 for NUTS runs)."""
+
+    run: str = ""
+    data: str | None = None
+    max_refits: int | None = None
+    redraw_factor: int = REDRAW_FACTOR
+
+    def __post_init__(self) -> None:
+        for name in ("max_refits", "redraw_factor"):  # a whole number (the bounds: below, as the CLI words them)
+            if getattr(self, name) is not None:
+                check.integer(getattr(self, name), name)
+        if self.max_refits is not None and self.max_refits < 0:
+            raise BadInput(f"--max-refits must be ≥ 0, got {self.max_refits}")
+        if self.redraw_factor < 1:
+            raise BadInput(f"--redraw-factor must be ≥ 1, got {self.redraw_factor}")
+
+
+@dataclass(frozen=True)
+class ExportConfig(JobConfig):
+    """A ``bayesmicro export`` job: a run as backbone + one linear score head for a context (or static weights);
+    checked by ``bayesmicro.integrations.export.export_reward_model``."""
+
+    run: str = ""
+    out: str = ""
+    backbone: str | None = None
+    context: str | None = None
+    weights: str | None = None
+    prompt: str = ""
+    revision: str | None = None
+    overwrite: bool = False
+
+
+__all__ = ["AUTO", "BenchConfig", "ComparisonsFitConfig", "DiagnoseConfig", "EmbedConfig", "EvalConfig",
+           "ExportConfig", "FitJobConfig", "JOB_FILE", "JobConfig", "RouteConfig", "ScoreConfig", "StoreFitConfig",
+           "K_MAX", "SEED", "TEST_FRACTION", "parse_k"]

@@ -9,7 +9,7 @@ import typer
 
 from bayesmicro.bench import SUITES
 from bayesmicro.cli import options as o
-from bayesmicro.cli.common import cli_errors, emit_json, stderr
+from bayesmicro.cli.common import cli_errors, emit_json
 from bayesmicro.cli.options import choices
 from bayesmicro.config import BenchConfig
 from bayesmicro.errors import BadInput
@@ -66,26 +66,11 @@ def bench_command(
              "limit": limit, "budgets": budgets}
     job = BenchConfig(suite=name, seeds=seeds, out=None if out is None else str(out), overwrite=overwrite,
                       options=check_options(name, {key: value for key, value in given.items() if value is not None}))
-    results = run_bench(job)
+    from bayesmicro import jobs
+
+    results = jobs.run(job)
     if as_json:
         emit_json(results)
-
-
-def run_bench(job: BenchConfig) -> dict:
-    """Run the suite; where it wrote is on stderr and in the results (``out``; ``out_dir`` its older name)."""
-    import importlib
-    import inspect
-
-    from bayesmicro.bench import run_suite
-
-    seeds = job.seeds
-    if seeds is None and job.suite in SUITES:
-        seeds = inspect.signature(importlib.import_module(SUITES[job.suite]).run).parameters["seeds"].default
-    results = run_suite(job.suite, seeds=seeds if seeds is not None else 5, out_dir=job.out,
-                        overwrite=True if job.overwrite else None, **job.options)
-    results["out"] = results["out_dir"]
-    stderr.print(f"wrote {results['out']}/results.json, results.md and {len(results['files']) - 2} plot(s)")
-    return results
 
 
 def check_options(name: str, extra: dict[str, Any]) -> dict[str, Any]:
