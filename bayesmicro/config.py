@@ -316,6 +316,59 @@ class BenchConfig(JobConfig):
         if not isinstance(self.options, dict):
             raise BadInput(f"options must be a dict of the suite's options, got {self.options!r}",
                            argument="options")  # the suite and the seeds: checked by bench.run_suite
+        object.__setattr__(self, "options", _bench_options(self.suite, dict(self.options)))
+
+
+BENCH_PROTOCOL_SUITES = ("helpsteer2", "rpr")
+# option → the suites that take it
+BENCH_OPTION_SUITES: dict[str, tuple[str, ...]] = {
+    "pairs": ("scale",), "dim": ("scale",), "k": ("scale", *BENCH_PROTOCOL_SUITES),
+    "device": ("scale", "speed", *BENCH_PROTOCOL_SUITES), "data": (*BENCH_PROTOCOL_SUITES, "ukp"),
+    "backbone": BENCH_PROTOCOL_SUITES, "limit": BENCH_PROTOCOL_SUITES,
+    "budgets": ("synthetic", *BENCH_PROTOCOL_SUITES, "ukp"),
+}
+
+
+def _bench_options(name: str, extra: dict[str, Any]) -> dict[str, Any]:
+    """A suite's own options, checked (BadInput on an option the suite does not take or a bad value), with
+    ``budgets`` (text or integers) as a tuple of ints."""
+    from bayesmicro.bench import SUITES
+
+    if name in SUITES:
+        for option in extra:
+            suites = BENCH_OPTION_SUITES.get(option)
+            if suites is None:
+                raise BadInput(f"options: {option!r} is no bench option (one of {', '.join(BENCH_OPTION_SUITES)})",
+                               argument="options")
+            if name not in suites:
+                raise BadInput(f"--{option} only applies to the {', '.join(suites)} suite"
+                               f"{'s' if len(suites) > 1 else ''}, not {name}")
+    for option in ("pairs", "dim", "k", "limit"):
+        if option in extra and extra[option] < 1:
+            raise BadInput(f"--{option} must be ≥ 1, got {extra[option]}")
+    if extra.get("data") is not None and not str(extra["data"]).strip():
+        raise BadInput("--data must be a file, folder or hub id, got ''")
+    if "budgets" in extra:
+        extra["budgets"] = parse_budgets(extra["budgets"])
+    device = extra.get("device", "cpu")
+    allowed = ("cpu",) if name == "scale" else ("cpu", "auto")
+    if not (device in allowed or device.startswith("cuda")):
+        raise BadInput(f"--device must be {' or '.join(allowed)} or cuda[:i], got {device!r}")
+    return extra
+
+
+def parse_budgets(text: str | tuple[int, ...] | list[int]) -> tuple[int, ...]:
+    """'10,25,50' (or the integers) → (10, 25, 50); BadInput unless every item is an integer ≥ 1."""
+    try:
+        items = text.split(",") if isinstance(text, str) else list(text)
+        values = tuple(int(item) for item in items if not isinstance(item, str) or item.strip())
+        if not isinstance(text, str) and any(isinstance(v, bool) or int(v) != v for v in items):
+            values = ()
+    except (TypeError, ValueError):
+        values = ()
+    if not values or min(values) < 1:
+        raise BadInput(f"--budgets must be comma-separated integers ≥ 1 (e.g. 10,25,50), got {text!r}")
+    return values
 
 
 EVAL_SPLITS = ("test", "train", "all")

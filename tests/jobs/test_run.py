@@ -139,3 +139,20 @@ def test_the_diagnose_default_redraw_factor_is_the_library_one():
     from bayesmicro.evaluate.loo import REDRAW_FACTOR
 
     assert DiagnoseConfig().redraw_factor == REDRAW_FACTOR
+
+
+def test_a_bench_config_checks_the_suite_options_as_the_cli_does(tmp_path):
+    from bayesmicro.config import BenchConfig
+
+    with pytest.raises(BadInput, match=r"^--pairs only applies to the scale suite, not synthetic$"):
+        BenchConfig(suite="synthetic", options={"pairs": 10})
+    with pytest.raises(BadInput, match="^--budgets must be comma-separated integers ≥ 1"):
+        BenchConfig(suite="synthetic", options={"budgets": (10, 0)})
+    with pytest.raises(BadInput, match="^options: 'budget' is no bench option") as info:
+        BenchConfig(suite="synthetic", options={"budget": "10"})
+    assert info.value.argument == "options"
+    assert BenchConfig(suite="ukp", options={"budgets": "5,20"}).options == {"budgets": (5, 20)}
+    report = bayesmicro.run(BenchConfig(suite="scale", seeds=1, out=str(tmp_path / "r"),
+                                        options={"pairs": 2000, "dim": 16, "k": 2}))
+    assert report["command"] == "bench" and report["out"] == str(tmp_path / "r")
+    assert isinstance(report["warnings"], list) and (tmp_path / "r" / "results.json").is_file()
