@@ -259,6 +259,8 @@ class RouteConfig(JobConfig):
         set_("budget", check.integer(self.budget, "budget", 1))
         if isinstance(self.budgets, str):
             set_("budgets", tuple(check.integers_list(self.budgets, "budgets")))
+        else:
+            set_("budgets", tuple(check.integer(b, "budgets", 1) for b in self.budgets))
         set_("tau", check.number(self.tau, "tau", 0, low_open=True))
         set_("test_fraction", check.number(self.test_fraction, "test_fraction", 0, 1, low_open=True,
                                            high_open=True))
