@@ -14,6 +14,7 @@ are this call between their options and their output."""
 from __future__ import annotations
 
 import importlib
+import json
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -60,8 +61,9 @@ def runner_for(config: Any) -> Runner:
 
 
 def run(config: JobConfig) -> dict[str, Any] | None:
-    """Run ``config`` as its command would and return the report its ``--json`` prints: the command's own keys plus
-    ``command``, ``version``, ``seconds`` and ``warnings``. Torch's thread count is 1 during the job (as in the CLI;
+    """Run ``config`` as its command would and return the report its ``--json`` prints (as ``json.loads`` reads it:
+    plain lists, floats and str keys): the command's own keys plus ``command``, ``version``, ``seconds`` and
+    ``warnings``. Torch's thread count is 1 during the job (as in the CLI;
     ``bayesmicro --threads`` aside) and restored after. None only for an ``EmbedConfig`` run on a torchrun rank other
     than 0 (rank 0 reports).
 
@@ -73,7 +75,10 @@ def run(config: JobConfig) -> dict[str, Any] | None:
     start = time.perf_counter()
     with collect_warnings() as said, _torch_threads_kept():
         report = runner(config)
-    return None if report is None else common_keys(report, runner.command, start, said)
+    if report is None:
+        return None
+    # plain JSON types (lists, floats, str keys): exactly what the command's --json prints, read back
+    return json.loads(json.dumps(common_keys(report, runner.command, start, said), default=float))
 
 
 class _torch_threads_kept:

@@ -55,7 +55,43 @@ def test_a_fit_config_gives_the_report_of_fit_json(npz):
     assert cli.code == 0, cli.stderr
     assert report["command"] == "fit" and report["version"] == bayesmicro.__version__
     assert isinstance(report["seconds"], float) and isinstance(report["warnings"], list)
-    assert json.loads(json.dumps(_without_seconds(report), default=float)) == _without_seconds(cli.json())
+    assert _without_seconds(report) == _without_seconds(cli.json())
+
+
+def test_a_fit_config_writes_the_run_folder_fit_writes(npz, tmp_path):
+    report = bayesmicro.run(FitJobConfig(data=str(npz), k=2, restarts=1, router="none", out=str(tmp_path / "api")))
+    cli = run_cli("fit", npz, "--k", "2", "--restarts", "1", "--router", "none", "--out", tmp_path / "cli", "--json")
+    assert cli.code == 0, cli.stderr
+    assert report["out"] == str(tmp_path / "api") and cli.json()["out"] == str(tmp_path / "cli")
+    api_files = sorted(p.name for p in (tmp_path / "api").iterdir())
+    assert api_files == sorted(p.name for p in (tmp_path / "cli").iterdir()) and "job.json" in api_files
+    for name in ("job.json", "config.json"):
+        assert (tmp_path / "api" / name).read_text() == (tmp_path / "cli" / name).read_text().replace(
+            str(tmp_path / "cli"), str(tmp_path / "api"))
+    metrics = json.loads((tmp_path / "api" / "metrics.json").read_text())
+    assert metrics["static_mixture"] == report["static_mixture"]
+
+
+def test_a_fit_vi_config_gives_the_report_of_fit_vi_but_for_its_command(npz):
+    args = dict(data=str(npz), k=2, router="none", restarts=1, draws=20)
+    report = bayesmicro.run(FitJobConfig(inference="vi", **args))
+    cli = run_cli("fit-vi", npz, "--k", "2", "--router", "none", "--restarts", "1", "--draws", "20", "--json").json()
+    assert report["command"] == "fit" and cli["command"] == "fit-vi"
+    assert {**_without_seconds(report), "command": "fit-vi"} == _without_seconds(cli)
+
+
+def test_importing_the_jobs_loads_no_torch():
+    import subprocess
+    import sys
+
+    from tests.common import ROOT, child_env
+
+    code = ("import sys, bayesmicro, bayesmicro.jobs; bayesmicro.run; bayesmicro.FitJobConfig(data='x.npz'); "
+            "print([m for m in ('torch', 'pyro', 'transformers', 'datasets') if m in sys.modules])")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=child_env(), cwd=ROOT,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
 
 
 def test_a_route_config_gives_the_report_of_route_json(routed):
@@ -65,7 +101,7 @@ def test_a_route_config_gives_the_report_of_route_json(routed):
     cli = run_cli("route", run, pairs, "--method", "hedge,hyre", "--budget", "10", "--budgets", "5,10", "--json")
     assert cli.code == 0, cli.stderr
     assert report["command"] == "route" and "budget_curve" in report
-    assert json.loads(json.dumps(_without_seconds(report), default=float)) == _without_seconds(cli.json())
+    assert _without_seconds(report) == _without_seconds(cli.json())
 
 
 def test_eval_and_score_configs_give_what_the_commands_print(routed):
