@@ -34,9 +34,17 @@ _LAZY: dict[str, tuple[str, str]] = {
     "Posterior": ("bayesmicro.infer.results.base", "Posterior"),
     "StreamSchedule": ("bayesmicro.infer.stream", "StreamSchedule"),
     "fit_stream": ("bayesmicro.infer.stream", "fit_stream"),
+    # the job configs every command builds, and the one call that runs any of them (bayesmicro.jobs)
+    "run": ("bayesmicro.jobs", "run"),
     "FitJobConfig": ("bayesmicro.config", "FitJobConfig"),
+    "StoreFitConfig": ("bayesmicro.config", "StoreFitConfig"),
+    "ComparisonsFitConfig": ("bayesmicro.config", "ComparisonsFitConfig"),
+    "EvalConfig": ("bayesmicro.config", "EvalConfig"),
+    "ScoreConfig": ("bayesmicro.config", "ScoreConfig"),
+    "DiagnoseConfig": ("bayesmicro.config", "DiagnoseConfig"),
     "RouteConfig": ("bayesmicro.config", "RouteConfig"),
     "EmbedConfig": ("bayesmicro.config", "EmbedConfig"),
+    "ExportConfig": ("bayesmicro.config", "ExportConfig"),
     "BenchConfig": ("bayesmicro.config", "BenchConfig"),
 }
 
@@ -58,7 +66,8 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # type checkers and IDEs see the names eagerly
-    from bayesmicro.config import BenchConfig, EmbedConfig, FitJobConfig, RouteConfig
+    from bayesmicro.config import (BenchConfig, ComparisonsFitConfig, DiagnoseConfig, EmbedConfig, EvalConfig,
+                                   ExportConfig, FitJobConfig, RouteConfig, ScoreConfig, StoreFitConfig)
     from bayesmicro.data import EmbeddedPairs, PopulationSpec, PreferencePairs, Truth, load_pairs, make_population
     from bayesmicro.data.protocols import load_protocol
     from bayesmicro.data.shards import load_shards, write_shards
@@ -70,3 +79,4 @@ if TYPE_CHECKING:  # type checkers and IDEs see the names eagerly
     from bayesmicro.infer.results.base import Posterior
     from bayesmicro.infer.results.load import load
     from bayesmicro.infer.stream import StreamSchedule, fit_stream
+    from bayesmicro.jobs import run

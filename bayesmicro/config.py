@@ -1,5 +1,6 @@
-"""One validated config object per job (fit, route, embed, bench), built by the CLI from its options and by Python
-callers from keyword arguments; a run folder saves it as ``job.json``.
+"""One validated config object per job (every command: fit, fit-store, fit-comparisons, eval, score, diagnose, route,
+embed, export, bench), built by the CLI from its options and by Python callers from keyword arguments;
+``bayesmicro.run(config)`` runs it (``bayesmicro.jobs``) and a run folder saves it as ``job.json``.
 
 Validation happens once, in ``__post_init__``, with one-line ``BadInput`` errors whose ``argument`` is the Python
 field name (the CLI names the option instead: ``--test-fraction``). This module imports nothing heavy (the CLI's
@@ -25,6 +26,7 @@ AUTO = "auto"
 # shared defaults: every command and the API use these
 TEST_FRACTION = 0.2
 SEED = 0
+K_MAX = 5  # the largest K that k='auto' tries (`--k-max`; bayesmicro.infer.capacity.CapacityGrid)
 
 
 def _auto(value: Any) -> bool:
@@ -93,7 +95,7 @@ class FitJobConfig(JobConfig):
     prior_scale: float | None = None
     router_prior_scale: float | str | None = None
     validate_by: str = ValidateBy.PAIR
-    k_max: int = 5
+    k_max: int = K_MAX
     inference: str = Inference.MAP
     restarts: int | None = None
     select: str = RestartSelect.LOGLIK
@@ -257,6 +259,8 @@ class RouteConfig(JobConfig):
         set_("budget", check.integer(self.budget, "budget", 1))
         if isinstance(self.budgets, str):
             set_("budgets", tuple(check.integers_list(self.budgets, "budgets")))
+        else:
+            set_("budgets", tuple(check.integer(b, "budgets", 1) for b in self.budgets))
         set_("tau", check.number(self.tau, "tau", 0, low_open=True))
         set_("test_fraction", check.number(self.test_fraction, "test_fraction", 0, 1, low_open=True,
                                            high_open=True))
@@ -314,7 +318,140 @@ class BenchConfig(JobConfig):
         if not isinstance(self.options, dict):
             raise BadInput(f"options must be a dict of the suite's options, got {self.options!r}",
                            argument="options")  # the suite and the seeds: checked by bench.run_suite
+        object.__setattr__(self, "options", _bench_options(self.suite, dict(self.options)))
 
 
-__all__ = ["AUTO", "BenchConfig", "ComparisonsFitConfig", "EmbedConfig", "FitJobConfig", "JOB_FILE", "RouteConfig",
-           "StoreFitConfig", "TEST_FRACTION", "parse_k"]
+BENCH_PROTOCOL_SUITES = ("helpsteer2", "rpr")
+# option → the suites that take it
+BENCH_OPTION_SUITES: dict[str, tuple[str, ...]] = {
+    "pairs": ("scale",), "dim": ("scale",), "k": ("scale", *BENCH_PROTOCOL_SUITES),
+    "device": ("scale", "speed", *BENCH_PROTOCOL_SUITES), "data": (*BENCH_PROTOCOL_SUITES, "ukp"),
+    "backbone": BENCH_PROTOCOL_SUITES, "limit": BENCH_PROTOCOL_SUITES,
+    "budgets": ("synthetic", *BENCH_PROTOCOL_SUITES, "ukp"),
+}
+
+
+def _bench_options(name: str, extra: dict[str, Any]) -> dict[str, Any]:
+    """A suite's own options, checked (BadInput on an option the suite does not take or a bad value), with
+    ``budgets`` (text or integers) as a tuple of ints."""
+    from bayesmicro.bench import SUITES
+
+    if name in SUITES:
+        for option in extra:
+            suites = BENCH_OPTION_SUITES.get(option)
+            if suites is None:
+                raise BadInput(f"options: {option!r} is no bench option (one of {', '.join(BENCH_OPTION_SUITES)})",
+                               argument="options")
+            if name not in suites:
+                raise BadInput(f"--{option} only applies to the {', '.join(suites)} suite"
+                               f"{'s' if len(suites) > 1 else ''}, not {name}")
+    for option in ("pairs", "dim", "k", "limit"):
+        if option in extra and extra[option] < 1:
+            raise BadInput(f"--{option} must be ≥ 1, got {extra[option]}")
+    if extra.get("data") is not None and not str(extra["data"]).strip():
+        raise BadInput("--data must be a file, folder or hub id, got ''")
+    if "budgets" in extra:
+        extra["budgets"] = parse_budgets(extra["budgets"])
+    device = extra.get("device", "cpu")
+    allowed = ("cpu",) if name == "scale" else ("cpu", "auto")
+    if not (device in allowed or device.startswith("cuda")):
+        raise BadInput(f"--device must be {' or '.join(allowed)} or cuda[:i], got {device!r}")
+    return extra
+
+
+def parse_budgets(text: str | tuple[int, ...] | list[int]) -> tuple[int, ...]:
+    """'10,25,50' (or the integers) → (10, 25, 50); BadInput unless every item is an integer ≥ 1."""
+    try:
+        items = text.split(",") if isinstance(text, str) else list(text)
+        values = tuple(int(item) for item in items if not isinstance(item, str) or item.strip())
+        if not isinstance(text, str) and any(isinstance(v, bool) or int(v) != v for v in items):
+            values = ()
+    except (TypeError, ValueError):
+        values = ()
+    if not values or min(values) < 1:
+        raise BadInput(f"--budgets must be comma-separated integers ≥ 1 (e.g. 10,25,50), got {text!r}")
+    return values
+
+
+EVAL_SPLITS = ("test", "train", "all")
+
+
+@dataclass(frozen=True)
+class EvalConfig(JobConfig):
+    """A ``bayesmicro eval`` job: score a saved run on embedded pairs (``split``: test, train or all)."""
+
+    run: str = ""
+    data: str = ""
+    split: str = "test"
+
+    def __post_init__(self) -> None:
+        if self.split not in EVAL_SPLITS:
+            raise BadInput(f"--split must be test, train or all, got {self.split!r}")
+
+
+@dataclass(frozen=True)
+class ScoreConfig(JobConfig):
+    """A ``bayesmicro score`` job: posterior preference probabilities and reward quantiles of a saved run, one row
+    per pair (``out`` None: the rows are in the report)."""
+
+    run: str = ""
+    data: str = ""
+    quantiles: tuple[float, ...] = (0.05, 0.5, 0.95)
+    level: float = 0.9
+    out: str | None = None
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        given = self.quantiles
+        levels = check.numbers_list(given, "quantiles") if isinstance(given, str) else given
+        try:
+            levels = tuple(float(q) for q in levels)
+        except (TypeError, ValueError):
+            levels = ()
+        if not levels or any(not 0.0 <= q <= 1.0 for q in levels):
+            raise BadInput(f"quantiles must be numbers in [0, 1], got {given!r}", argument="quantiles")
+        object.__setattr__(self, "quantiles", levels)
+        object.__setattr__(self, "level", check.number(self.level, "level", 0, 1, low_open=True, high_open=True))
+
+
+REDRAW_FACTOR = 4  # bayesmicro.evaluate.loo.REDRAW_FACTOR (checked equal in tests/cli)
+
+
+@dataclass(frozen=True)
+class DiagnoseConfig(JobConfig):
+    """A ``bayesmicro diagnose`` job: PSIS-LOO, calibration and a reliability plot written into the run folder
+    (``data`` None: the built-in population the run was fitted on; ``max_refits`` None: 10, and 0 for NUTS runs)."""
+
+    run: str = ""
+    data: str | None = None
+    max_refits: int | None = None
+    redraw_factor: int = REDRAW_FACTOR
+
+    def __post_init__(self) -> None:
+        for name in ("max_refits", "redraw_factor"):  # a whole number (the bounds: below, as the CLI words them)
+            if getattr(self, name) is not None:
+                check.integer(getattr(self, name), name)
+        if self.max_refits is not None and self.max_refits < 0:
+            raise BadInput(f"--max-refits must be ≥ 0, got {self.max_refits}")
+        if self.redraw_factor < 1:
+            raise BadInput(f"--redraw-factor must be ≥ 1, got {self.redraw_factor}")
+
+
+@dataclass(frozen=True)
+class ExportConfig(JobConfig):
+    """A ``bayesmicro export`` job: a run as backbone + one linear score head for a context (or static weights);
+    checked by ``bayesmicro.integrations.export.export_reward_model``."""
+
+    run: str = ""
+    out: str = ""
+    backbone: str | None = None
+    context: str | None = None
+    weights: str | None = None
+    prompt: str = ""
+    revision: str | None = None
+    overwrite: bool = False
+
+
+__all__ = ["AUTO", "BenchConfig", "ComparisonsFitConfig", "DiagnoseConfig", "EmbedConfig", "EvalConfig",
+           "ExportConfig", "FitJobConfig", "JOB_FILE", "JobConfig", "RouteConfig", "ScoreConfig", "StoreFitConfig",
+           "K_MAX", "SEED", "TEST_FRACTION", "parse_k"]

@@ -103,7 +103,7 @@ def test_sigkill_at_a_random_moment_then_rerun(reference, tmp_path, start, seed)
 KILL_AT = {
     # the params are written inside the temp folder; SIGKILL before metrics.json
     "after_params_before_metrics": """
-import bayesmicro.cli.fit_run as cmd  # where `fit` writes its run folder
+import bayesmicro.jobs.fit as cmd  # where `fit` writes its run folder
 original = cmd.write_json
 def write_json(path, obj):
     if path.name == "metrics.json":

@@ -51,6 +51,9 @@ PUBLISHED = {  # Simpson & Gurevych 2020, Table 3 (UKPConvArg1, all 32 topic fol
 }
 
 
+KS = (1, 2, 3, 4)  # the K stage 1 chooses among, as when the committed results were measured (fit's default: 1..5)
+
+
 def read_judgments(data: str | Path) -> dict[str, np.ndarray]:
     """The table's columns as arrays (one row per judgment); BadInput naming the file and a missing column."""
     from bayesmicro.data.pairs import read_table
@@ -121,7 +124,7 @@ def _import_optimizers() -> None:
 def stage_one(pairs: EmbeddedPairs, seed: int, grid: CapacityGrid | None = None) -> dict[str, Any]:
     """Single BT and bayesmicro fitted on ``pairs``' training part, with their seconds and the EB unit scales."""
     single, single_seconds = _timed("single BT", fit, pairs, k=1, seed=seed)
-    model, model_seconds = _timed("bayesmicro stage 1", fit, pairs, seed=seed, capacity=grid)
+    model, model_seconds = _timed("bayesmicro stage 1", fit, pairs, seed=seed, capacity=grid or CapacityGrid(ks=KS))
     scales, scale_seconds = _timed("empirical-Bayes scales", estimate_scales, model, pairs.part("train"), "user")
     log(f"ukp: stage 1 chose {model.summary['capacity']['chosen']}; unit scales head {scales.head:.4g}, "
         f"logit {scales.logit:.4g} ({scales.iterations} iterations)")
@@ -193,7 +196,7 @@ def crowdgppl(data: EmbeddedPairs, columns: dict[str, np.ndarray], seed: int) ->
         pairs = _with_split(data, first[~is_test], first[is_test])
         start = time.perf_counter()
         single = fit(pairs, k=1, seed=seed)
-        model = fit(pairs, seed=seed, capacity=CapacityGrid(validate_by="group"))
+        model = fit(pairs, seed=seed, capacity=CapacityGrid(ks=KS, validate_by="group"))
         scales = estimate_scales(model, pairs.part("train"), "user")
         offsets = adapt(model, pairs.part("train"), scales, "user")
         held = pairs.part("test")

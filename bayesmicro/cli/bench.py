@@ -3,26 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 
 from bayesmicro.bench import SUITES
 from bayesmicro.cli import options as o
-from bayesmicro.cli.common import cli_errors, emit_json, stderr
+from bayesmicro.cli.common import cli_errors, emit_json
 from bayesmicro.cli.options import choices
 from bayesmicro.config import BenchConfig
-from bayesmicro.errors import BadInput
 
 SUITE = "Suite options"
 
-PROTOCOL_SUITES = ("helpsteer2", "rpr")
-# option → the suites that take it
-OPTION_SUITES: dict[str, tuple[str, ...]] = {
-    "pairs": ("scale",), "dim": ("scale",), "k": ("scale", *PROTOCOL_SUITES),
-    "device": ("scale", "speed", *PROTOCOL_SUITES), "data": (*PROTOCOL_SUITES, "ukp"),
-    "backbone": PROTOCOL_SUITES, "limit": PROTOCOL_SUITES, "budgets": ("synthetic", *PROTOCOL_SUITES, "ukp"),
-}
 
 
 @cli_errors
@@ -65,58 +57,9 @@ def bench_command(
     given = {"pairs": pairs, "dim": dim, "k": k, "device": device, "data": data, "backbone": backbone,
              "limit": limit, "budgets": budgets}
     job = BenchConfig(suite=name, seeds=seeds, out=None if out is None else str(out), overwrite=overwrite,
-                      options=check_options(name, {key: value for key, value in given.items() if value is not None}))
-    results = run_bench(job)
+                      options={key: value for key, value in given.items() if value is not None})
+    from bayesmicro import jobs
+
+    results = jobs.run(job)
     if as_json:
         emit_json(results)
-
-
-def run_bench(job: BenchConfig) -> dict:
-    """Run the suite; where it wrote is on stderr and in the results (``out``; ``out_dir`` its older name)."""
-    import importlib
-    import inspect
-
-    from bayesmicro.bench import run_suite
-
-    seeds = job.seeds
-    if seeds is None and job.suite in SUITES:
-        seeds = inspect.signature(importlib.import_module(SUITES[job.suite]).run).parameters["seeds"].default
-    results = run_suite(job.suite, seeds=seeds if seeds is not None else 5, out_dir=job.out,
-                        overwrite=True if job.overwrite else None, **job.options)
-    results["out"] = results["out_dir"]
-    stderr.print(f"wrote {results['out']}/results.json, results.md and {len(results['files']) - 2} plot(s)")
-    return results
-
-
-def check_options(name: str, extra: dict[str, Any]) -> dict[str, Any]:
-    """The suite-specific options, checked (BadInput on an option the suite does not take or a bad value), with
-    ``budgets`` parsed to a tuple of ints."""
-    if name in SUITES:
-        for option in extra:
-            suites = OPTION_SUITES[option]
-            if name not in suites:
-                raise BadInput(f"--{option} only applies to the {', '.join(suites)} suite"
-                               f"{'s' if len(suites) > 1 else ''}, not {name}")
-    for option in ("pairs", "dim", "k", "limit"):
-        if option in extra and extra[option] < 1:
-            raise BadInput(f"--{option} must be ≥ 1, got {extra[option]}")
-    if extra.get("data") is not None and not str(extra["data"]).strip():
-        raise BadInput("--data must be a file, folder or hub id, got ''")
-    if "budgets" in extra:
-        extra["budgets"] = parse_budgets(extra["budgets"])
-    device = extra.get("device", "cpu")
-    allowed = ("cpu",) if name == "scale" else ("cpu", "auto")
-    if not (device in allowed or device.startswith("cuda")):
-        raise BadInput(f"--device must be {' or '.join(allowed)} or cuda[:i], got {device!r}")
-    return extra
-
-
-def parse_budgets(text: str) -> tuple[int, ...]:
-    """'10,25,50' → (10, 25, 50); BadInput unless every item is an integer ≥ 1."""
-    try:
-        values = tuple(int(item) for item in text.split(",") if item.strip())
-    except ValueError:
-        values = ()
-    if not values or min(values) < 1:
-        raise BadInput(f"--budgets must be comma-separated integers ≥ 1 (e.g. 10,25,50), got {text!r}")
-    return values

@@ -8,6 +8,7 @@ import typer
 
 from bayesmicro.cli import options as o
 from bayesmicro.cli.common import cli_errors, emit_json, stderr
+from bayesmicro.config import ExportConfig
 
 
 @cli_errors
@@ -26,10 +27,10 @@ def export_command(
     json_out: bool = o.as_json(),
 ) -> None:
     """Write RUN_DIR as backbone + one linear score head Σ_k π_k w_k for the given context (or static weights)."""
-    from bayesmicro.integrations.export import export_reward_model
+    from bayesmicro import jobs
 
-    result = export_reward_model(run_dir, backbone, out, context=context, weights=weights, prompt=prompt,
-                                 revision=revision, overwrite=overwrite)
+    result = jobs.run(ExportConfig(run=run_dir, out=out, backbone=backbone, context=context, weights=weights,
+                                   prompt=prompt, revision=revision, overwrite=overwrite))
     if json_out:
         emit_json(result)
     else:

@@ -1,6 +1,6 @@
 """``bayesmicro fit``, ``fit-vi``, ``fit-nuts``: fit a mixture of BT heads on embedded pairs (or, with no DATA, the
 built-in comparison on a known population). Each body is option parsing plus one call: the options become one
-``FitJobConfig`` (validated there, as for the Python API), which ``cli.fit_run.run_fit`` runs."""
+``FitJobConfig`` (validated there, as for the Python API), which ``bayesmicro.jobs.run`` runs (``jobs.fit``)."""
 
 from __future__ import annotations
 
@@ -92,14 +92,12 @@ def fit_command(
     as_json: bool = o.as_json(),
 ) -> None:
     """Fit a mixture of Bradley–Terry heads and report held-out accuracy, NLL, Brier and ECE."""
-    from bayesmicro.cli.fit_run import run_fit
-
     job = FitJobConfig(data=_text(data), k=k, router=router, alpha=alpha, prior_scale=prior_scale,
                        router_prior_scale=router_prior_scale, validate_by=validate_by, k_max=k_max,
                        inference=inference, restarts=restarts, select=select_restart, keep_restarts=keep_restarts,
                        optimizer=optimizer, epochs=epochs, batch_size=batch_size, lr=lr, test_fraction=test_fraction,
                        seed=seed, out=_text(out), overwrite=overwrite)
-    _emit(run_fit(job), as_json)
+    _emit(job, as_json)
 
 
 @cli_errors
@@ -127,13 +125,11 @@ def fit_vi_command(
     as_json: bool = o.as_json(),
 ) -> None:
     """`fit --inference vi` with its posterior settings: variational posterior draws around the MAP."""
-    from bayesmicro.cli.fit_run import run_fit
-
     job = FitJobConfig(data=_text(data), k=k, router=router, alpha=alpha, prior_scale=prior_scale,
                        router_prior_scale=router_prior_scale, validate_by=validate_by, k_max=k_max,
                        inference=Inference.VI, restarts=restarts, guide=guide, router_posterior=router_posterior,
                        draws=draws, test_fraction=test_fraction, seed=seed, out=_text(out), overwrite=overwrite)
-    _emit(run_fit(job), as_json)
+    _emit(job, as_json)
 
 
 @cli_errors
@@ -162,20 +158,22 @@ def fit_nuts_command(
     as_json: bool = o.as_json(),
 ) -> None:
     """`fit --inference nuts` with its sampler settings: NUTS draws from the exact posterior."""
-    from bayesmicro.cli.fit_run import run_fit
-
     job = FitJobConfig(data=_text(data), k=k, router=router, alpha=alpha, prior_scale=prior_scale,
                        router_prior_scale=router_prior_scale, validate_by=validate_by, k_max=k_max,
                        inference=Inference.NUTS, restarts=restarts, chains=chains, draws=draws, warmup=warmup,
                        nuts_mass=nuts_mass, test_fraction=test_fraction, seed=seed, out=_text(out),
                        overwrite=overwrite)
-    _emit(run_fit(job), as_json)
+    _emit(job, as_json)
 
 
 def _text(path: Path | None) -> str | None:
     return None if path is None else str(path)
 
 
-def _emit(report: dict, as_json: bool) -> None:
+def _emit(job: FitJobConfig, as_json: bool) -> None:
+    """Run the job; its report on stdout with --json."""
+    from bayesmicro import jobs
+
+    report = jobs.run(job)
     if as_json:
         emit_json(report)

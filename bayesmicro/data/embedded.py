@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from bayesmicro._io import atomic_dir, read_json, read_tensors, write_json, write_tensors
+from bayesmicro.config import SEED, TEST_FRACTION
 from bayesmicro.errors import BadInput
 
 FEATURE_KEYS = ("chosen", "rejected", "prompt", "context")
@@ -142,8 +143,9 @@ class EmbeddedPairs:
                            source=self.source)
         return rows
 
-    def with_split(self, test_fraction: float, seed: int) -> "EmbeddedPairs":
-        """Keep an existing split; otherwise assign a random held-out fraction."""
+    def with_split(self, test_fraction: float = TEST_FRACTION, seed: int = SEED) -> "EmbeddedPairs":
+        """Keep an existing split; otherwise assign a random held-out fraction (by default the 0.2 and seed 0 that
+        ``bayesmicro fit`` draws for DATA without a split column)."""
         if self.split is not None:
             return self
         n_test = int(round(test_fraction * len(self)))

@@ -72,6 +72,13 @@ def fit(
     (``infer.capacity``; grid and validation units in ``capacity``), then the chosen setting is fitted on every
     training pair; the choice and its validation table are in ``summary["capacity"]``. With an integer K, None means
     prior_scale 1, router_prior_scale 0.3.
+    The default grid tries K = 1..5, as ``bayesmicro fit --k auto`` (``--k-max 5``).
+
+    The defaults are those of ``bayesmicro fit`` with DATA (k 'auto', router 'prompt', 3 restarts, seed 0, loglik
+    selection, the ``Schedule()`` optimizer settings: auto, 20 AdamW epochs of 512 pairs at lr 2e-3). One difference:
+    ``fit`` trains on ``data``'s training part as given, and the command first draws a held-out 0.2 (``--seed``)
+    for DATA without a split column: ``data.with_split()`` draws the same one. ``bayesmicro.run(FitJobConfig(...))``
+    runs the whole command (split, fit, scores, run folder).
 
     ``inference``: ``map`` (one draw); ``vi`` (from the best MAP restart; routed mixtures: a Gaussian over the heads
     and every router layer with the router linearised at the MAP — Laplace covariance, ELBO-optimal mean —, its

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from bayesmicro.config import K_MAX
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.errors import BadInput
 from bayesmicro.methods import ValidateBy
@@ -34,7 +35,7 @@ VALIDATE_BY = ("pair", "group", "user")
 class CapacityGrid:
     """The settings ``choose_capacity`` compares; a fixed value (a one-element tuple) skips that coordinate."""
 
-    ks: tuple[int, ...] = (1, 2, 3, 4)
+    ks: tuple[int, ...] = tuple(range(1, K_MAX + 1))  # as `bayesmicro fit --k auto` (--k-max 5)
     prior_scales: tuple[float, ...] = (0.3, 1.0, 3.0)
     router_prior_scales: tuple[float, ...] = (0.1, 0.3, 1.0)
     alphas: tuple[float, ...] = (0.0, 0.5)

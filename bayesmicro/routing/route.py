@@ -9,6 +9,7 @@ import torch
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.errors import BadInput
 from bayesmicro.infer.results.mixture import Fit
+from bayesmicro.methods import RouteMethod
 from bayesmicro.routing.common import budget_subset, check_routable
 from bayesmicro.routing.hierarchical import UnitScales
 from bayesmicro.routing.registry import ROUTE_METHODS, router_for
@@ -18,8 +19,8 @@ METHODS = tuple(member.value for member in ROUTE_METHODS)
 WEIGHT_METHODS = tuple(m.value for m, cls in ROUTE_METHODS.items() if cls.reweights_heads)
 
 
-def route_predict(fit: Fit, labelled: EmbeddedPairs, test: EmbeddedPairs, method: str, *, tau: float = 1e-3,
-                  seed: int = 0, by: str = "group", concentration: float = 1.0,
+def route_predict(fit: Fit, labelled: EmbeddedPairs, test: EmbeddedPairs, method: str = RouteMethod.HIERARCHICAL, *,
+                  tau: float = 1e-3, seed: int = 0, by: str = "group", concentration: float = 1.0,
                   mode: str = "static", restart: str = "kept", scales: UnitScales | None = None) -> torch.Tensor:
     """(n_test,) P(chosen ≻ rejected) for ``test`` after routing on the ``labelled`` pairs.
 
@@ -44,7 +45,10 @@ def budget_curve(fit: Fit, data: EmbeddedPairs, methods: list[str], budgets: lis
                  select: Callable[[EmbeddedPairs, int], EmbeddedPairs] | None = None, restart: str = "kept",
                  scales: UnitScales | None = None) -> dict:
     """{method: {B: score}} on the test part, labelling ``B`` train pairs per ``by`` label: ``select(train, B)``
-    (default: at random, ``budget_subset``; ``bayesmicro route --active`` passes active queries)."""
+    (default: at random, ``budget_subset``; ``bayesmicro route --active`` passes active queries). ``score_fn``
+    (prob, labels) → the score (default ``bayesmicro.evaluate.metrics.score``, what ``bayesmicro route`` reports)."""
+    if score_fn is None:
+        from bayesmicro.evaluate.metrics import score as score_fn
     train, test = data.part("train"), data.part("test")
     select = select or (lambda part, budget: budget_subset(part, budget, seed=seed, by=by))
     curves: dict = {}

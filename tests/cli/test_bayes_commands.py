@@ -103,7 +103,7 @@ def test_diagnose_writes_the_reliability_plot(vi_run):
 
 
 def test_diagnose_says_how_the_flagged_pairs_were_scored():
-    from bayesmicro.cli.diagnose import _loo_line
+    from bayesmicro.jobs.diagnose import _loo_line
 
     loo = {"elpd_loo": -1293.84, "se": 37.01, "p_loo": 108.1, "n": 4500, "pareto_k": {"bad": 117},
            "mixture_is": {"draws": 2560, "still_above": 2},

@@ -1,6 +1,6 @@
-"""``bayesmicro fit`` / ``fit-vi`` / ``fit-nuts``: the work behind the commands (imported by their bodies only:
-``--help`` does not load torch). ``run_fit(config)`` fits the job a ``FitJobConfig`` describes, writes the run
-folder, prints the table and returns the report ``--json`` prints."""
+"""The ``fit`` job (``bayesmicro fit`` / ``fit-vi`` / ``fit-nuts``, ``bayesmicro.run(FitJobConfig(...))``).
+``run_fit(config)`` fits the job a ``FitJobConfig`` describes, writes the run folder, prints the table on stderr and
+returns the report ``--json`` prints (without the common keys ``bayesmicro.run`` adds)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from bayesmicro._io import atomic_dir, check_output, write_json
-from bayesmicro.cli.common import collapsed_heads, model_key, print_table, progress, set_threads, stderr, warning
+from bayesmicro.jobs._common import (collapsed_heads, model_key, print_table, progress, set_threads, stderr,
+                                     warning)
 from bayesmicro.config import AUTO, FitJobConfig
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.data.run_split import SPLIT_FILE, write_run_split
@@ -79,7 +80,7 @@ def run_fit(job: FitJobConfig) -> dict:
 
 
 def _refuse_a_store(data: Path) -> None:
-    from bayesmicro.cli.fit_streamed import is_shard_store
+    from bayesmicro.jobs.store import is_shard_store
 
     if is_shard_store(data):
         raise BadInput("is a shard store: fit it with `bayesmicro fit-store` (one streamed MAP fit)",
