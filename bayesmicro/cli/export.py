@@ -26,7 +26,8 @@ def export_command(
     revision: Optional[str] = typer.Option(None, "--revision", help="Backbone revision on the hub."),
     json_out: bool = o.as_json(),
 ) -> None:
-    """Write RUN_DIR as backbone + one linear score head Σ_k π_k w_k for the given context (or static weights)."""
+    """Write RUN_DIR as backbone + one linear score head Σ_k π_k w_k for the given context (or static weights);
+    a mean-pooled run (the default encoder) loads with trust_remote_code=True."""
     from bayesmicro import jobs
 
     result = jobs.run(ExportConfig(run=run_dir, out=out, backbone=backbone, context=context, weights=weights,
@@ -36,3 +37,5 @@ def export_command(
     else:
         pi = ", ".join(f"{p:.3f}" for p in result["mixture_weights"])
         stderr.print(f"wrote {result['architecture']} to {result['out']} (π = [{pi}])")
+        if result["trust_remote_code"]:
+            stderr.print("load it with trust_remote_code=True: the folder carries the code of its mean-pooling head")
