@@ -121,6 +121,7 @@ def test_readme_text_to_features_block_runs_as_written(tmp_path):
     embedded = _run(EMBED[0], repo, env, timeout=600)
     limit = int(shlex.split(EMBED[0])[shlex.split(EMBED[0]).index("--limit") + 1])
     assert embedded["pairs"] == limit and embedded["dim"] == 384 and embedded["cache_hits"] == 0
+    assert embedded["texts"] == 549  # as the README says: each distinct text embedded once
     assert Path(embedded["cache_dir"]).is_relative_to(tmp_path)
     assert (repo / embedded["out"]).is_dir()
     fitted = _run(EMBED[1], repo, env, timeout=600)
