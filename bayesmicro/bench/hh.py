@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bayesmicro.bench.report import log, markdown_table, mean_sd, write_suite
+from bayesmicro.bench.report import budget_curve_panels, log, markdown_table, mean_sd, write_suite
 from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.data.protocols import load_protocol
 from bayesmicro.evaluate.calibration import ece
@@ -391,26 +391,17 @@ def _figures(results: dict[str, Any]) -> dict[str, Any]:
     import matplotlib.pyplot as plt
 
     subsets, budgets = results["subsets"], results["budgets"]
-    fig, axes = plt.subplots(1, len(subsets), figsize=(4.2 * len(subsets), 3.4), squeeze=False)
-    for ax, g in zip(axes[0], subsets):
-        for (suffix, _, label), ls in zip(_stage2_runs(results), ("-", ":", "--")):
-            for i, (method, curve) in enumerate(results["stage2" + suffix].items()):
-                mean = np.array([curve[str(b)][g]["accuracy"]["mean"] for b in budgets])
-                sd = np.array([curve[str(b)][g]["accuracy"]["sd"] for b in budgets]) if not label else None
-                ax.errorbar(budgets, mean, yerr=sd, marker="o", ms=3, capsize=2, ls=ls, color=f"C{i}",
-                            label=method + label)
-        for name, style in (("oracle_per_subset", "k--"), (results["stage2_base"], "k:"), ("single_bt", "r:")):
-            ax.axhline(results["methods"][name][g]["accuracy"]["mean"], ls=style[1:], color=style[0], lw=1,
-                       label=name)
-        ax.set_xscale("log")
-        ax.set_xticks(budgets, [str(b) for b in budgets])
-        ax.set_xlabel("labelled pairs per subset (B)")
-        ax.set_title(g)
-    axes[0][0].set_ylabel("held-out accuracy")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=5, fontsize=7)
-    fig.suptitle("HH-RLHF: stage-2 budget curves (mean ± sd over seeds)")
-    fig.tight_layout()
+    panels = {}
+    for g in subsets:  # error bars on the stage-2 run the tables judge (the first); the others' means only
+        curves = {(method, recipe): (np.array([curve[str(b)][g]["accuracy"]["mean"] for b in budgets]),
+                                     None if label else np.array([curve[str(b)][g]["accuracy"]["sd"] for b in budgets]))
+                  for suffix, recipe, label in _stage2_runs(results)
+                  for method, curve in results["stage2" + suffix].items()}
+        levels = [(name, results["methods"][name][g]["accuracy"]["mean"])
+                  for name in ("oracle_per_subset", results["stage2_base"], "single_bt")]
+        panels[g] = (curves, levels)
+    fig = budget_curve_panels(budgets, panels, "labelled pairs per subset (B)", "held-out accuracy",
+                              "HH-RLHF: stage-2 budget curves (mean ± sd over seeds)", variant_title="stage 1")
     heat = np.asarray(results["head_accuracy"]["mean"])
     fig2, ax = plt.subplots(figsize=(1.2 + 1.1 * heat.shape[1], 1.2 + 0.8 * heat.shape[0]))
     im = ax.imshow(heat, vmin=0, vmax=1, cmap="viridis")

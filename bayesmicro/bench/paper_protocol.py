@@ -236,9 +236,8 @@ def figure(results: dict[str, Any], unit: str = "attribute", units: str = "attri
     budgets = results["budgets"]
     curves = {method: tuple(np.array([curve[str(b)]["average"][stat] for b in budgets]) for stat in ("mean", "sd"))
               for method, curve in results["stage2"].items()}
-    levels = [(name, results["stage1"][name]["average"]["mean"], style, color)
-              for name, style, color in (("micro_stage1", ":", "k"), ("static_mixture", "-.", "g"),
-                                         ("single_bt", ":", "r"))]
+    levels = [(name, results["stage1"][name]["average"]["mean"])
+              for name in ("micro_stage1", "static_mixture", "single_bt")]
     return budget_curve_figure(budgets, curves, levels, f"labelled pairs per {unit} (B)",
                                f"held-out accuracy (average over {units})")
 

@@ -83,24 +83,79 @@ def json_block(value: Any, limit: int = 6000) -> str:
     return "```json\n" + (text if len(text) <= limit else text[:limit] + "\n…") + "\n```"
 
 
-def budget_curve_figure(budgets: Sequence[int], curves: dict[str, tuple[np.ndarray, np.ndarray]],
-                        levels: Sequence[tuple[str, float, str, str]], xlabel: str, ylabel: str, title: str = ""):
-    """Accuracy vs labelled budget B on a log axis: ``curves`` {method: (mean (b,), sd (b,))} as error bars,
-    ``levels`` [(name, value, line style, colour)] as horizontal reference lines. Returns the matplotlib figure."""
-    import matplotlib.pyplot as plt
+# method → colour (matplotlib's cycle), variant → line style and marker, reference level → thin black or grey line
+VARIANT_STYLES = (("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"))
+LEVEL_STYLES = (("--", "k"), (":", "k"), ("-.", "0.45"), ((0, (1, 3)), "0.45"))
+Curves = dict[Any, tuple]  # {method or (method, variant): (mean (b,), sd (b,) or None: no error bars)}
+Levels = Sequence[tuple[str, float]]  # [(name, value)]: horizontal reference lines
 
-    fig, ax = plt.subplots(figsize=(5.2, 3.8))
-    for method, (mean, sd) in curves.items():
-        ax.errorbar(budgets, mean, yerr=sd, marker="o", ms=3, capsize=2, label=method)
-    for name, value, style, color in levels:
-        ax.axhline(value, ls=style, color=color, lw=1, label=name)
-    ax.set_xscale("log")
-    ax.set_xticks(budgets, [str(b) for b in budgets])
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title)
-    ax.legend(fontsize=7)
+
+def budget_curve_figure(budgets: Sequence[int], curves: Curves, levels: Levels,
+                        xlabel: str, ylabel: str, title: str = "", variant_title: str = "stage 1"):
+    """Accuracy vs labelled budget B on a log axis, one panel: see ``budget_curve_panels``."""
+    return budget_curve_panels(budgets, {"": (curves, levels)}, xlabel, ylabel, title, variant_title)
+
+
+def budget_curve_panels(budgets: Sequence[int], panels: dict[str, tuple[Curves, Levels]],
+                        xlabel: str, ylabel: str, title: str = "", variant_title: str = "stage 1"):
+    """Accuracy vs labelled budget B on a log axis, one panel per ``panels`` entry {panel title: (curves, levels)}.
+
+    ``curves``: {method: (mean, sd)} or {(method, variant): (mean, sd)}, sd None for no error bars; ``levels``:
+    [(name, value)] horizontal reference lines. The method is the colour, the variant the line style and marker,
+    each level a thin black or grey line: up to three small legends (method, ``variant_title`` when there are
+    several variants, reference) in a column right of the panels, instead of one entry per curve. Returns the
+    matplotlib figure."""
+    import matplotlib.pyplot as plt
+    from matplotlib.legend import Legend
+    from matplotlib.lines import Line2D
+
+    keyed = {name: ({(k if isinstance(k, tuple) else (k, "")): v for k, v in curves.items()}, levels)
+             for name, (curves, levels) in panels.items()}
+    methods = list(dict.fromkeys(m for curves, _ in keyed.values() for m, _ in curves))
+    variants = list(dict.fromkeys(v for curves, _ in keyed.values() for _, v in curves))
+    references = list(dict.fromkeys(name for _, levels in keyed.values() for name, _ in levels))
+    if len(variants) > len(VARIANT_STYLES) or len(references) > len(LEVEL_STYLES):
+        raise ValueError(f"at most {len(VARIANT_STYLES)} variants and {len(LEVEL_STYLES)} reference levels")
+    colour = {m: f"C{i % 10}" for i, m in enumerate(methods)}
+    style = dict(zip(variants, VARIANT_STYLES))
+    level_style = dict(zip(references, LEVEL_STYLES))
+
+    labels = methods + references + (variants if len(variants) > 1 else [])
+    key_width = 0.7 + 0.062 * max(len(str(label)) for label in labels)  # inches: the legends' column (7 pt text)
+    fig, axes = plt.subplots(1, len(keyed) + 1, figsize=(0.6 + 4.2 * len(keyed) + key_width, 3.6),
+                             gridspec_kw={"width_ratios": [4.2] * len(keyed) + [key_width]}, squeeze=False)
+    key, axes = axes[0][-1], axes[:, :-1]
+    key.axis("off")
+    for ax, (name, (curves, levels)) in zip(axes[0], keyed.items()):
+        for (method, variant), (mean, sd) in curves.items():
+            ls, marker = style[variant]
+            ax.errorbar(budgets, mean, yerr=sd, color=colour[method], ls=ls, marker=marker, ms=3, capsize=2, lw=1.2)
+        for level, value in levels:
+            ls, c = level_style[level]
+            ax.axhline(value, ls=ls, color=c, lw=1)
+        ax.set_xscale("log")
+        ax.set_xticks(budgets, [str(b) for b in budgets])
+        ax.set_xlabel(xlabel)
+        if name:
+            ax.set_title(name)
+    axes[0][0].set_ylabel(ylabel)
+    legends = [("method", [Line2D([], [], color=colour[m], lw=2) for m in methods], methods)]
+    if len(variants) > 1:
+        legends.append((variant_title, [Line2D([], [], color="0.3", ls=style[v][0], marker=style[v][1], ms=3)
+                                        for v in variants], [v or "—" for v in variants]))
+    if references:
+        legends.append(("reference", [Line2D([], [], color=level_style[r][1], ls=level_style[r][0], lw=1)
+                                      for r in references], references))
+    places = (("upper left", 1.0), ("center left", 0.5), ("lower left", 0.0)) if len(legends) == 3 else (
+        ("upper left", 1.0), ("lower left", 0.0))
+    for (heading, handles, names), (loc, y) in zip(legends, places):
+        key.add_artist(Legend(key, handles, names, title=heading, loc=loc, bbox_to_anchor=(0.0, y), fontsize=7,
+                              title_fontsize=7, frameon=False, alignment="left"))
+    if title and len(keyed) > 1:
+        fig.suptitle(title)
+    elif title:
+        axes[0][0].set_title(title)
+    fig.tight_layout()
     return fig
 
 

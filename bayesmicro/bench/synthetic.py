@@ -232,8 +232,7 @@ def _budget_curves(results: dict[str, Any]):
     budgets = results["budgets"]
     curves = {method: tuple(np.array([curve[str(b)]["accuracy"][stat] for b in budgets]) for stat in ("mean", "sd"))
               for method, curve in results["stage2"].items()}
-    levels = [(name, results["summary"][name]["accuracy"]["mean"], style, color)
-              for name, style, color in (("oracle", "--", "k"), ("micro_stage1", ":", "k"), ("single_bt", ":", "r"))]
+    levels = [(name, results["summary"][name]["accuracy"]["mean"]) for name in ("oracle", "micro_stage1", "single_bt")]
     return budget_curve_figure(budgets, curves, levels, "labelled pairs per group (B)", "held-out accuracy",
                                f"Stage 2 on the MiCRo stage-1 heads ({len(results['seeds'])} seeds)")
 

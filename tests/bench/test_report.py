@@ -62,3 +62,68 @@ def test_repository_readme_section_matches_the_committed_results():
     section = page.split(README_START)[1].split(README_END)[0]
     assert section.strip() == render_readme_section(root / "benchmarks" / "results", "results").strip(), (
         "benchmarks/RESULTS.md is stale: run `python -m bayesmicro.bench.report`")
+
+
+def _legends_and_curves(fig, budgets):
+    """(entries per legend, number of curves drawn over the budgets, number of horizontal reference lines)."""
+    from matplotlib.legend import Legend
+
+    legends = [len(legend.get_texts()) for legend in fig.findobj(Legend)]
+    lines = [line for ax in fig.axes for line in ax.get_lines()]
+    curves = [line for line in lines if list(line.get_xdata()) == list(budgets) and line.get_linestyle() != "None"]
+    levels = [line for line in lines if list(line.get_xdata()) == [0, 1]]
+    return legends, len(curves), len(levels)
+
+
+def test_budget_curves_show_every_curve_with_small_legends():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from bayesmicro.bench.report import budget_curve_figure, budget_curve_panels
+
+    budgets, rng = [10, 25, 50, 100], np.random.default_rng(0)
+
+    def curve(sd=True):
+        return rng.uniform(0.5, 0.9, 4), (rng.uniform(0, 0.05, 4) if sd else None)
+
+    # hh's shape: 2 panels × 3 methods × 3 stage-1 variants + 3 levels per panel (was one legend of 12 entries)
+    methods, variants = ("hedge", "posterior", "hyre"), ("smooth", "paper", "restart by context")
+    panels = {g: ({(m, v): curve(v == "smooth") for m in methods for v in variants},
+                  [("oracle", 0.9), ("stage 1", 0.6), ("single_bt", 0.55)]) for g in ("harmless", "helpful")}
+    fig = budget_curve_panels(budgets, panels, "B", "accuracy", "title")
+    legends, curves, levels = _legends_and_curves(fig, budgets)
+    assert sorted(legends) == [3, 3, 3] and curves == 2 * 9 and levels == 2 * 3
+    plt.close(fig)
+    # synthetic's shape: one panel, 4 methods, no variants (no stage-1 legend)
+    fig = budget_curve_figure(budgets, {m: curve() for m in ("hedge", "posterior", "amortized", "hyre")},
+                              [("oracle", 0.9), ("micro_stage1", 0.7), ("single_bt", 0.69)], "B", "accuracy")
+    legends, curves, levels = _legends_and_curves(fig, budgets)
+    assert sorted(legends) == [3, 4] and curves == 4 and levels == 3
+    plt.close(fig)
+
+
+def test_committed_budget_curve_figures_have_small_legends():
+    # the suites' own figure code on the repository's results (no refit)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bayesmicro.bench import hh, synthetic
+    from bayesmicro.bench.report import load_results
+    from tests.common import ROOT
+
+    results = load_results(ROOT / "benchmarks" / "results" / "hh")
+    fig = hh._figures(results)["budget_curves"]
+    legends, curves, levels = _legends_and_curves(fig, results["budgets"])
+    runs = sum(len(results["stage2" + suffix]) for suffix in hh.STAGE2_SUFFIXES)
+    assert max(legends) <= 6 and curves == len(results["subsets"]) * runs and levels == 3 * len(results["subsets"])
+    plt.close("all")
+    results = load_results(ROOT / "benchmarks" / "results" / "synthetic")
+    fig = synthetic._budget_curves(results)
+    legends, curves, levels = _legends_and_curves(fig, results["budgets"])
+    assert max(legends) <= 6 and curves == len(results["stage2"]) and levels == 3
+    plt.close(fig)
