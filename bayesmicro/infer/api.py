@@ -161,9 +161,10 @@ def _fit_auto(data: EmbeddedPairs, k: str, router: str, inference: str, *, alpha
     if k != "auto":
         raise BadInput(f"k must be an integer ≥ 1 or 'auto', got {k!r}", argument="k")
     _checked_options(restarts, schedule, options["vi"], options["nuts"], options["em"], options["on_step"])
-    _checked_config(data, 1, router, inference, 0.0 if alpha is None else alpha,
-                    1.0 if prior_scale is None else prior_scale, hidden, seed,
-                    0.3 if router_prior_scale is None else router_prior_scale)
+    widest = 2 if max((capacity or CapacityGrid()).ks) > 1 else 1  # a mixture reads the router input too
+    _, n_train, diff, router_x = _checked_config(data, widest, router, inference, 0.0 if alpha is None else alpha,
+                                                 1.0 if prior_scale is None else prior_scale, hidden, seed,
+                                                 0.3 if router_prior_scale is None else router_prior_scale)
     fixed = {name: value for name, value in (("prior_scale", prior_scale), ("router_prior_scale", router_prior_scale),
                                              ("alpha", alpha)) if value is not None}
     if router in LABEL_ROUTERS:
@@ -174,7 +175,11 @@ def _fit_auto(data: EmbeddedPairs, k: str, router: str, inference: str, *, alpha
     def fit_on(pairs: EmbeddedPairs, **settings) -> Fit:
         return fit(pairs, inference="map", restarts=1, seed=seed, hidden=hidden, schedule=selection, **settings)
 
-    selection = replace(schedule or Schedule(), tol=SELECTION_TOL)
+    # one optimizer for the candidates and the final fit: the one a mixture on all the training pairs resolves to
+    schedule = schedule or Schedule()
+    width = diff.shape[1] + (0 if router_x is None else router_x.shape[1])
+    schedule = replace(schedule, optimizer=schedule.resolve(n_train, width))
+    selection = replace(schedule, tol=SELECTION_TOL)
 
     chosen, report = choose_capacity(data, fit_on, router, seed, capacity, fixed)
     result = fit(data, chosen.pop("k"), router, inference, hidden=hidden, restarts=restarts, seed=seed,

@@ -26,7 +26,9 @@ from bayesmicro.errors import BadInput
 from bayesmicro.methods import Optimizer
 from bayesmicro.models.mixture import BTMixture
 
-FULL_BATCH_LIMIT = 20_000_000  # n·(d + d_router) below which one full-batch L-BFGS step is cheap
+# n·(d + d_router) float32 values (0.8 GB) up to which `auto` fits by full-batch L-BFGS: one evaluation reads the
+# features once (the router once per distinct input), so a step costs about a second; AdamW minibatches beyond
+FULL_BATCH_LIMIT = 200_000_000
 ADAM_WORK_BUDGET = 250_000_000  # n·(d + d_router)·epochs the default AdamW schedule spends (at least 2 epochs)
 
 

@@ -84,3 +84,23 @@ def test_an_unknown_k_word_is_refused():
 def test_bad_grids_are_refused(grid, message):
     with pytest.raises(BadInput, match=message):
         CapacityGrid(**grid)
+
+
+def test_candidates_use_the_optimizer_the_final_fit_resolves_to(monkeypatch):
+    """A training set just over the full-batch limit whose fitting part is under it: every candidate fits with
+    AdamW like the final fit (choosing K with converged L-BFGS fits, then refitting by capped AdamW, would not be
+    the setting that was validated)."""
+    import bayesmicro.infer.map as map_module
+
+    data, _ = make_population(PopulationSpec(n_pairs=600), seed=0)
+    n_train = len(data.part("train"))
+    width = data.chosen.shape[1] + data.router_input(False).shape[1]
+    monkeypatch.setattr(map_module, "FULL_BATCH_LIMIT", int(0.9 * n_train * width))  # fitting part (80 %) fits under
+    used = []
+    original = map_module._fit_map_scaled
+    monkeypatch.setattr(map_module, "_fit_map_scaled",
+                        lambda *args: used.append(args[5]) or original(*args))
+    quick = map_module.Schedule(epochs=2)
+    result = fit(data, router="prompt", capacity=FAST, restarts=1, schedule=quick)
+    assert len(used) > 3 and set(used) == {"adam"}, used
+    assert [r["optimizer"] for r in result.summary["restarts"]] == ["adam"]
