@@ -73,7 +73,7 @@ def fit_shared_base_ensemble(data: EmbeddedPairs, k: int, seed: int = 0, *, prio
         nll = -bt_log_prob(trained_margins + reward_margins(prior, x)).sum(-1).mean()
         return nll + 0.5 * shrinkage * trained_margins.pow(2).sum(-1).mean()
 
-    if schedule.resolve(n, d) == Optimizer.LBFGS:
+    if schedule.resolve(n * d * k) == Optimizer.LBFGS:
         opt = torch.optim.LBFGS([trained], lr=1.0, max_iter=schedule.max_iter, history_size=20,
                                 line_search_fn="strong_wolfe", tolerance_grad=1e-9, tolerance_change=1e-12)
 

@@ -15,7 +15,7 @@ from bayesmicro.errors import BadInput
 from bayesmicro.infer.capacity import CapacityGrid, choose_capacity
 from bayesmicro.infer.em import EMSchedule
 from bayesmicro.infer.vi.laplace import mode_log_evidence
-from bayesmicro.infer.map import Schedule, fit_map_once
+from bayesmicro.infer.map import Schedule, fit_map_once, full_batch_cost
 from bayesmicro.infer.nuts import NUTSSchedule
 from bayesmicro.infer.registry import FITTERS, fitter_for
 from bayesmicro.infer.results.mixture import LINEARISED_POSTERIORS, Fit, FitConfig
@@ -161,8 +161,9 @@ def _fit_auto(data: EmbeddedPairs, k: str, router: str, inference: str, *, alpha
     if k != "auto":
         raise BadInput(f"k must be an integer ≥ 1 or 'auto', got {k!r}", argument="k")
     _checked_options(restarts, schedule, options["vi"], options["nuts"], options["em"], options["on_step"])
-    widest = 2 if max((capacity or CapacityGrid()).ks) > 1 else 1  # a mixture reads the router input too
-    _, n_train, diff, router_x = _checked_config(data, widest, router, inference, 0.0 if alpha is None else alpha,
+    train_rows = data.part_rows("train")
+    largest_k = min(max((capacity or CapacityGrid()).ks), len(data) if train_rows is None else len(train_rows))
+    largest, _, diff, router_x = _checked_config(data, largest_k, router, inference, 0.0 if alpha is None else alpha,
                                                  1.0 if prior_scale is None else prior_scale, hidden, seed,
                                                  0.3 if router_prior_scale is None else router_prior_scale)
     fixed = {name: value for name, value in (("prior_scale", prior_scale), ("router_prior_scale", router_prior_scale),
@@ -175,10 +176,9 @@ def _fit_auto(data: EmbeddedPairs, k: str, router: str, inference: str, *, alpha
     def fit_on(pairs: EmbeddedPairs, **settings) -> Fit:
         return fit(pairs, inference="map", restarts=1, seed=seed, hidden=hidden, schedule=selection, **settings)
 
-    # one optimizer for the candidates and the final fit: the one a mixture on all the training pairs resolves to
+    # one optimizer for the candidates and the final fit: the one the largest K on all the training pairs resolves to
     schedule = schedule or Schedule()
-    width = diff.shape[1] + (0 if router_x is None else router_x.shape[1])
-    schedule = replace(schedule, optimizer=schedule.resolve(n_train, width))
+    schedule = replace(schedule, optimizer=schedule.resolve(full_batch_cost(largest.build_model(), diff, router_x)))
     selection = replace(schedule, tol=SELECTION_TOL)
 
     chosen, report = choose_capacity(data, fit_on, router, seed, capacity, fixed)

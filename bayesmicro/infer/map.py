@@ -26,9 +26,9 @@ from bayesmicro.errors import BadInput
 from bayesmicro.methods import Optimizer
 from bayesmicro.models.mixture import BTMixture
 
-# n·(d + d_router) float32 values (0.8 GB) up to which `auto` fits by full-batch L-BFGS: one evaluation reads the
-# features once (the router once per distinct input), so a step costs about a second; AdamW minibatches beyond
-FULL_BATCH_LIMIT = 200_000_000
+# multiply-adds of one full-batch evaluation of the objective up to which `auto` fits by L-BFGS (about a second on
+# one core; a converged fit takes a few hundred); AdamW minibatches beyond
+FULL_BATCH_LIMIT = 2_000_000_000
 ADAM_WORK_BUDGET = 250_000_000  # n·(d + d_router)·epochs the default AdamW schedule spends (at least 2 epochs)
 
 
@@ -65,12 +65,24 @@ class Schedule:
         if not (math.isfinite(self.tol) and self.tol > 0):
             raise BadInput(f"tol must be a finite number > 0, got {self.tol}")
 
-    def resolve(self, n: int, width: int) -> str:
+    def resolve(self, cost: int) -> str:
+        """The optimizer: the one asked for, or for ``auto`` L-BFGS when one full-batch evaluation costs at most
+        ``FULL_BATCH_LIMIT`` multiply-adds (``full_batch_cost``), else AdamW."""
         if self.optimizer not in tuple(Optimizer):
             raise ValueError(f"optimizer must be auto, lbfgs or adam, got {self.optimizer!r}")
         if self.optimizer != Optimizer.AUTO:
             return self.optimizer
-        return Optimizer.LBFGS.value if n * width <= FULL_BATCH_LIMIT else Optimizer.ADAM.value
+        return Optimizer.LBFGS.value if cost <= FULL_BATCH_LIMIT else Optimizer.ADAM.value
+
+
+def full_batch_cost(model: BTMixture, diff: torch.Tensor, router_x: torch.Tensor | None) -> int:
+    """Multiply-adds of one full-batch evaluation of ``model``'s objective: the K heads on the n pairs (n·d·K) and
+    the router's hidden layer on its distinct inputs (m·d_r·hidden; pairs that share a prompt share its row)."""
+    heads = diff.shape[0] * diff.shape[1] * model.k
+    if router_x is None or not model.router.reads_input:
+        return heads
+    rows, _ = distinct_rows(router_x)
+    return heads + rows.shape[0] * rows.shape[1] * model.router.net[0].out_features
 
 
 def rms_norm(diff: torch.Tensor) -> float:
@@ -162,8 +174,7 @@ def fit_map_once(model: BTMixture, diff: torch.Tensor, router_x: torch.Tensor | 
     """Fit one restart in place on ``model``; returns (heads (K, d), how the optimisation ended). ``start``: (1, d)
     or (K, d) heads to start from (see ``start_heads``)."""
     n = diff.shape[0]
-    width = diff.shape[1] + (0 if router_x is None else router_x.shape[1])
-    method = schedule.resolve(n, width)
+    method = schedule.resolve(full_batch_cost(model, diff, router_x))
     # L-BFGS's first step and stopping tolerances are absolute, so it stalls when margins are far from O(1) (features
     # ×1e4, or near-duplicate responses 1e-7 apart). Fit w' = s·w on Δ/s (s = rms‖Δ‖) with the prior scaled to
     # Normal(0, σ·s): the same optimum, in units where margins are O(1).

@@ -11,6 +11,7 @@ from bayesmicro.data.embedded import EmbeddedPairs
 from bayesmicro.errors import BadInput
 from bayesmicro.infer.api import fit
 from bayesmicro.infer.capacity import CapacityGrid, comparison_keys, validation_rows
+from bayesmicro.models.mixture import BTMixture
 
 FAST = CapacityGrid(ks=(1, 2, 3), prior_scales=(1.0,), router_prior_scales=(0.3,), alphas=(0.0,))
 
@@ -93,9 +94,12 @@ def test_candidates_use_the_optimizer_the_final_fit_resolves_to(monkeypatch):
     import bayesmicro.infer.map as map_module
 
     data, _ = make_population(PopulationSpec(n_pairs=600), seed=0)
-    n_train = len(data.part("train"))
-    width = data.chosen.shape[1] + data.router_input(False).shape[1]
-    monkeypatch.setattr(map_module, "FULL_BATCH_LIMIT", int(0.9 * n_train * width))  # fitting part (80 %) fits under
+    train = data.part("train")
+    prompts = train.router_input(False)
+    assert torch.unique(prompts, dim=0).shape[0] == len(train)  # every pair its own router row: cost ∝ pairs
+    largest = BTMixture(data.dim, max(FAST.ks), "prompt", prompts.shape[1])
+    full = map_module.full_batch_cost(largest, train.diff(), prompts)
+    monkeypatch.setattr(map_module, "FULL_BATCH_LIMIT", int(0.9 * full))  # the fitting part (80 %) is under it
     used = []
     original = map_module._fit_map_scaled
     monkeypatch.setattr(map_module, "_fit_map_scaled",
