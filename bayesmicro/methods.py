@@ -41,6 +41,7 @@ class RouteMethod(StrEnum):
     """How stage 2 personalizes the mixture to a unit (user, group or context) from its labelled pairs."""
 
     HIERARCHICAL = "hierarchical"
+    JOINT = "joint"
     HEDGE = "hedge"
     POSTERIOR = "posterior"
     AMORTIZED = "amortized"

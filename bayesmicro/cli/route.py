@@ -29,7 +29,8 @@ def route_command(
     test_fraction: float = o.test_fraction("Held-out share when DATA has no split column and the run recorded "
                                            "none (split.json from `fit`)."),
     method: str = o.choice(RouteMethod.HIERARCHICAL, "--method", RouteMethod, "hierarchical: per-unit offsets "
-                           "shrunk to stage 1, prior sds by empirical Bayes from the training pairs' units; "
+                           "shrunk to stage 1, prior sds by empirical Bayes from the training pairs' units; joint: "
+                           "the same with the population refitted together with them (units seen in training); "
                            "comma-separated for several.", STAGE2),
     budget: int = typer.Option(50, "--budget", help="Labelled training pairs per group (user).",
                                rich_help_panel=STAGE2),

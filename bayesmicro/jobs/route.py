@@ -76,6 +76,7 @@ def _routed_scores(fit, job: RouteConfig, labelled, train, test, by: str) -> dic
     from bayesmicro.evaluate.metrics import score
     from bayesmicro.routing.choose import choose_restart
     from bayesmicro.routing.hierarchical import estimate_scales
+    from bayesmicro.routing.registry import ROUTE_METHODS
     from bayesmicro.routing.route import route_predict
 
     labels = getattr(test, by)
@@ -86,13 +87,14 @@ def _routed_scores(fit, job: RouteConfig, labelled, train, test, by: str) -> dic
                if job.active else {"kind": "random"}}
     routed, results["restart_choice"] = choose_restart(fit, labelled, by, job.restart)
     scales = None
-    if "hierarchical" in job.methods:
+    if any(ROUTE_METHODS[RouteMethod(m)].uses_offsets for m in job.methods):
         scales = estimate_scales(fit, train, by)
         results["unit_scales"] = scales.as_dict()
         stderr.print(f"hierarchical: prior sd of a {by}'s head offsets {scales.head:.3g}, of its router-logit "
                      f"offsets {scales.logit:.3g} (empirical Bayes on {scales.units} training {by}s)")
     for m in job.methods:
-        after_proba = route_predict(routed, labelled, test, m, tau=job.tau, seed=job.seed, by=by, scales=scales)
+        after_proba = route_predict(routed, labelled, test, m, tau=job.tau, seed=job.seed, by=by, scales=scales,
+                                    population=train)
         results["after"][m] = score(after_proba, labels)
         change = float((after_proba.double() - before_proba.double()).abs().max()) if len(test) else 0.0
         if change < NO_OP_CHANGE:

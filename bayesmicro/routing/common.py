@@ -34,6 +34,29 @@ def budget_subset(data: EmbeddedPairs, budget: int, seed: int = 0, by: str = "gr
     return data.subset(np.sort(np.concatenate(keep)))
 
 
+def rows_of(data: EmbeddedPairs, subset: EmbeddedPairs, by: str) -> np.ndarray:
+    """(len(data),) bool: the rows of ``data`` that ``subset``'s pairs are (the same features and ``by`` label; a
+    pair present c times in ``subset`` marks c of its copies). BadInput for a pair of ``subset`` that ``data``
+    lacks."""
+    def keys(pairs: EmbeddedPairs) -> list[bytes]:
+        rows = torch.cat([pairs.chosen, pairs.rejected], dim=1).contiguous().numpy()
+        labels = getattr(pairs, by)
+        if labels is None:
+            raise BadInput(f"the joint fit needs a '{by}' label for every pair", source=pairs.source)
+        return [row.tobytes() + str(label).encode() for row, label in zip(rows, labels)]
+
+    where: dict[bytes, list[int]] = {}
+    for i, key in enumerate(keys(data)):
+        where.setdefault(key, []).append(i)
+    marked = np.zeros(len(data), dtype=bool)
+    for j, key in enumerate(keys(subset)):
+        if not where.get(key):
+            raise BadInput(f"labelled pair {j} is not one of the population's pairs (the joint fit labels pairs "
+                           "stage 1 was fitted on)", source=subset.source)
+        marked[where[key].pop()] = True
+    return marked
+
+
 def head_losses(fit: Fit, data: EmbeddedPairs) -> torch.Tensor:
     """(n, K) L_ik = −log σ(Δ_ik), averaged over the heads' posterior draws."""
     return -bt_log_prob(fit.margins(data)).mean(0)

@@ -275,20 +275,28 @@ def adapt(fit: Fit, labelled: EmbeddedPairs | None, scales: UnitScales, key: str
 
 
 def fit_jointly(fit: Fit, data: EmbeddedPairs, scales: UnitScales, key: str = "user",
-                schedule: Schedule | None = None) -> UnitOffsets:
+                schedule: Schedule | None = None, personal: np.ndarray | None = None) -> UnitOffsets:
     """Seen units: the joint MAP of the population (``fit``'s heads and router, under its priors) and every unit's
-    offsets on ``data`` (the units' training pairs), at the prior sds ``scales``. Starts at stage 1 with each unit's
-    offsets given it (``adapt``) and runs full-batch L-BFGS over all of them together, with ``infer.map``'s stopping
-    rule. The returned offsets' ``fit`` is the refitted population (a MAP) and ``history`` the joint objective per
-    pair at the start and at the end (``_JointProblem.objective``)."""
-    start = adapt(fit, data, scales, key)
-    _, codes = _unit_codes(data, key)
-    problem = _JointProblem(fit, data, start, torch.from_numpy(codes))
+    offsets on ``data`` (the units' training pairs), at the prior sds ``scales``. ``personal``: (n,) bool, the pairs
+    that carry their unit's offsets (default: all); the others inform the population alone. Starts at stage 1 with
+    each unit's offsets given its personal pairs (``adapt``) and runs full-batch L-BFGS over all of them together,
+    with ``infer.map``'s stopping rule. The returned offsets' ``fit`` is the refitted population (a MAP) and
+    ``history`` the joint objective per pair at the start and at the end (``_JointProblem.objective``)."""
+    personal = np.ones(len(data), dtype=bool) if personal is None else np.asarray(personal, dtype=bool)
+    if personal.shape != (len(data),):
+        raise BadInput(f"personal must be one flag per pair ({len(data)}), got shape {personal.shape}",
+                       argument="personal")
+    own = data.subset(personal)
+    start = adapt(fit, own, scales, key)
+    units, codes = _unit_codes(own, key)
+    unit = np.full(len(data), len(units), dtype=np.int64)  # len(units): a pair without offsets
+    unit[personal] = codes
+    problem = _JointProblem(fit, data, start, torch.from_numpy(unit))
     with torch.no_grad():
         before = float(problem.objective())
     info = run_lbfgs(problem.parameters(), problem.objective, schedule or Schedule(), None)
     population, head, logit = problem.solution(info)
-    _, _, _, variance = _dual_terms(StageOne.of(population, data), codes, head, logit, scales)
+    _, _, _, variance = _dual_terms(StageOne.of(population, own), codes, head, logit, scales)
     return UnitOffsets(population, key, start.units, head, logit, scales, start.n_labels,
                        variance.clamp_min(0).sqrt(), history=[before, info.objective])
 
@@ -320,8 +328,8 @@ class _JointProblem:
         log_w = router.log_weights(self.router_x, n if self.router_index is None else self.router_x.shape[0])
         log_w = log_w if self.router_index is None else log_w[self.router_index]
         if self.fit_logit:
-            log_w = torch.log_softmax(log_w + self.scales.logit * self.unit_logit[self.unit], -1)
-        shift = self.scales.head * (self.diff * self.unit_head[self.unit]).sum(-1, keepdim=True)
+            log_w = torch.log_softmax(log_w + self.scales.logit * _with_zero_row(self.unit_logit)[self.unit], -1)
+        shift = self.scales.head * (self.diff * _with_zero_row(self.unit_head)[self.unit]).sum(-1, keepdim=True)
         log_lik = mixture_log_prob(log_w, reward_margins(heads, self.diff) + shift).sum()
         if config.alpha and config.k > 1:
             log_lik = log_lik + config.alpha * entropy(log_w).sum()
@@ -342,6 +350,11 @@ class _JointProblem:
         logit = self.scales.logit * self.unit_logit.detach().double() if self.fit_logit else \
             torch.zeros_like(self.unit_logit, dtype=torch.float64)
         return population, self.scales.head * self.unit_head.detach().double(), logit
+
+
+def _with_zero_row(offsets: torch.Tensor) -> torch.Tensor:
+    """(U + 1, ·): the units' offsets and a last row of zeros, the offsets of a pair that carries none."""
+    return torch.cat([offsets, offsets.new_zeros(1, offsets.shape[1])])
 
 
 __all__ = ["StageOne", "UnitOffsets", "UnitScales", "adapt", "estimate_scales", "fit_jointly"]

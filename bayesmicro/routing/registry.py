@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from bayesmicro.methods import RouteMethod
 from bayesmicro.routing.router import (AmortizedRouting, HedgeRouting, HierarchicalRouting, HyReRouting,
-                                       PosteriorRouting, Router)
+                                       JointRouting, PosteriorRouting, Router)
 
 ROUTE_METHODS: dict[RouteMethod, type[Router]] = {
     RouteMethod.HIERARCHICAL: HierarchicalRouting,
+    RouteMethod.JOINT: JointRouting,
     RouteMethod.HEDGE: HedgeRouting,
     RouteMethod.POSTERIOR: PosteriorRouting,
     RouteMethod.AMORTIZED: AmortizedRouting,

@@ -21,7 +21,8 @@ WEIGHT_METHODS = tuple(m.value for m, cls in ROUTE_METHODS.items() if cls.reweig
 
 def route_predict(fit: Fit, labelled: EmbeddedPairs, test: EmbeddedPairs, method: str = RouteMethod.HIERARCHICAL, *,
                   tau: float = 1e-3, seed: int = 0, by: str = "group", concentration: float = 1.0,
-                  mode: str = "static", restart: str = "kept", scales: UnitScales | None = None) -> torch.Tensor:
+                  mode: str = "static", restart: str = "kept", scales: UnitScales | None = None,
+                  population: EmbeddedPairs | None = None) -> torch.Tensor:
     """(n_test,) P(chosen ≻ rejected) for ``test`` after routing on the ``labelled`` pairs.
 
     ``restart="context"``: route the restart of ``fit.restart_modes`` whose router best separates the labelled
@@ -29,7 +30,9 @@ def route_predict(fit: Fit, labelled: EmbeddedPairs, test: EmbeddedPairs, method
 
     ``hierarchical`` (the default of ``bayesmicro route``): each ``by`` unit's offsets on the heads and the router
     logits, MAP under the empirical-Bayes prior sds ``scales`` (``routing.hierarchical.estimate_scales`` on the
-    training pairs); a unit without labelled pairs is predicted by stage 1 exactly.
+    training pairs); a unit without labelled pairs is predicted by stage 1 exactly. ``joint``: the same offsets with
+    the population refitted together with them on ``population`` (the pairs stage 1 was fitted on, which hold the
+    labelled ones): seen units, whose pairs were in stage 1's training data.
     ``hedge`` and ``amortized`` learn one router on [prompt; context] from all labelled pairs; ``posterior`` and
     ``hyre`` infer one weight vector per ``by`` label (group or user) from that label's labelled pairs (a label with
     none keeps the prior).
@@ -37,7 +40,7 @@ def route_predict(fit: Fit, labelled: EmbeddedPairs, test: EmbeddedPairs, method
     if method not in METHODS:
         raise BadInput(f"method must be one of {METHODS}, got {method!r}")
     return router_for(method, tau=tau, seed=seed, by=by, concentration=concentration, mode=mode, restart=restart,
-                      scales=scales).predict(fit, labelled, test)
+                      scales=scales, population=population).predict(fit, labelled, test)
 
 
 def budget_curve(fit: Fit, data: EmbeddedPairs, methods: list[str], budgets: list[int], *, tau: float = 1e-3,
@@ -57,7 +60,7 @@ def budget_curve(fit: Fit, data: EmbeddedPairs, methods: list[str], budgets: lis
         for budget in budgets:
             labelled = select(train, budget)
             prob = route_predict(fit, labelled, test, method, tau=tau, seed=seed, by=by, restart=restart,
-                                 scales=scales)
+                                 scales=scales, population=train)
             curves[method][str(budget)] = score_fn(prob, getattr(test, by))
     return curves
 

@@ -21,9 +21,9 @@ from bayesmicro.methods import RouteMethod
 from bayesmicro.models.bt import mixture_log_prob
 from bayesmicro.routing.amortized import amortized_route
 from bayesmicro.routing.choose import choose_restart
-from bayesmicro.routing.common import check_routable
+from bayesmicro.routing.common import check_routable, rows_of
 from bayesmicro.routing.hedge import hedge_route
-from bayesmicro.routing.hierarchical import UnitScales, adapt
+from bayesmicro.routing.hierarchical import UnitScales, adapt, fit_jointly
 from bayesmicro.routing.posterior import hyre_weights, predict_with_posterior, weight_posterior
 
 
@@ -40,11 +40,13 @@ class Router(ABC):
     method: ClassVar[RouteMethod]
     reweights_heads: ClassVar[bool] = True  # re-weights the stage-1 heads: needs K ≥ 2
     reads_context: ClassVar[bool] = False  # learns one router on [prompt; context]: the pairs need a context
+    uses_offsets: ClassVar[bool] = False  # per-unit offsets: needs the units' prior sds (``scales``)
 
     def __init__(self, *, tau: float = 1e-3, seed: int = 0, by: str = "group", concentration: float = 1.0,
-                 mode: str = "static", restart: str = "kept", scales: UnitScales | None = None):
+                 mode: str = "static", restart: str = "kept", scales: UnitScales | None = None,
+                 population: EmbeddedPairs | None = None):
         self.tau, self.seed, self.by, self.concentration = tau, seed, by, concentration
-        self.mode, self.restart, self.scales = mode, restart, scales
+        self.mode, self.restart, self.scales, self.population = mode, restart, scales, population
 
     def adapt(self, fit: Fit, labelled: EmbeddedPairs) -> Adapted:
         """The weight posterior given the ``labelled`` pairs (stage-1 heads fixed)."""
@@ -86,15 +88,34 @@ class HierarchicalRouting(Router):
 
     method = RouteMethod.HIERARCHICAL
     reweights_heads = False
+    uses_offsets = True
 
     def adapt(self, fit, labelled):
-        if self.scales is None:
-            raise BadInput("method 'hierarchical' needs the units' prior sds: scales=estimate_scales(fit, "
-                           "training pairs, by)", argument="scales")
-        return adapt(fit, labelled, self.scales, self.by)
+        return adapt(fit, labelled, self._scales(), self.by)
 
     def _adapt(self, fit, labelled):  # pragma: no cover - adapt is overridden
         return self.adapt(fit, labelled)
+
+    def _scales(self) -> UnitScales:
+        if self.scales is None:
+            raise BadInput(f"method {self.method.value!r} needs the units' prior sds: scales=estimate_scales(fit, "
+                           "training pairs, by)", argument="scales")
+        return self.scales
+
+
+class JointRouting(HierarchicalRouting):
+    """Seen units: the population refitted together with the units' offsets (``routing.hierarchical.fit_jointly``)
+    on the pairs stage 1 was fitted on (``population``), the labelled ones — each one of those pairs — carrying
+    their unit's offsets; a unit without labelled pairs is predicted by the refitted population."""
+
+    method = RouteMethod.JOINT
+
+    def adapt(self, fit, labelled):
+        if self.population is None:
+            raise BadInput("method 'joint' refits the population: population=the pairs stage 1 was fitted on",
+                           argument="population")
+        personal = rows_of(self.population, labelled, self.by)
+        return fit_jointly(fit, self.population, self._scales(), self.by, personal=personal)
 
 
 @dataclass

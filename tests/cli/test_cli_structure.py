@@ -64,7 +64,7 @@ def test_help_lists_choices_and_defaults():
                  "[none|prompt|context|user|group]", "default: 0.2", "Capacity (--k auto)", "Output"):
         assert text in result.stdout, text
     route = CliRunner().invoke(app, ["route", "--help"], env={"COLUMNS": "200"}).stdout
-    assert "[hierarchical|hedge|posterior|amortized|hyre]" in route and "[eer|epig|eig]" in route
+    assert "[hierarchical|joint|hedge|posterior|amortized|hyre]" in route and "[eer|epig|eig]" in route
 
 
 def test_every_command_is_small_and_shares_option_defaults():

@@ -135,3 +135,18 @@ def test_route_defaults_to_hierarchical_offsets_with_scales_from_the_training_us
     assert 0.2 < out["unit_scales"]["head"] < 1.0
     assert out["after"]["hierarchical"]["nll"] < out["before"]["nll"]
     assert "hierarchical: prior sd of a user's head offsets" in result.stderr
+
+
+def test_route_joint_refits_the_population_with_the_offsets_of_seen_users(tmp_path):
+    from tests.routing.test_hierarchical import user_population
+
+    pairs, _ = user_population(n_users=30, pairs_per_user=40, offset_sd=0.8, seed=6)
+    pairs.save(tmp_path / "pairs")
+    assert run_cli("fit", tmp_path / "pairs", "--k", "1", "--out", tmp_path / "run").code == 0
+    result = run_cli("route", tmp_path / "run", tmp_path / "pairs", "--by", "user", "--budget", "1000",
+                     "--method", "hierarchical,joint", "--json")
+    assert result.code == 0, result.stderr
+    out = result.json()
+    assert set(out["after"]) == {"hierarchical", "joint"} and out["unit_scales"]["units"] == 30
+    assert out["after"]["joint"]["nll"] < out["before"]["nll"]
+    assert out["after"]["joint"]["nll"] != out["after"]["hierarchical"]["nll"]

@@ -150,3 +150,21 @@ def test_joint_fit_recovers_the_population_head_that_unit_offsets_attenuate():
     again = H.adapt(joint.fit, pairs, scales)
     assert_close(again.head, joint.head, atol=0.03)
     assert float((again.head - joint.head).abs().mean()) < 0.005
+
+
+def test_pairs_without_offsets_inform_the_population_alone():
+    pairs, _ = user_population(n_users=12, pairs_per_user=30, offset_sd=0.8, seed=3)
+    stage1 = fit(pairs, k=1)
+    scales = H.UnitScales(head=0.8, logit=0.0)
+    personal = pairs.user != "u000"
+    joint = H.fit_jointly(stage1, pairs, scales, personal=personal)
+    assert "u000" not in joint.units and len(joint.units) == 11
+    # u000's pairs are predicted by the refitted population, which they helped fit
+    u000 = pairs.subset(~personal)
+    assert_close(joint.predict_proba(u000), joint.fit.predict_proba(u000), atol=1e-6)
+    without = H.fit_jointly(stage1, pairs.subset(personal), scales)
+    assert float((joint.fit.heads - without.fit.heads).abs().max()) > 1e-3
+    assert_close(without.head, H.fit_jointly(stage1, pairs.subset(personal), scales,
+                                             personal=np.ones(int(personal.sum()), bool)).head, atol=0)
+    with pytest.raises(BadInput, match=r"personal must be one flag per pair \(360\)"):
+        H.fit_jointly(stage1, pairs, scales, personal=personal[:10])

@@ -19,7 +19,9 @@ def test_every_route_method_has_a_router_class():
     assert set(ROUTE_METHODS) == set(RouteMethod) and METHODS == tuple(RouteMethod)
     for method, cls in ROUTE_METHODS.items():
         assert issubclass(cls, Router) and cls.method == method
-    assert set(WEIGHT_METHODS) == set(RouteMethod) - {RouteMethod.HIERARCHICAL}
+    assert set(WEIGHT_METHODS) == set(RouteMethod) - {RouteMethod.HIERARCHICAL, RouteMethod.JOINT}
+    assert {m for m, cls in ROUTE_METHODS.items() if cls.uses_offsets} == {RouteMethod.HIERARCHICAL,
+                                                                          RouteMethod.JOINT}
     assert {m for m, cls in ROUTE_METHODS.items() if cls.reads_context} == {RouteMethod.HEDGE, RouteMethod.AMORTIZED}
 
 
@@ -44,3 +46,24 @@ def test_unknown_method_and_missing_scales_are_bad_input(routed):
         route_predict(stage1, labelled, test, "nope")
     with pytest.raises(BadInput, match="needs the units' prior sds"):
         router_for("hierarchical").predict(stage1, labelled, test)
+
+
+def test_joint_routing_is_fit_jointly_on_the_population_with_the_labelled_pairs_personal():
+    from tests.routing.test_hierarchical import user_population
+    from bayesmicro.routing.common import rows_of
+    from bayesmicro.routing.hierarchical import UnitScales, fit_jointly
+
+    pairs, _ = user_population(n_users=10, pairs_per_user=20, offset_sd=0.8, seed=4)
+    train, test = pairs.with_split(0.25, 0).part("train"), pairs.with_split(0.25, 0).part("test")
+    stage1 = fit(train, k=1)
+    scales = UnitScales(head=0.8, logit=0.0)
+    labelled = budget_subset(train, 5, by="user")
+    personal = rows_of(train, labelled, "user")
+    assert personal.sum() == len(labelled) == 50
+    expected = fit_jointly(stage1, train, scales, "user", personal=personal).predict_proba(test)
+    got = route_predict(stage1, labelled, test, "joint", by="user", scales=scales, population=train)
+    assert torch.equal(got, expected)
+    with pytest.raises(BadInput, match="method 'joint' refits the population"):
+        route_predict(stage1, labelled, test, "joint", by="user", scales=scales)
+    with pytest.raises(BadInput, match="labelled pair 0 is not one of the population's pairs"):
+        route_predict(stage1, test, test, "joint", by="user", scales=scales, population=train)
