@@ -15,7 +15,7 @@ from bayesmicro.errors import BadInput
 from bayesmicro.infer.capacity import CapacityGrid, choose_capacity
 from bayesmicro.infer.em import EMSchedule
 from bayesmicro.infer.vi.laplace import mode_log_evidence
-from bayesmicro.infer.map import Schedule, fit_map_once, full_batch_cost
+from bayesmicro.infer.map import Schedule, distinct_rows, fit_map_once, full_batch_cost
 from bayesmicro.infer.nuts import NUTSSchedule
 from bayesmicro.infer.registry import FITTERS, fitter_for
 from bayesmicro.infer.results.mixture import LINEARISED_POSTERIORS, Fit, FitConfig
@@ -178,7 +178,8 @@ def _fit_auto(data: EmbeddedPairs, k: str, router: str, inference: str, *, alpha
 
     # one optimizer for the candidates and the final fit: the one the largest K on all the training pairs resolves to
     schedule = schedule or Schedule()
-    schedule = replace(schedule, optimizer=schedule.resolve(full_batch_cost(largest.build_model(), diff, router_x)))
+    cost = full_batch_cost(largest.build_model(), diff, distinct_rows(router_x)[0])
+    schedule = replace(schedule, optimizer=schedule.resolve(cost))
     selection = replace(schedule, tol=SELECTION_TOL)
 
     chosen, report = choose_capacity(data, fit_on, router, seed, capacity, fixed)

@@ -75,14 +75,14 @@ class Schedule:
         return Optimizer.LBFGS.value if cost <= FULL_BATCH_LIMIT else Optimizer.ADAM.value
 
 
-def full_batch_cost(model: BTMixture, diff: torch.Tensor, router_x: torch.Tensor | None) -> int:
+def full_batch_cost(model: BTMixture, diff: torch.Tensor, router_rows: torch.Tensor | None) -> int:
     """Multiply-adds of one full-batch evaluation of ``model``'s objective: the K heads on the n pairs (n·d·K) and
-    the router's hidden layer on its distinct inputs (m·d_r·hidden; pairs that share a prompt share its row)."""
+    the router's hidden layer on its distinct inputs ``router_rows`` (m, d_r) (``distinct_rows``: pairs that share a
+    prompt share its row), m·d_r·hidden."""
     heads = diff.shape[0] * diff.shape[1] * model.k
-    if router_x is None or not model.router.reads_input:
+    if router_rows is None or not model.router.reads_input:
         return heads
-    rows, _ = distinct_rows(router_x)
-    return heads + rows.shape[0] * rows.shape[1] * model.router.net[0].out_features
+    return heads + router_rows.shape[0] * router_rows.shape[1] * model.router.net[0].out_features
 
 
 def rms_norm(diff: torch.Tensor) -> float:
@@ -174,7 +174,8 @@ def fit_map_once(model: BTMixture, diff: torch.Tensor, router_x: torch.Tensor | 
     """Fit one restart in place on ``model``; returns (heads (K, d), how the optimisation ended). ``start``: (1, d)
     or (K, d) heads to start from (see ``start_heads``)."""
     n = diff.shape[0]
-    method = schedule.resolve(full_batch_cost(model, diff, router_x))
+    distinct = distinct_rows(router_x)  # full-batch steps run the router once per distinct input
+    method = schedule.resolve(full_batch_cost(model, diff, distinct[0]))
     # L-BFGS's first step and stopping tolerances are absolute, so it stalls when margins are far from O(1) (features
     # ×1e4, or near-duplicate responses 1e-7 apart). Fit w' = s·w on Δ/s (s = rms‖Δ‖) with the prior scaled to
     # Normal(0, σ·s): the same optimum, in units where margins are O(1).
@@ -183,7 +184,7 @@ def fit_map_once(model: BTMixture, diff: torch.Tensor, router_x: torch.Tensor | 
     start = None if start is None else start * scale
     prior_scale, model.prior_scale = model.prior_scale, model.prior_scale * scale
     try:
-        heads, info = _fit_map_scaled(model, diff, router_x, seed, schedule, method, on_step, start)
+        heads, info = _fit_map_scaled(model, diff, router_x, seed, schedule, method, on_step, start, distinct)
     finally:
         model.prior_scale = prior_scale
     # back to the caller's units; the objective drops the prior's log-Jacobian K·d·log s / n
@@ -202,8 +203,8 @@ def distinct_rows(router_x: torch.Tensor | None) -> tuple[torch.Tensor | None, t
 
 
 def _fit_map_scaled(model: BTMixture, diff: torch.Tensor, router_x: torch.Tensor | None, seed: int,
-                    schedule: Schedule, method: str, on_step, start: torch.Tensor | None) -> tuple[torch.Tensor,
-                                                                                                  ModeInfo]:
+                    schedule: Schedule, method: str, on_step, start: torch.Tensor | None,
+                    distinct: tuple[torch.Tensor | None, torch.Tensor | None]) -> tuple[torch.Tensor, ModeInfo]:
     n = diff.shape[0]
     pyro.set_rng_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -219,7 +220,7 @@ def _fit_map_scaled(model: BTMixture, diff: torch.Tensor, router_x: torch.Tensor
         guide = AutoDelta(model, init_loc_fn=init_to_value(values={"heads": heads0}))
     elbo = Trace_ELBO()(model, guide)
     # full batch: the router runs once per distinct input; minibatches index the pairs' own rows
-    loss_on = per_pair_loss(elbo, diff, *(distinct_rows(router_x) if method == Optimizer.LBFGS else (router_x,)))
+    loss_on = per_pair_loss(elbo, diff, *(distinct if method == Optimizer.LBFGS else (router_x,)))
     params = [p for p in elbo.parameters() if p.requires_grad]
     if method == Optimizer.LBFGS:
         info = run_lbfgs(params, lambda: loss_on(None), schedule, on_step)

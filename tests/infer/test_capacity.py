@@ -98,7 +98,7 @@ def test_candidates_use_the_optimizer_the_final_fit_resolves_to(monkeypatch):
     prompts = train.router_input(False)
     assert torch.unique(prompts, dim=0).shape[0] == len(train)  # every pair its own router row: cost ∝ pairs
     largest = BTMixture(data.dim, max(FAST.ks), "prompt", prompts.shape[1])
-    full = map_module.full_batch_cost(largest, train.diff(), prompts)
+    full = map_module.full_batch_cost(largest, train.diff(), prompts)  # distinct prompts: rows = prompts
     monkeypatch.setattr(map_module, "FULL_BATCH_LIMIT", int(0.9 * full))  # the fitting part (80 %) is under it
     used = []
     original = map_module._fit_map_scaled

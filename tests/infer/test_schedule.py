@@ -3,7 +3,7 @@ import torch
 
 from bayesmicro.data.synthetic import PopulationSpec, make_population
 from bayesmicro.infer import fit
-from bayesmicro.infer.map import FULL_BATCH_LIMIT, Schedule, full_batch_cost
+from bayesmicro.infer.map import FULL_BATCH_LIMIT, Schedule, distinct_rows, full_batch_cost
 from bayesmicro.models.mixture import BTMixture
 
 
@@ -34,7 +34,7 @@ def test_full_batch_cost_counts_heads_and_distinct_router_rows(router, k, shared
     diff = torch.randn(60, 8, generator=g)
     prompts = torch.randn(4, 5, generator=g).repeat(15, 1) if shared else torch.randn(60, 5, generator=g)
     model = BTMixture(8, k, router, 5, hidden=16)
-    assert full_batch_cost(model, diff, prompts if model.router.reads_input else None) == expected
+    assert full_batch_cost(model, diff, distinct_rows(prompts)[0] if model.router.reads_input else None) == expected
 
 
 def test_auto_picks_lbfgs_up_to_the_limit_and_an_explicit_choice_always():
