@@ -26,9 +26,10 @@ from bayesmicro.errors import BadInput
 from bayesmicro.methods import Optimizer
 from bayesmicro.models.mixture import BTMixture
 
-# multiply-adds of one full-batch evaluation of the objective up to which `auto` fits by L-BFGS (about a second on
-# one core; a converged fit takes a few hundred); AdamW minibatches beyond
-FULL_BATCH_LIMIT = 2_000_000_000
+# multiply-adds of one full-batch evaluation of the objective up to which `auto` fits by L-BFGS (a second or two on
+# one core; a converged fit takes a few hundred); AdamW minibatches beyond. Every problem of at most 2·10⁷ feature
+# values n·(d + d_router) is under it, whatever its router (at most 2·10⁷·128 for the hidden layer)
+FULL_BATCH_LIMIT = 3_000_000_000
 ADAM_WORK_BUDGET = 250_000_000  # n·(d + d_router)·epochs the default AdamW schedule spends (at least 2 epochs)
 
 
