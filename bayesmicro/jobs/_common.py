@@ -83,8 +83,8 @@ def set_global_threads(threads: int | None) -> None:
 
 
 def set_threads(threads: int | None = None) -> int:
-    """Torch CPU threads. Default 1: on the 2-core machines we target, small matmuls are slower on torch's default
-    pool, and even the HelpSteer2-sized fit (23,500 × 3,072, K = 10) ran faster on 1 thread than on 2 (measured)."""
+    """Torch CPU threads for the job: ``threads``, else ``bayesmicro --threads``, else 1 (the fits' matmuls are small,
+    and torch's default pool costs more than it gives on small machines); the number set."""
     import torch
 
     from bayesmicro._check import integer

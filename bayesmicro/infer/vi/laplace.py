@@ -1,22 +1,12 @@
 """A linearised Laplace posterior over the heads and every router layer, around the MAP.
 
 Why this and not SVI over the router: the router's hidden layer is where most of the error in π(x) sits, and a
-posterior over the output layer alone (SVI, the hidden layer a type-II point estimate) left the 90 % credible
-intervals of P(chosen ≻ rejected) covering the truth on only ~0.71 of held-out pairs of the built-in population.
-Measured there (seed 0, same MAP): mean-field SVI over all router layers covered 0.787 (ECE 0.019, 77 s); this
-Laplace covered 0.79 (ECE 0.013–0.015, ~3 s) — the same coverage, better calibrated, deterministic and 20× faster.
-Sampling the network itself with Laplace draws (no linearisation) was far worse (ECE 0.07, intervals 0.57 wide): the GGN is a local
-approximation, so predictions use the linearised router (see ``Fit``). It is not mainly ReLUs flipping: with every
-gate frozen at the MAP's pattern the draws still give intervals 0.49 wide (ECE 0.062, seed 0) — the product of the
-two layers' perturbations, which the linearisation drops, is what the GGN does not see. Tuning one prior
-precision per layer by the Laplace evidence (post-hoc type-II ML) was tried and dropped: coverage 0.81, but 52 pairs
-with Pareto-k > 0.7 and 90 s of Cholesky factorisations.
-
-Coverage stays below the nominal 0.9 because the posterior is centred on the MAP router, which is softer than the
-routers that carry the posterior mass (with the true heads, the MAP router pulls 81 % of held-out probabilities toward
-0.5). It is this approximation's shortfall, not the prior's: NUTS over every layer under the same N(0, 0.3²) prior
-covers 0.893 on the same run (``infer.nuts``), and refitting the MAP at other prior scales and comparing this
-module's ``log_evidence`` picks 0.3 (README, Bayesian inference).
+posterior over the output layer alone (SVI, the hidden layer a type-II point estimate) leaves the credible intervals
+of P(chosen ≻ rejected) far below their nominal coverage.
+A Laplace posterior over every layer calibrates as well as mean-field SVI over them, deterministically and far
+faster; predictions use the linearised router, because the GGN is a local approximation (``Fit``). Coverage stays
+below nominal because the posterior is centred on the MAP router, softer than the routers that carry the posterior
+mass; ``infer.vi.linearised`` and ``infer.vi.refine`` correct that. Figures: docs/posteriors.md.
 
 Posterior: N(θ*, (F + Λ)⁻¹) with θ = (heads, router weights and biases), θ* the MAP, Λ the model's Gaussian prior
 precisions (heads 1/prior_scale², router 1/router_prior_scale²) and F = Σ_i ∇p_i ∇p_iᵀ / (p_i (1 − p_i)) the Fisher

@@ -13,16 +13,8 @@ linearisation point). The expectation is a fixed set of antithetic draws (sample
 objective is deterministic and L-BFGS maximises it in the whitened coordinates v = Cᵀ(m − θ*), where it is close to
 an isotropic quadratic.
 
-Measured on the built-in population (``bayesmicro fit --inference vi``, seed 0, 4 500 pairs, 2 611 parameters):
-held-out coverage of the 90 % credible intervals 0.790 → 0.848 and NLL 0.2894 → 0.2864 against the mode-centred
-Laplace (NUTS over the network: 0.892, 0.2863; 2026-11-27), ~12 s more. NUTS on this same linearised model covered
-0.849 (NLL 0.2862), so the optimal mean with the Laplace covariance is as good as the linearised model allows; the
-rest of the gap to NUTS is the linearisation. Updating the covariance as well (the Gauss–Newton fixed point
-Σ⁻¹ = Λ + E_q[F(θ)], 8 iterations of 16 draws) gave the same coverage (0.845) in 220 s instead of ~12 s.
-Re-linearising at the mean found (curvature and ELBO-optimal mean again around it) has no fixed point: on seed 0 the
-whitened step of rounds 1–6 was 3.5, 4.4, 8.0, 10.6, 9.9, 10.0 and the coverage after 1, 2, 3, 4, 6 rounds 0.847,
-0.865, 0.877, 0.850, 0.835 (2 rounds on seeds 1 / 2: 0.895 / 0.909) — a round count would be a knob tuned on held-out
-coverage, so the linearisation stays at the MAP.
+The covariance stays the Laplace one and the linearisation stays at the MAP; what that gains and what the
+alternatives cost is in docs/posteriors.md (design notes).
 """
 
 from __future__ import annotations

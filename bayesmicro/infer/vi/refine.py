@@ -12,33 +12,15 @@ NUTS's), not into its linearisation.
 Chains run in parallel, one per starting draw of q_0, in the Laplace-whitened coordinates u = Cᵀθ (C Cᵀ = F + Λ,
 so the mass matrix is the Laplace precision, as NUTS's default). Each chain's step size adapts to ``target_accept``
 during ``warmup`` iterations (their states are discarded); after it, every chain's state after each of the following
-iterations is a draw, ``draws`` in all. (Until 2026-11-28 the chains shared one size: on the built-in population's
-seed 1 one chain started where the network is far more curved, rejected every proposal and stayed there — its 20
-identical draws at a log-likelihood 800 below the others' left held-out calibration nearly intact (1/32 of the
-draws) but flagged 938 of 4 500 pairs in PSIS-LOO.)
+iterations is a draw, ``draws`` in all (a per-chain step size: a chain started where the network is far more
+curved would otherwise reject every proposal).
 
-Measured on the built-in population (``bayesmicro fit --inference vi``, the default, seeds 0 / 1 / 2; the defaults
-below: 32 chains, 15 + 20 iterations of 10 leapfrog steps, 640 draws, ~64 s of HMC on one thread): held-out 90 %
-coverage 0.892 / 0.942 / 0.963, NLL 0.2858 / 0.2950 / 0.2846, ECE 0.0065 / 0.0035 / 0.0158 (2026-11-28) — NUTS over
-the same exact posterior: 0.892 / 0.951 / 0.959, 0.2863 / 0.2946 / 0.2856; the linearised VI: 0.848 / 0.867 / 0.874,
-0.2864 / 0.2939 / 0.2855 (2026-11-27). The exact network evaluated at the linearised VI's own draws is far worse
-(seed 0: NLL 0.350, intervals 0.49 wide), the drift the transitions correct; the chains' log joint levels off after
-~15 iterations. The cost after the fit: PSIS-LOO's importance ratios are heavier-tailed than a Gaussian's (seed 0,
-with the chains' relative efficiency: 117 of 4 500 pairs with Pareto k > 0.7 at 640 draws — with the shared step
-size 118, and 44 on 2 560 draws of the same chains; the smallest bulk ESS of a head weight 77 of 640), as are those
-of NUTS's exact draws (92 at 400). ``diagnose`` scores
-those pairs by mixture importance sampling instead (``RefineSchedule(target="loo_mixture")``: the same chains on
-q_mix(θ) ∝ p(θ | D) Σ_i 1 / p(y_i | θ), Silva & Zanella 2023; ``evaluate.loo.mixture_is_loo``), whose weights are
-bounded. PSIS moment matching (Paananen et al. 2021) does not rescue it: on the morning's run it brought 114
-such pairs down to 2, but its elpd_i of three pairs scored by exact refits (−0.059 / −0.072 /
-−0.063; PSIS −0.061 / −0.068 / −0.055) came out −0.030 / −0.046 / −0.033 — its density ratios between moved draws
-in 2 611 dimensions assume exact posterior draws, which 35 HMC iterations from the linearised VI are not: across
-its 32 chains the split R̂ of seed 0's draws is 1.50 at the median parameter and 1.88 at the worst (ArviZ's over
-the heads: median 1.45, max 1.62). The chains agree on predictions (NUTS's calibration) long before they mix in
-parameter space; ``info["refine"]`` reports ``max_r_hat`` and ``min_ess`` over every parameter so that this shows.
-Three times longer trajectories (30 leapfrog steps, 184 s of HMC instead of 78 s) mix better (R̂ max 1.27, min ESS
-78) at the same calibration (coverage 0.893, NLL 0.2861) but still flag 91 pairs at 640 draws: the heavy tails of
-those pairs' importance ratios belong to the posterior, not to the sampler.
+PSIS-LOO's importance ratios under these draws are heavier-tailed than a Gaussian's, as are those of NUTS's exact
+draws; ``diagnose`` scores the pairs with Pareto k > 0.7 by mixture importance sampling instead
+(``RefineSchedule(target="loo_mixture")``: the same chains on q_mix(θ) ∝ p(θ | D) Σ_i 1 / p(y_i | θ), Silva &
+Zanella 2023; ``evaluate.loo.mixture_is_loo``), whose weights are bounded. The chains agree on predictions long
+before they mix in parameter space; ``info["refine"]`` reports ``max_r_hat`` and ``min_ess`` over every parameter so
+that this shows. Calibration, coverage and LOO figures against NUTS and the linearised VI: docs/posteriors.md.
 """
 
 from __future__ import annotations
